@@ -356,6 +356,15 @@ class Store:
         rows = self._read(f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE idempotency_key = ?", (key,))
         return _item(rows[0])
 
+    def known_receipts(self, receipt_ids: Sequence[str]) -> set[str]:
+        """Which of these POS receipts already have an outbox row."""
+        if not receipt_ids:
+            return set()
+        marks = ",".join("?" * len(receipt_ids))
+        rows = self._read(f"SELECT receipt_id FROM outbox WHERE receipt_id IN ({marks})",
+                          list(receipt_ids))
+        return {r[0] for r in rows}
+
     def delivered_customer(self, receipt_id: str) -> tuple[str, str] | None:
         """The customer a receipt went (or is going) to, for credit receipts that follow it."""
         rows = self._read(

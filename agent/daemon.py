@@ -1,0 +1,246 @@
+"""The running agent: scanner sources → claims → POS poller/matcher → outbox → uploader.
+
+Each stage runs in its own thread and talks to the others only through the SQLite store, so a
+crash anywhere loses nothing that was acknowledged: a scan is acknowledged ("accepted" feedback)
+only after its claim is committed, and a receipt only after its outbox row is.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent import codes, systemd
+from agent.config import Config
+from agent.errors import AgentError, CodeRejected, ScannerError, StoreError
+from agent.feedback import Feedback
+from agent.kassa.client import KassaClient
+from agent.kassa.poller import Poller
+from agent.logs import correlation, fields, get_logger, mask_code, new_correlation_id
+from agent.metrics import Metrics, serve
+from agent.queue.store import Claim, OutboxItem, Store
+from agent.queue.uploader import Uploader
+from agent.scanner import build_sources
+from agent.scanner.base import ScanEvent, Source
+
+log = get_logger(__name__)
+
+STOP_GRACE = 8.0
+PURGE_EVERY = 3600.0
+
+
+@dataclass
+class ScanOutcome:
+    outcome: str  # accepted | duplicate | rejected | failed
+    reason: str = ""
+    claim: Claim | None = None
+
+
+@dataclass
+class Daemon:
+    config: Config
+    sources: list[Source] | None = None
+    clock: Callable[[], float] = time.time
+    stop_event: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.store = Store.open(self.config.data_dir)
+        self.metrics = Metrics()
+        self.heartbeat = systemd.Heartbeat()
+        self.upload_wake = threading.Event()
+        fb = self.config.feedback
+        self.feedback = Feedback(fb.accepted, fb.rejected, fb.delivered)
+        self.client = KassaClient(
+            self.config.kassa.url, self.config.kassa.ident, self.config.kassa_secret(),
+            timeout=(3.05, self.config.kassa.timeout),
+            verify=str(self.config.kassa.ca_bundle) if self.config.kassa.ca_bundle else True,
+        )
+        self.poller = Poller(
+            self.client, self.store, merchant_id=self.config.store.merchant_id,
+            branch=self.config.store.branch, claim_ttl=self.config.matching.claim_ttl,
+            clock_skew=self.config.matching.clock_skew,
+            late_scan_window=self.config.matching.late_scan_window,
+            interval=self.config.kassa.poll_interval, batch=self.config.kassa.batch,
+            store_name=self.config.store.name, on_stored=self._stored, on_expired=self._expired,
+            clock=self.clock,
+        )
+        self.uploader = Uploader(
+            self.store, self.config.cloud.url, self.config.cloud_token(),
+            ca_bundle=str(self.config.cloud.ca_bundle) if self.config.cloud.ca_bundle else None,
+            timeout=(3.05, self.config.cloud.timeout), workers=self.config.cloud.workers,
+            on_delivered=self._delivered,
+        )
+        if self.sources is None:
+            self.sources = build_sources(self.config.scanners)
+        self._threads: list[threading.Thread] = []
+        self._metrics_server: Any = None
+
+    # -- scans ---------------------------------------------------------------------------------
+
+    def on_scan(self, event: ScanEvent) -> ScanOutcome:
+        """A source's scan: parsed, stored durably, and only then acknowledged to the cashier."""
+        source_kind = event.source.split(":", 1)[0]
+        try:
+            code = codes.parse(event.text, url_hosts=self.config.codes.url_hosts)
+        except CodeRejected as exc:
+            log.info("scan rejected", extra=fields(source=event.source, reason=str(exc)))
+            self.metrics.scan(source_kind, "rejected")
+            self.feedback.rejected()
+            return ScanOutcome("rejected", str(exc))
+        workplace = event.workplace if event.workplace is not None else self.config.store.workplace
+        try:
+            result = self.store.add_claim(
+                correlation_id=new_correlation_id(), customer_kind=code.kind,
+                customer=code.value, workplace=workplace, source=event.source,
+                scanned_at=event.at, pos_marker=self.store.get_cursor(),
+                dedupe_window=self.config.matching.dedupe_window,
+            )
+        except StoreError as exc:
+            log.error("scan NOT stored: the store refused it", extra=fields(
+                source=event.source, reason=str(exc)))
+            self.metrics.scan(source_kind, "failed")
+            self.feedback.rejected()
+            return ScanOutcome("failed", str(exc))
+        return self._acknowledge(result, event, source_kind)
+
+    def _acknowledge(self, result: Any, event: ScanEvent, source_kind: str) -> ScanOutcome:
+        claim = result.claim
+        with correlation(claim.correlation_id):
+            for old in result.replaced:
+                log.warning("a new code at this till replaces the one scanned before it",
+                            extra=fields(workplace=claim.workplace,
+                                         replaced=mask_code(old.customer)))
+            outcome = "duplicate" if result.duplicate else "accepted"
+            log.info(f"scan {outcome}: claim waits for the sale", extra=fields(
+                source=event.source, workplace=claim.workplace, kind=claim.customer_kind,
+                customer=mask_code(claim.customer)))
+        self.metrics.scan(source_kind, outcome)
+        if not result.duplicate:
+            self.metrics.claims_created.inc()
+        self.feedback.accepted()
+        return ScanOutcome(outcome, claim=claim)
+
+    # -- callbacks from the stages -----------------------------------------------------------
+
+    def _stored(self, items: list[OutboxItem]) -> None:
+        self.metrics.receipts_matched.inc(len(items))
+        self.upload_wake.set()
+
+    def _expired(self, claims: list[Claim]) -> None:
+        self.metrics.claims_expired.inc(len(claims))
+
+    def _delivered(self, item: OutboxItem) -> None:
+        self.metrics.last_delivery.set(self.clock())
+        self.feedback.delivered()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._spawn("poller", self.poller.run)
+        self._spawn("uploader", lambda stop: self.uploader.run(stop, self.upload_wake))
+        for source in self.sources or []:
+            self._spawn(f"source {source.name}", lambda stop, s=source: self._run_source(s, stop))
+        self.metrics.set_collect_callback(self._gauges)
+        listen = self.config.metrics.listen
+        self._metrics_server = serve(listen, self.metrics, ready=self.ready) if listen else None
+        systemd.ready()
+        log.info("boniq-agent started", extra=fields(
+            sources=len(self.sources or []), workplace=self.config.store.workplace,
+            data_dir=str(self.config.data_dir)))
+
+    def _spawn(self, name: str, target: Callable[[threading.Event], None]) -> None:
+        def guarded() -> None:
+            while not self.stop_event.is_set():
+                try:
+                    target(self.stop_event)
+                    return
+                except Exception:  # a stage must never take the daemon down
+                    log.exception(f"{name} crashed; restarting it in 1 s")
+                    self.stop_event.wait(1.0)
+
+        thread = threading.Thread(target=guarded, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _run_source(self, source: Source, stop: threading.Event) -> None:
+        try:
+            source.run(self.on_scan, stop)
+        except ScannerError as exc:
+            log.error("scanner source cannot run", extra=fields(source=source.name, reason=str(exc)))
+
+    def ready(self) -> bool:
+        return not self.stop_event.is_set() and self.poller.last_success is not None
+
+    def _gauges(self) -> dict[str, Any]:
+        return self.store.summary()
+
+    def supervise(self) -> None:
+        """The main thread's loop: watchdog, STATUS=, retention purge, until stopped."""
+        interval = systemd.watchdog_interval() or 5.0
+        last_purge = 0.0
+        while not self.stop_event.wait(min(interval, 5.0)):
+            if self._alive():
+                systemd.watchdog()
+            systemd.status(self.status_line())
+            if self.clock() - last_purge > PURGE_EVERY:
+                last_purge = self.clock()
+                self._purge()
+
+    def _alive(self) -> bool:
+        threads_ok = all(t.is_alive() for t in self._threads[:2])
+        poll_ok = self.poller.last_success is not None and (
+            self.clock() - self.poller.last_success < 300 or self.poller.last_error is not None)
+        return threads_ok and (poll_ok or self.poller.last_error is not None)
+
+    def _purge(self) -> None:
+        cutoff = self.clock() - self.config.retention_days * 86400
+        try:
+            purged = self.store.purge_delivered(delivered_before=cutoff)
+        except StoreError as exc:
+            log.warning("retention purge failed", extra=fields(reason=str(exc)))
+            return
+        if purged:
+            log.info("purged delivered receipts past retention", extra=fields(rows=purged))
+
+    def status_line(self) -> str:
+        try:
+            s = self.store.summary()
+        except AgentError as exc:
+            return f"store error: {exc}"
+        error = self.poller.last_error or s["last_error"] or "none"
+        return (f"pending claims {s['claims_pending']}, outbox {s['outbox_pending']}, "
+                f"dead {s['outbox_dead']}, delivered {s['outbox_delivered']}, last error: {error}"[:200])
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.upload_wake.set()
+        systemd.stopping()
+        deadline = time.monotonic() + STOP_GRACE
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if self._metrics_server is not None:
+            self._metrics_server.close()
+        self.store.close()
+        log.info("boniq-agent stopped")
+
+
+def run(config: Config) -> int:
+    """`boniq-agent run`: start, supervise until SIGTERM/SIGINT, stop cleanly, exit 0."""
+    daemon = Daemon(config)
+
+    def on_signal(signum: int, frame: Any) -> None:
+        log.info("stop requested", extra=fields(signal=signal.Signals(signum).name))
+        daemon.stop_event.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    daemon.start()
+    try:
+        daemon.supervise()
+    finally:
+        daemon.stop()
+    return 0

@@ -1,0 +1,169 @@
+"""The durable buffer: survives SIGKILL mid-write, moves the cursor atomically, reports damage."""
+
+import os
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from agent.errors import StoreCorrupt, StoreLocked
+from agent.queue.store import DB_NAME, NewDelivery, Store
+
+WRITER = textwrap.dedent("""
+    import sys, time
+    from agent.queue.store import Store, NewDelivery
+    store = Store.open(sys.argv[1])
+    n = 0
+    while True:
+        n += 1
+        claim = store.add_claim(correlation_id=f"c-{n}", customer_kind="email",
+                                customer=f"u{n}@shop.nl", workplace=n % 4, source="test",
+                                scanned_at=time.time(), pos_marker=n)
+        store.commit_poll(marker=n, deliveries=[NewDelivery(
+            f"r-{n}", f"{n:064x}", b"x" * 2000, f"c-{n}", "sale", "email", f"u{n}@shop.nl",
+            claim.claim.id)])
+        print(n, flush=True)
+""")
+
+
+def delivery(n: int, claim_id=None) -> NewDelivery:
+    return NewDelivery(f"r-{n}", f"{n:064x}", b"{}", f"c-{n}", "sale", "email", "a@b.nl", claim_id)
+
+
+def test_sigkill_in_a_write_loop_loses_no_acknowledged_row(tmp_path):
+    for round_ in range(3):
+        child = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)],
+                                 stdout=subprocess.PIPE, text=True)
+        acked = [int(child.stdout.readline()) for _ in range(200 + 150 * round_)]
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+        with Store.open(tmp_path) as store:
+            assert store.quick_check() == "ok"
+            rows = {item.receipt_id for item in store.outbox(limit=100_000)}
+            assert {f"r-{n}" for n in acked} <= rows
+            assert store.get_cursor() >= acked[-1]
+
+
+def test_database_is_private_to_the_agent(tmp_path):
+    Store.open(tmp_path / "data").close()
+    assert stat.S_IMODE(os.stat(tmp_path / "data" / DB_NAME).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(tmp_path / "data").st_mode) == 0o700
+
+
+def test_wal_with_full_sync_is_in_force(tmp_path):
+    with Store.open(tmp_path) as store:
+        assert store._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+
+
+def test_cursor_moves_only_with_the_rows_it_produced(tmp_path):
+    with Store.open(tmp_path) as store:
+        store.commit_poll(marker=10, deliveries=[delivery(1)])
+        bad = NewDelivery("r-2", None, b"{}", "c-2", "sale", "email", "a@b.nl")  # NOT NULL key
+        with pytest.raises(Exception):
+            store.commit_poll(marker=20, deliveries=[delivery(3), bad])
+        assert store.get_cursor() == 10
+        assert [i.receipt_id for i in store.outbox()] == ["r-1"]
+
+
+def test_a_receipt_seen_again_is_stored_once(tmp_path):
+    with Store.open(tmp_path) as store:
+        assert len(store.commit_poll(marker=1, deliveries=[delivery(1)])) == 1
+        assert store.commit_poll(marker=2, deliveries=[delivery(1)]) == []
+        assert len(store.outbox()) == 1 and store.get_cursor() == 2
+
+
+def test_cursor_never_moves_backwards(tmp_path):
+    with Store.open(tmp_path) as store:
+        store.commit_poll(marker=50, deliveries=[])
+        store.commit_poll(marker=40, deliveries=[])
+        assert store.get_cursor() == 50
+
+
+def test_matched_claim_is_closed_in_the_same_transaction(tmp_path):
+    with Store.open(tmp_path) as store:
+        claim = store.add_claim(correlation_id="c", customer_kind="email", customer="a@b.nl",
+                                workplace=2, source="t", scanned_at=time.time(), pos_marker=0)
+        store.commit_poll(marker=5, deliveries=[delivery(7, claim.claim.id)])
+        assert store.pending_claims() == []
+        assert store.claims("matched")[0].receipt_id == "r-7"
+
+
+def test_same_code_twice_is_one_claim_and_a_new_code_replaces_the_old(tmp_path):
+    with Store.open(tmp_path) as store:
+        t = time.time()
+        first = store.add_claim(correlation_id="c1", customer_kind="email", customer="a@b.nl",
+                                workplace=2, source="t", scanned_at=t, pos_marker=0)
+        again = store.add_claim(correlation_id="c2", customer_kind="email", customer="a@b.nl",
+                                workplace=2, source="t", scanned_at=t + 1, pos_marker=0)
+        other = store.add_claim(correlation_id="c3", customer_kind="email", customer="z@b.nl",
+                                workplace=2, source="t", scanned_at=t + 2, pos_marker=0)
+        assert again.duplicate and again.claim.id == first.claim.id
+        assert [c.id for c in other.replaced] == [first.claim.id]
+        assert [c.customer for c in store.pending_claims()] == ["z@b.nl"]
+
+
+def test_expired_claims_stay_visible(tmp_path):
+    with Store.open(tmp_path) as store:
+        store.add_claim(correlation_id="c", customer_kind="email", customer="a@b.nl",
+                        workplace=2, source="t", scanned_at=1000.0, pos_marker=0)
+        assert len(store.expire_claims(scanned_before=2000.0, now=2000.0)) == 1
+        assert store.summary()["claims_expired"] == 1
+        assert store.claims("expired")[0].customer == "a@b.nl"
+
+
+def test_retry_schedule_survives_reopening(tmp_path):
+    with Store.open(tmp_path) as store:
+        item = store.enqueue("r-1", "a" * 64, b"{}", "c-1", now=1000.0)
+        store.schedule_retry(item.id, next_attempt_at=5000.0, error="503")
+    with Store.open(tmp_path) as store:
+        assert store.due(now=4999.0) == []
+        (due,) = store.due(now=5000.0)
+        assert (due.attempts, due.last_error) == (1, "503")
+
+
+def test_dead_letters_can_be_requeued(tmp_path):
+    with Store.open(tmp_path) as store:
+        item = store.enqueue("r-1", "a" * 64, b"{}", "c-1", now=1000.0)
+        store.mark_dead(item.id, reason="422 schema")
+        assert store.due(now=10**10) == []
+        assert store.requeue_dead(now=2000.0) == 1
+        assert [i.id for i in store.due(now=2000.0)] == [item.id]
+
+
+def test_corrupt_file_is_reported_not_replaced(tmp_path):
+    path = tmp_path / DB_NAME
+    path.write_bytes(b"this is not a database at all" * 200)
+    with pytest.raises(StoreCorrupt, match="doctor"):
+        Store.open(tmp_path)
+    assert path.read_bytes().startswith(b"this is not a database")
+
+
+def test_a_held_write_lock_gives_store_locked(tmp_path):
+    Store.open(tmp_path).close()
+    other = sqlite3.connect(tmp_path / DB_NAME, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with Store.open(tmp_path) as store, pytest.raises(StoreLocked):
+            store.enqueue("r-1", "a" * 64, b"{}", "c-1")
+    finally:
+        other.execute("ROLLBACK")
+    with Store.open(tmp_path) as store:
+        assert store.enqueue("r-1", "a" * 64, b"{}", "c-1").state == "pending"
+
+
+def test_retention_purges_only_old_delivered_rows(tmp_path):
+    with Store.open(tmp_path) as store:
+        old = store.enqueue("r-old", "a" * 64, b"{}", "c", now=100.0)
+        new = store.enqueue("r-new", "b" * 64, b"{}", "c", now=100.0)
+        pending = store.enqueue("r-pend", "c" * 64, b"{}", "c", now=100.0)
+        store.mark_delivered(old.id, cloud_id="x", now=1000.0)
+        store.mark_delivered(new.id, cloud_id="y", now=9000.0)
+        assert store.purge_delivered(delivered_before=5000.0) == 1
+        assert {i.receipt_id for i in store.outbox()} == {"r-new", "r-pend"}
+        assert pending.state == "pending"
