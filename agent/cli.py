@@ -172,7 +172,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from agent import demo
 
     logs.setup("warning" if not args.verbose else "info")
-    return demo.run(interactive=args.interactive, customers=args.customers)
+    return demo.run(interactive=args.interactive)
 
 
 def cmd_sim_kassa(args: argparse.Namespace) -> int:
@@ -241,7 +241,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("demo", cmd_demo, "the whole flow with simulated POS, cloud and customers",
                 config=False)
     p.add_argument("--interactive", action="store_true", help="type codes yourself")
-    p.add_argument("--customers", type=int, default=4, help=argparse.SUPPRESS)
     p.add_argument("--verbose", "-v", action="store_true", help="show the agent's log lines")
 
     p = command("sim", lambda a: EXIT_USAGE, "run a simulator", config=False)

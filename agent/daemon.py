@@ -24,7 +24,7 @@ from agent.logs import correlation, fields, get_logger, mask_code, new_correlati
 from agent.metrics import Metrics, serve
 from agent.queue.store import Claim, OutboxItem, Store
 from agent.queue.uploader import Uploader
-from agent.scanner import build_sources
+from agent.scanner import build_source
 from agent.scanner.base import ScanEvent, Source
 
 log = get_logger(__name__)
@@ -66,7 +66,7 @@ class Daemon:
             late_scan_window=self.config.matching.late_scan_window,
             interval=self.config.kassa.poll_interval, batch=self.config.kassa.batch,
             store_name=self.config.store.name, on_stored=self._stored, on_expired=self._expired,
-            clock=self.clock,
+            on_cycle=self._polled, clock=self.clock,
         )
         self.uploader = Uploader(
             self.store, self.config.cloud.url, self.config.cloud_token(),
@@ -75,9 +75,20 @@ class Daemon:
             on_delivered=self._delivered,
         )
         if self.sources is None:
-            self.sources = build_sources(self.config.scanners)
+            self.sources = self._build_sources()
         self._threads: list[threading.Thread] = []
         self._metrics_server: Any = None
+
+    def _build_sources(self) -> list[Source]:
+        """Every source that can run here; one that cannot is logged and left out."""
+        sources = []
+        for scanner in self.config.scanners:
+            try:
+                sources.append(build_source(scanner))
+            except ScannerError as exc:
+                log.error("scanner source cannot start", extra=fields(
+                    type=scanner.type, device=scanner.device, reason=str(exc)))
+        return sources
 
     # -- scans ---------------------------------------------------------------------------------
 
@@ -105,6 +116,7 @@ class Daemon:
             self.metrics.scan(source_kind, "failed")
             self.feedback.rejected()
             return ScanOutcome("failed", str(exc))
+        self.poller.wake.set()
         return self._acknowledge(result, event, source_kind)
 
     def _acknowledge(self, result: Any, event: ScanEvent, source_kind: str) -> ScanOutcome:
@@ -120,26 +132,32 @@ class Daemon:
                 customer=mask_code(claim.customer)))
         self.metrics.scan(source_kind, outcome)
         if not result.duplicate:
-            self.metrics.claims_created.inc()
+            self.metrics.claim_created()
         self.feedback.accepted()
         return ScanOutcome(outcome, claim=claim)
 
     # -- callbacks from the stages -----------------------------------------------------------
 
     def _stored(self, items: list[OutboxItem]) -> None:
-        self.metrics.receipts_matched.inc(len(items))
+        for item in items:
+            self.metrics.receipt_matched("credit" if item.claim_id is None else "claim")
         self.upload_wake.set()
 
     def _expired(self, claims: list[Claim]) -> None:
-        self.metrics.claims_expired.inc(len(claims))
+        self.metrics.claims_expired(len(claims))
+
+    def _polled(self, ok: bool) -> None:
+        self.heartbeat.beat("poller")
+        self.metrics.pos_poll(ok)
 
     def _delivered(self, item: OutboxItem) -> None:
-        self.metrics.last_delivery.set(self.clock())
+        self.metrics.upload("delivered")
         self.feedback.delivered()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> None:
+        self.heartbeat.register("poller")
         self._spawn("poller", self.poller.run)
         self._spawn("uploader", lambda stop: self.uploader.run(stop, self.upload_wake))
         for source in self.sources or []:
@@ -176,25 +194,23 @@ class Daemon:
         return not self.stop_event.is_set() and self.poller.last_success is not None
 
     def _gauges(self) -> dict[str, Any]:
-        return self.store.summary()
+        s = self.store.summary()
+        return {"outbox": {state: s[f"outbox_{state}"] for state in ("pending", "delivered", "dead")},
+                "claims_pending": s["claims_pending"], "oldest_pending": s["oldest_pending_at"],
+                "last_delivery": s["last_delivery_at"]}
 
     def supervise(self) -> None:
         """The main thread's loop: watchdog, STATUS=, retention purge, until stopped."""
         interval = systemd.watchdog_interval() or 5.0
+        max_age = max(120.0, 3 * self.config.kassa.poll_interval)
         last_purge = 0.0
         while not self.stop_event.wait(min(interval, 5.0)):
-            if self._alive():
-                systemd.watchdog()
+            if all(t.is_alive() for t in self._threads[:2]):  # poller and uploader
+                systemd.keep_alive(self.heartbeat, max_age)
             systemd.status(self.status_line())
             if self.clock() - last_purge > PURGE_EVERY:
                 last_purge = self.clock()
                 self._purge()
-
-    def _alive(self) -> bool:
-        threads_ok = all(t.is_alive() for t in self._threads[:2])
-        poll_ok = self.poller.last_success is not None and (
-            self.clock() - self.poller.last_success < 300 or self.poller.last_error is not None)
-        return threads_ok and (poll_ok or self.poller.last_error is not None)
 
     def _purge(self) -> None:
         cutoff = self.clock() - self.config.retention_days * 86400
@@ -218,6 +234,7 @@ class Daemon:
     def stop(self) -> None:
         self.stop_event.set()
         self.upload_wake.set()
+        self.poller.wake.set()
         systemd.stopping()
         deadline = time.monotonic() + STOP_GRACE
         for thread in self._threads:

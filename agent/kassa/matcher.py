@@ -1,11 +1,21 @@
 """Claim ↔ receipt matching (SPEC §5): the transform between the sources and the buffer.
 
 A claim made at workplace W attaches to the first unclaimed, paid sale of W booked after the scan.
-"After" is judged twice: the receipt's syncMarker must be above the high-water mark the agent had
-stored when the scan came in (the POS itself says it is newer), and its booking time must not be
-before the scan by more than the clock skew allowed. A receipt booked earlier than that is only
-taken when `late_scan_window` allows it — off by default, because in a queue it would hand one
-customer's receipt to the next.
+Handing one customer's receipt to the next is the failure that matters most, so "after" is proven
+by the POS's own syncMarkers wherever it can be, and timestamps only decide what markers cannot:
+
+- `pos_marker`: the cursor the agent had stored when the scan came in. A receipt at or below it
+  was seen before the scan: never taken (unless `late_scan_window` allows it).
+- `fence_marker`: the cursor after the first complete poll that *started* after the scan. A
+  receipt above it was booked after the scan, whatever the clocks say; it is taken if its booking
+  time is not older than the scan by more than `clock_skew` (which keeps out an old receipt
+  that was edited and re-synced).
+- between the two: booked in the short gap between the last poll and the scan, or just after the
+  scan. Here the booking time must not be before the scan at all; POS times are whole seconds
+  (SoapMplusDateTime), so a receipt stamped in the scan's own second still counts. The one case
+  left to chance is a previous sale booked in that same second and not yet polled.
+
+The daemon wakes the poller on every scan, so that gap is one poll round trip.
 """
 
 from __future__ import annotations
@@ -17,6 +27,8 @@ from datetime import datetime
 from typing import Protocol
 
 from agent.queue.store import Claim
+
+POS_TIME_RESOLUTION = 1.0
 
 
 class MatchableReceipt(Protocol):
@@ -66,25 +78,28 @@ class Matcher:
         for receipt in fresh:
             if receipt.receipt_id not in taken and self._after_scan(receipt, claim):
                 return receipt
-        if self.late_scan_window > 0:
-            for receipt in self._recent:
-                if receipt.receipt_id not in taken and self._late_ok(receipt, claim):
-                    return receipt
+        for receipt in self._recent if self.late_scan_window > 0 else ():
+            if receipt.receipt_id not in taken and self._late_ok(receipt, claim):
+                return receipt
         return None
 
     def _after_scan(self, receipt: MatchableReceipt, claim: Claim) -> bool:
         if receipt.workplace != claim.workplace:
             return False
-        if claim.pos_marker is not None and receipt.sync_marker <= claim.pos_marker:
-            return self._late_ok(receipt, claim)
-        earliest = claim.scanned_at - max(self.clock_skew, self.late_scan_window)
-        return receipt.booked_at.timestamp() >= earliest
+        if self._late_ok(receipt, claim):
+            return True
+        booked = receipt.booked_at.timestamp()
+        if claim.fence_marker is not None and receipt.sync_marker > claim.fence_marker:
+            return booked >= claim.scanned_at - self.clock_skew
+        if claim.pos_marker is None or receipt.sync_marker > claim.pos_marker:
+            return booked + POS_TIME_RESOLUTION > claim.scanned_at
+        return False
 
     def _late_ok(self, receipt: MatchableReceipt, claim: Claim) -> bool:
         return (
             self.late_scan_window > 0
             and receipt.workplace == claim.workplace
-            and claim.scanned_at - self.late_scan_window <= receipt.booked_at.timestamp()
+            and receipt.booked_at.timestamp() >= claim.scanned_at - self.late_scan_window
         )
 
     def _remember(self, unclaimed: list[MatchableReceipt], taken: set[str]) -> None:

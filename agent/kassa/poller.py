@@ -38,6 +38,7 @@ class Poller:
         interval: float = 1.0, batch: int = 100, store_name: str | None = None,
         on_stored: Callable[[list[OutboxItem]], None] | None = None,
         on_expired: Callable[[list[Claim]], None] | None = None,
+        on_cycle: Callable[[bool], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.client = client
@@ -51,6 +52,7 @@ class Poller:
         self.matcher = Matcher(clock_skew=clock_skew, late_scan_window=late_scan_window)
         self.on_stored = on_stored or (lambda items: None)
         self.on_expired = on_expired or (lambda claims: None)
+        self.on_cycle = on_cycle or (lambda ok: None)
         self.clock = clock
         self.host = socket.gethostname()
         self.last_success: float | None = None
@@ -59,6 +61,7 @@ class Poller:
         self._vat_scale: int | None = None
         self._reference_at = 0.0
         self._failures = 0
+        self.wake = threading.Event()
 
     def run(self, stop: threading.Event) -> None:
         """Poll until stopped; every failure is logged once per change and backed off."""
@@ -68,12 +71,15 @@ class Poller:
                 caught_up = self.poll_once()
                 delay = 0.0 if not caught_up else self.interval
                 self._recovered()
+                self.on_cycle(True)
             except KassaRejected as exc:
-                self._failed(exc, REJECTED_RETRY)
-                delay = REJECTED_RETRY
+                delay = self._failed(exc, REJECTED_RETRY)
+                self.on_cycle(False)
             except (KassaError, StoreError) as exc:
                 delay = self._failed(exc, self._backoff())
-            stop.wait(delay)
+                self.on_cycle(False)
+            if self.wake.wait(delay):
+                self.wake.clear()
 
     def poll_once(self) -> bool:
         """One cycle; True when the POS had nothing more to give (caught up)."""
@@ -84,7 +90,8 @@ class Poller:
         caught_up = len(receipts) < self.batch
         marker = max([cursor, *(r.sync_marker for r in receipts)])
         deliveries = self._deliveries(receipts)
-        stored = self.store.commit_poll(marker=marker, deliveries=deliveries, now=self.clock())
+        stored = self.store.commit_poll(marker=marker, deliveries=deliveries, now=self.clock(),
+                                        fence_before=started if caught_up else None)
         self._log_stored(stored)
         if caught_up:
             self._expire(started)
@@ -182,4 +189,5 @@ class Poller:
         if self._failures:
             log.info("POS poll works again", extra=fields(after_failures=self._failures))
         self._failures = 0
+        self.wake = threading.Event()
         self.last_error = None

@@ -34,6 +34,7 @@ _MIGRATIONS: list[str] = [
         source TEXT NOT NULL,
         scanned_at REAL NOT NULL,
         pos_marker INTEGER,
+        fence_marker INTEGER,
         state TEXT NOT NULL DEFAULT 'pending'
             CHECK (state IN ('pending', 'matched', 'expired', 'replaced')),
         receipt_id TEXT,
@@ -74,7 +75,7 @@ _OUTBOX_COLUMNS = (
 )
 _CLAIM_COLUMNS = (
     "id, correlation_id, customer_kind, customer, workplace, source, scanned_at, pos_marker,"
-    " state, receipt_id, closed_at"
+    " state, receipt_id, closed_at, fence_marker"
 )
 
 
@@ -111,6 +112,7 @@ class Claim:
     state: str
     receipt_id: str | None
     closed_at: float | None
+    fence_marker: int | None = None
 
 
 @dataclass(frozen=True)
@@ -263,7 +265,7 @@ class Store:
                 (correlation_id, customer_kind, customer, workplace, source, scanned_at, pos_marker),
             )
             claim = Claim(cur.lastrowid, correlation_id, customer_kind, customer, workplace,
-                          source, scanned_at, pos_marker, "pending", None, None)
+                          source, scanned_at, pos_marker, "pending", None, None, None)
             return ClaimResult(claim, duplicate=False, replaced=pending)
 
     def pending_claims(self) -> list[Claim]:
@@ -300,11 +302,13 @@ class Store:
 
     def commit_poll(
         self, *, marker: int, deliveries: Sequence[NewDelivery], name: str = "receipts",
-        now: float | None = None,
+        now: float | None = None, fence_before: float | None = None,
     ) -> list[OutboxItem]:
         """Store what one poll produced and advance the cursor, all or nothing.
 
-        A receipt already in the outbox (seen again under a new syncMarker) is not added twice."""
+        A receipt already in the outbox (seen again under a new syncMarker) is not added twice.
+        `fence_before`: the poll started at this time and caught up, so every receipt booked
+        before it is at or below `marker`; pending claims scanned before it get that fence."""
         now = time.time() if now is None else now
         added: list[OutboxItem] = []
         with self._tx() as conn:
@@ -317,6 +321,10 @@ class Store:
                             "UPDATE claims SET state = 'matched', receipt_id = ?, closed_at = ? "
                             "WHERE id = ?", (d.receipt_id, now, d.claim_id),
                         )
+            if fence_before is not None:
+                conn.execute(
+                    "UPDATE claims SET fence_marker = ? WHERE state = 'pending' "
+                    "AND fence_marker IS NULL AND scanned_at < ?", (marker, fence_before))
             conn.execute(
                 "INSERT INTO cursor (name, value, updated_at) VALUES (?, ?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET value = excluded.value, "

@@ -1,0 +1,170 @@
+"""`boniq-agent demo`: the whole flow on one machine, no hardware, no network.
+
+Both simulators run in-process on free loopback ports, the real daemon (store, poller, matcher,
+uploader) runs against them in a temporary data directory, and scripted customers scan and pay at
+till 2. What the cloud stored is printed at the end.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+from agent.config import Config
+from agent.daemon import Daemon
+from agent.scanner.base import ScanEvent
+from agent.sim.cloud import CloudSimulator
+from agent.sim.kassa import KassaSimulator, SimLine, sale_total
+
+TILL = 2
+WAIT = 20.0
+
+ANNA = "BQ17K3M9QW4RT8ZP2C56"
+BRAM = "bram.dekker@example.nl"
+CHRIS = "https://app.boniq.nl/c/BQ1M9S346Q3D25VT4F56"
+
+BASKET_ANNA = [SimLine(3001, "T-shirt zwart M", 1995, 21, plu="TS-M-BLK"),
+               SimLine(1001, "Cappuccino", 350, 9, quantity=2),
+               SimLine(4001, "Postzegels 10 stuks", 1010, 0)]
+BASKET_BRAM = [SimLine(2210, "Jong belegen kaas", 1290, 9, quantity=530, decimal_places=3),
+               SimLine(2101, "Volkorenbrood heel", 289, 9, discount_pct=25)]
+BASKET_CHRIS = [SimLine(3300, "Rioja Crianza 75 cl", 899, 21, quantity=2),
+                SimLine(3120, "AA-batterijen 4 stuks", 599, 21)]
+
+
+def _config(kassa: KassaSimulator, cloud: CloudSimulator, data_dir: Path) -> Config:
+    return Config.model_validate({
+        "store": {"merchant_id": "demo-merchant", "branch": kassa.branch, "workplace": TILL,
+                  "name": "Demo Winkel Utrecht"},
+        "kassa": {"url": kassa.url, "ident": kassa.ident, "secret": kassa.secret,
+                  "poll_interval": 0.25},
+        "cloud": {"url": cloud.url, "token": cloud.token},
+        "data_dir": str(data_dir),
+        "metrics": {"listen": ""},
+    })
+
+
+class Demo:
+    def __init__(self, kassa: KassaSimulator, cloud: CloudSimulator, daemon: Daemon,
+                 out: TextIO) -> None:
+        self.kassa, self.cloud, self.daemon, self.out = kassa, cloud, daemon, out
+        self.unclaimed: set[str] = set()
+
+    def say(self, text: str = "") -> None:
+        print(text, file=self.out, flush=True)
+
+    def scan(self, text: str, workplace: int = TILL) -> bool:
+        outcome = self.daemon.on_scan(ScanEvent(text, "demo", workplace, time.time()))
+        if outcome.outcome in ("accepted", "duplicate"):
+            self.say(f"   scanner: accepted, the claim is stored ({outcome.outcome})")
+            return True
+        self.say(f"   scanner: REJECTED ({outcome.reason})")
+        return False
+
+    def wait_for(self, what: str, predicate: Callable[[], bool]) -> bool:
+        started = time.monotonic()
+        while time.monotonic() - started < WAIT:
+            if predicate():
+                self.say(f"   agent: {what} ({time.monotonic() - started:.1f} s)")
+                return True
+            time.sleep(0.05)
+        self.say(f"   agent: {what} did NOT happen within {WAIT:.0f} s")
+        return False
+
+    def delivered(self, count: int) -> Callable[[], bool]:
+        return lambda: self.cloud.count() >= count
+
+    def pay(self, lines: list[SimLine], payments: list[Any], note: str) -> str:
+        receipt_id = self.kassa.book_sale(TILL, lines=lines, payments=payments)
+        self.say(f"   till {TILL}: sale booked — {note}, € {sale_total(lines) / 100:.2f}")
+        return receipt_id
+
+    def scripted(self) -> bool:
+        ok = self.wait_for("connected to the POS", lambda: self.daemon.poller.last_success is not None)
+        self.say("\n1. Anna shows her BONIQ code in the app")
+        ok &= self.scan(ANNA)
+        anna_sale = self.pay(BASKET_ANNA, ["PIN"], "T-shirt, 2 cappuccino, stamps (21/9/0 % VAT), PIN")
+        ok &= self.wait_for("receipt delivered to Anna's BONIQ app", self.delivered(1))
+
+        self.say("\n2. Bram prefers e-mail and types his address")
+        ok &= self.scan(BRAM)
+        total = sale_total(BASKET_BRAM)
+        self.pay(BASKET_BRAM, [("CASH", 500), "PIN"],
+                 f"0.530 kg cheese, bread -25 %; € 5.00 cash + € {(total - 500) / 100:.2f} PIN")
+        ok &= self.wait_for("receipt delivered by e-mail to Bram", self.delivered(2))
+
+        self.say("\n3. Someone scans a bottle's barcode by mistake")
+        ok &= not self.scan("8710400011111")
+
+        self.say("\n4. A customer without BONIQ pays at the till")
+        self.unclaimed.add(self.pay([SimLine(2040, "Appeltaart", 450, 9)], ["CASH"], "apple pie, cash"))
+        self.say("   agent: no claim for this sale, so it stays in the shop")
+        time.sleep(1.2)  # the next customer steps up; the cashier rings up the articles
+
+        self.say("\n5. Chris scans the BONIQ link from a printed card")
+        ok &= self.scan(CHRIS)
+        self.pay(BASKET_CHRIS, ["CREDITCARD"], "2 bottles of wine, batteries, credit card")
+        ok &= self.wait_for("receipt delivered to Chris", self.delivered(3))
+
+        self.say("\n6. Anna comes back and returns her purchase")
+        self.kassa.book_credit(anna_sale)
+        self.say(f"   till {TILL}: credit receipt booked for Anna's sale (no scan needed)")
+        ok &= self.wait_for("credit receipt followed the original to Anna", self.delivered(4))
+        return ok
+
+    def interactive(self, stdin: TextIO) -> bool:
+        self.wait_for("connected to the POS", lambda: self.daemon.poller.last_success is not None)
+        self.say("Type a BONIQ code (e.g. BQ17K3M9QW4RT8ZP2C56) or an e-mail address; "
+                 "an empty line ends the demo.")
+        while True:
+            self.out.write("code> ")
+            self.out.flush()
+            line = stdin.readline()
+            if not line.strip():
+                return True
+            if self.scan(line.strip()):
+                before = self.cloud.count()
+                self.kassa.book_sale(TILL)
+                self.say(f"   till {TILL}: a random sale is booked")
+                self.wait_for("receipt delivered", self.delivered(before + 1))
+
+    def report(self) -> None:
+        self.say("\nWhat the BONIQ cloud stored:")
+        for payload in self.cloud.receipts():
+            customer = next(iter(payload["customer"].values()))
+            self.say(f" - {payload['kind']:<6} receipt {payload['pos']['number']['number']:>3} "
+                     f"till {payload['store']['workplace']}  € {payload['totals']['incl'] / 100:>7.2f}"
+                     f"  VAT € {payload['totals']['vat'] / 100:.2f}  {len(payload['lines'])} line(s)"
+                     f"  paid {'+'.join(p['method'] for p in payload['payments'])}  → {customer}")
+        sales = len(self.kassa.receipts())
+        stored = self.cloud.count()
+        self.say(f"\nPOS receipts booked: {sales}; delivered to customers: {stored}; "
+                 f"unclaimed sales uploaded: {self._unclaimed_uploaded()}")
+
+    def _unclaimed_uploaded(self) -> int:
+        return len({p["pos"]["receipt_id"] for p in self.cloud.receipts()} & self.unclaimed)
+
+
+def run(*, interactive: bool = False, out: TextIO = sys.stdout,
+        stdin: TextIO = sys.stdin) -> int:
+    with tempfile.TemporaryDirectory(prefix="boniq-demo-") as tmp, \
+            KassaSimulator(seed=2026) as kassa, CloudSimulator("demo-token") as cloud:
+        daemon = Daemon(_config(kassa, cloud, Path(tmp)), sources=[])
+        demo = Demo(kassa, cloud, daemon, out)
+        demo.say(f"BONIQ agent demo: simulated MplusKASSA at {kassa.url}, simulated BONIQ cloud at "
+                 f"{cloud.url}\nThe agent runs for till {TILL} of branch {kassa.branch}; "
+                 f"its store is in {tmp}.")
+        daemon.start()
+        try:
+            ok = demo.interactive(stdin) if interactive else demo.scripted()
+            demo.report()
+        finally:
+            daemon.stop_event.set()
+            daemon.stop()
+        demo.say("\nDemo finished: every claimed sale was delivered." if ok
+                 else "\nDemo finished with problems (see above).")
+        return 0 if ok else 1

@@ -1,0 +1,287 @@
+"""Prometheus metrics and the /metrics, /livez, /readyz endpoint for store IT.
+
+Names follow the Prometheus naming rules: `boniq_agent_` prefix, counters end in `_total`,
+timestamps rather than ages (alert on
+`time() - boniq_agent_outbox_oldest_pending_timestamp_seconds > 3600`), few labels and never a
+customer code or e-mail. Store-derived gauges (outbox depth by state, oldest
+pending item, last delivery) are read once per scrape through `set_collect_callback`, so they
+are right after a restart and cost nothing between scrapes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Literal, TypedDict
+
+from prometheus_client import CollectorRegistry, Counter, Info, disable_created_metrics
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.registry import Collector
+
+from agent import __version__
+from agent.errors import ConfigError
+from agent.logs import fields, get_logger
+
+log = get_logger(__name__)
+
+Source = Literal["serial", "hid", "webcam", "stdin"]
+ScanOutcome = Literal["accepted", "rejected", "duplicate"]
+UploadOutcome = Literal["delivered", "retry", "dead", "auth"]
+_SOURCES: tuple[Source, ...] = ("serial", "hid", "webcam", "stdin")
+_SCAN_OUTCOMES: tuple[ScanOutcome, ...] = ("accepted", "rejected", "duplicate")
+_UPLOAD_OUTCOMES: tuple[UploadOutcome, ...] = ("delivered", "retry", "dead", "auth")
+
+DEFAULT_LISTEN = "127.0.0.1:9464"
+
+
+class StoreGauges(TypedDict, total=False):
+    """What the collect callback returns; every key is optional."""
+
+    outbox: Mapping[str, int]  # state → number of rows, e.g. {"pending": 3, "dead": 1}
+    claims_pending: int
+    oldest_pending: float | None  # unix time of the oldest undelivered outbox row
+    last_delivery: float | None  # unix time of the last 2xx from the cloud
+
+
+class Metrics:
+    """The agent's metrics in a registry of their own (tests may build several)."""
+
+    def __init__(self, version: str = __version__) -> None:
+        # `_created` series double the exposition and no dashboard of ours reads them.
+        disable_created_metrics()
+        self.registry = CollectorRegistry()
+        self._collect: Callable[[], StoreGauges] | None = None
+        self._last_delivery = 0.0
+        r = self.registry
+        Info("boniq_agent_build", "Version of the running agent.", registry=r).info(
+            {"version": version}
+        )
+        self._scans = Counter(
+            "boniq_agent_scans",
+            "Codes read by a scanner source.",
+            ["source", "outcome"],
+            registry=r,
+        )
+        self._claims_created = Counter(
+            "boniq_agent_claims_created", "Claims stored, each waiting for its sale.", registry=r
+        )
+        self._claims_expired = Counter(
+            "boniq_agent_claims_expired", "Claims that found no sale within claim_ttl.", registry=r
+        )
+        self._receipts_matched = Counter(
+            "boniq_agent_receipts_matched",
+            "Receipts attached to a customer (by a claim, or as the credit of a delivered sale).",
+            ["via"],
+            registry=r,
+        )
+        self._uploads = Counter(
+            "boniq_agent_uploads",
+            "Upload attempts to the BONIQ cloud by outcome.",
+            ["outcome"],
+            registry=r,
+        )
+        self._pos_polls = Counter(
+            "boniq_agent_pos_polls", "getReceipts polls of the POS.", registry=r
+        )
+        self._pos_poll_errors = Counter(
+            "boniq_agent_pos_poll_errors", "getReceipts polls that failed.", registry=r
+        )
+        for source in _SOURCES:
+            for scan_outcome in _SCAN_OUTCOMES:
+                self._scans.labels(source, scan_outcome)
+        for via in ("claim", "credit"):
+            self._receipts_matched.labels(via)
+        for upload_outcome in _UPLOAD_OUTCOMES:
+            self._uploads.labels(upload_outcome)
+        r.register(_StoreCollector(self._store_gauges, lambda: self._last_delivery))
+
+    def scan(self, source: Source, outcome: ScanOutcome) -> None:
+        self._scans.labels(source, outcome).inc()
+
+    def claim_created(self) -> None:
+        self._claims_created.inc()
+
+    def claims_expired(self, count: int = 1) -> None:
+        self._claims_expired.inc(count)
+
+    def receipt_matched(self, via: Literal["claim", "credit"] = "claim") -> None:
+        self._receipts_matched.labels(via).inc()
+
+    def upload(self, outcome: UploadOutcome) -> None:
+        self._uploads.labels(outcome).inc()
+        if outcome == "delivered":
+            self._last_delivery = time.time()
+
+    def pos_poll(self, ok: bool) -> None:
+        self._pos_polls.inc()
+        if not ok:
+            self._pos_poll_errors.inc()
+
+    def set_collect_callback(self, collect: Callable[[], StoreGauges]) -> None:
+        """`collect` runs on every scrape, in the HTTP thread: make it a cheap read-only query."""
+        self._collect = collect
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def _store_gauges(self) -> StoreGauges:
+        if self._collect is None:
+            return {}
+        try:
+            return self._collect()
+        except Exception as exc:  # a locked or damaged store must not break the scrape
+            log.warning("store metrics unavailable", extra=fields(error=type(exc).__name__))
+            return {}
+
+
+class _StoreCollector(Collector):
+    def __init__(
+        self, store_gauges: Callable[[], StoreGauges], last_delivery: Callable[[], float]
+    ) -> None:
+        self._store_gauges = store_gauges
+        self._last_delivery = last_delivery
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        gauges = self._store_gauges()
+        if "outbox" in gauges:
+            items = GaugeMetricFamily(
+                "boniq_agent_outbox_items", "Outbox rows by state.", labels=["state"]
+            )
+            for state, count in sorted(gauges["outbox"].items()):
+                items.add_metric([state], count)
+            yield items
+        if "claims_pending" in gauges:
+            yield GaugeMetricFamily(
+                "boniq_agent_claims_pending",
+                "Claims waiting for their sale.",
+                value=gauges["claims_pending"],
+            )
+        if "oldest_pending" in gauges:
+            yield GaugeMetricFamily(
+                "boniq_agent_outbox_oldest_pending_timestamp_seconds",
+                "Unix time of the oldest undelivered outbox row; scrape time when none is pending.",
+                value=gauges["oldest_pending"] or time.time(),
+            )
+        last = max(gauges.get("last_delivery") or 0.0, self._last_delivery())
+        yield GaugeMetricFamily(
+            "boniq_agent_last_delivery_timestamp_seconds",
+            "Unix time of the last receipt the cloud accepted; 0 if none yet.",
+            value=last,
+        )
+
+
+class Server:
+    """The running endpoint; `port` is the bound port (useful with port 0)."""
+
+    def __init__(self, httpd: _HTTPServer) -> None:
+        self._httpd = httpd
+        self._thread = threading.Thread(
+            target=httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="metrics", daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def port(self) -> int:
+        return int(self._httpd.server_address[1])
+
+    @property
+    def host(self) -> str:
+        return str(self._httpd.server_address[0])
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join()
+
+
+def serve(listen: str, metrics: Metrics, ready: Callable[[], bool]) -> Server | None:
+    """Serve on `listen` ("host:port", "[::1]:port"); None when it is empty or cannot be bound.
+
+    A bind failure is logged, not raised: receipts matter more than metrics.
+    """
+    if not listen.strip():
+        return None
+    host, port = parse_listen(listen)
+    try:
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        httpd = _HTTPServer(address, family, metrics, ready)
+    except OSError as exc:
+        log.error(
+            "metrics endpoint disabled: cannot listen; pick a free metrics.listen address",
+            extra=fields(listen=listen, error=exc.strerror or str(exc)),
+        )
+        return None
+    if not ipaddress.ip_address(address[0]).is_loopback:
+        log.warning(
+            "metrics endpoint reachable from the network; prefer 127.0.0.1 on a till",
+            extra=fields(listen=listen),
+        )
+    server = Server(httpd)
+    log.info("metrics endpoint listening", extra=fields(host=server.host, port=server.port))
+    return server
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.strip().rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(
+            f"metrics.listen: expected HOST:PORT such as {DEFAULT_LISTEN}, got {listen!r}"
+        )
+    return host, int(port)
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(
+        self, address: Any, family: int, metrics: Metrics, ready: Callable[[], bool]
+    ) -> None:
+        self.address_family = family
+        self.metrics = metrics
+        self.ready = ready
+        super().__init__(address, _Handler)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _HTTPServer
+    server_version = "boniq-agent"
+
+    def do_GET(self) -> None:
+        path = self.path.partition("?")[0]
+        if path == "/metrics":
+            self._reply(200, self.server.metrics.exposition(), CONTENT_TYPE_PLAIN_0_0_4)
+        elif path == "/livez":
+            self._reply(200, b"ok\n")
+        elif path == "/readyz":
+            ok = self._is_ready()
+            self._reply(200 if ok else 503, b"ready\n" if ok else b"not ready\n")
+        else:
+            self._reply(404, b"not found: try /metrics, /livez or /readyz\n")
+
+    def _is_ready(self) -> bool:
+        try:
+            return bool(self.server.ready())
+        except Exception as exc:
+            log.warning("readiness check failed", extra=fields(error=type(exc).__name__))
+            return False
+
+    def _reply(
+        self, code: int, body: bytes, content_type: str = "text/plain; charset=utf-8"
+    ) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("metrics request", extra=fields(request=self.requestline))
