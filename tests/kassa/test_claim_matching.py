@@ -1,0 +1,237 @@
+"""Claims meet sales over HTTP: the real simulator, the real client, the real store, the poller."""
+
+import json
+import logging
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from agent.kassa.client import KassaClient
+from agent.kassa.mapping import idempotency_key
+from agent.kassa.poller import Poller
+from agent.queue.store import Store
+from agent.sim.kassa import KassaSimulator
+
+IDENT, SECRET = "match-ident", "match-Secret-881"
+ANNA, BRAM = "BQ17K3M9QW4RT8ZP2C56", "BQ1M9S346Q3D25VT4F56"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def kassa():
+    with KassaSimulator(IDENT, SECRET, workplaces=(1, 2, 3), seed=99) as sim:
+        yield sim
+
+
+@pytest.fixture
+def store(tmp_path):
+    with Store.open(tmp_path / "data") as opened:
+        yield opened
+
+
+@pytest.fixture
+def poller(kassa, store):
+    client = KassaClient(kassa.url, IDENT, SECRET, timeout=(1.0, 2.0))
+    p = Poller(client, store, merchant_id="shop-1", branch=1, claim_ttl=120, interval=0.05)
+    p.poll_once()
+    yield p
+    client.close()
+
+
+def scan(store, customer, workplace=2, at=None, kind="boniq_code"):
+    return store.add_claim(correlation_id=f"c-{customer[:6]}", customer_kind=kind,
+                           customer=customer, workplace=workplace, source="test",
+                           scanned_at=time.time() if at is None else at,
+                           pos_marker=store.get_cursor()).claim
+
+
+def payloads(store):
+    return [json.loads(item.body) for item in reversed(store.outbox())]
+
+
+def assert_reconciles(payload):
+    total = payload["totals"]
+    assert sum(line["total"] for line in payload["lines"]) == total["incl"]
+    assert sum(group["vat"] for group in payload["vat"]) == total["vat"]
+    assert sum(p["amount"] for p in payload["payments"]) == total["incl"]
+    assert total["excl"] + total["vat"] == total["incl"]
+
+
+def test_scan_then_sale_at_the_same_till_gives_one_valid_row(kassa, store, poller,
+                                                             receipt_validator):
+    claim = scan(store, ANNA)
+    receipt_id = kassa.book_sale(2, payments=[("CASH", 100), "PIN"])
+    poller.poll_once()
+    (payload,) = payloads(store)
+    receipt_validator.validate(payload)
+    assert_reconciles(payload)
+    assert payload["customer"] == {"boniq_code": ANNA}
+    assert payload["pos"]["receipt_id"] == receipt_id
+    assert payload["idempotency_key"] == idempotency_key("shop-1", receipt_id)
+    assert [p["method"] for p in payload["payments"]] == ["CASH", "PIN"]
+    assert store.claims("matched")[0].id == claim.id
+
+
+def test_a_sale_at_another_till_is_not_taken(kassa, store, poller):
+    scan(store, ANNA, workplace=2)
+    kassa.book_sale(3)
+    poller.poll_once()
+    assert store.outbox() == []
+    assert len(store.pending_claims()) == 1
+
+
+def test_a_sale_already_seen_before_the_scan_is_not_taken(kassa, store, poller):
+    kassa.book_sale(2)
+    poller.poll_once()
+    scan(store, ANNA)
+    poller.poll_once()
+    assert store.outbox() == []
+
+
+def test_a_sale_booked_before_the_scan_but_not_yet_polled_is_not_taken(kassa, store, poller):
+    kassa.book_sale(2, at=datetime.now(timezone.utc) - timedelta(seconds=20))
+    scan(store, ANNA)
+    poller.poll_once()
+    assert store.outbox() == []
+    mine = kassa.book_sale(2)
+    poller.poll_once()
+    assert [p["pos"]["receipt_id"] for p in payloads(store)] == [mine]
+
+
+def test_a_sale_after_the_fence_matches_even_with_a_lagging_pos_clock(kassa, store, poller):
+    scan(store, ANNA)
+    poller.poll_once()  # the fence: everything the POS had at this moment is before the scan
+    mine = kassa.book_sale(2, at=datetime.now(timezone.utc) - timedelta(seconds=1.5))
+    poller.poll_once()
+    assert [p["pos"]["receipt_id"] for p in payloads(store)] == [mine]
+
+
+def test_late_scan_window_lets_a_scan_take_a_sale_booked_just_before(kassa, store, tmp_path):
+    client = KassaClient(kassa.url, IDENT, SECRET, timeout=(1.0, 2.0))
+    poller = Poller(client, store, merchant_id="m", branch=1, late_scan_window=30)
+    poller.poll_once()
+    earlier = kassa.book_sale(2)
+    poller.poll_once()
+    scan(store, ANNA)
+    poller.poll_once()
+    assert [p["pos"]["receipt_id"] for p in payloads(store)] == [earlier]
+
+
+def test_two_tills_each_get_their_own_sale(kassa, store, poller):
+    scan(store, ANNA, workplace=1)
+    scan(store, BRAM, workplace=3)
+    sale3 = kassa.book_sale(3)
+    sale1 = kassa.book_sale(1)
+    poller.poll_once()
+    got = {p["pos"]["receipt_id"]: p["customer"]["boniq_code"] for p in payloads(store)}
+    assert got == {sale1: ANNA, sale3: BRAM}
+
+
+def test_one_claim_takes_one_sale_and_the_next_sale_stays_in_the_shop(kassa, store, poller):
+    scan(store, ANNA)
+    first = kassa.book_sale(2)
+    kassa.book_sale(2)
+    poller.poll_once()
+    assert [p["pos"]["receipt_id"] for p in payloads(store)] == [first]
+
+
+def test_credit_receipt_follows_the_original_to_the_same_customer(kassa, store, poller,
+                                                                    receipt_validator):
+    scan(store, "jan@example.nl", kind="email")
+    sale = kassa.book_sale(2)
+    poller.poll_once()
+    credit = kassa.book_credit(sale)
+    poller.poll_once()
+    sale_payload, credit_payload = payloads(store)
+    receipt_validator.validate(credit_payload)
+    assert credit_payload["kind"] == "credit"
+    assert credit_payload["credits_receipt_id"] == sale
+    assert credit_payload["pos"]["receipt_id"] == credit
+    assert credit_payload["customer"] == {"email": "jan@example.nl"}
+    assert credit_payload["totals"]["incl"] == -sale_payload["totals"]["incl"]
+
+
+def test_credit_of_an_unclaimed_sale_stays_in_the_shop(kassa, store, poller):
+    sale = kassa.book_sale(2)
+    poller.poll_once()
+    kassa.book_credit(sale)
+    poller.poll_once()
+    assert store.outbox() == []
+
+
+def test_expired_claim_stays_listed_by_status(kassa, store, poller, tmp_path):
+    scan(store, ANNA, at=time.time() - 500)
+    poller.poll_once()
+    assert store.summary()["claims_expired"] == 1
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "store: {merchant_id: m, branch: 1, workplace: 2}\n"
+        f"kassa: {{url: '{kassa.url}', ident: i, secret: s}}\n"
+        "cloud: {url: 'http://127.0.0.1:9/', token: t}\n"
+        f"data_dir: {tmp_path / 'data'}\n")
+    result = subprocess.run([sys.executable, "-m", "agent.cli", "status", "--json", "--config",
+                             str(config)], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    status = json.loads(result.stdout)
+    assert status["claims_expired"] == 1
+    assert status["expired_claims"][0]["customer"] == "BQ1…2C56"
+
+
+def test_a_claim_does_not_expire_while_the_pos_is_unreachable(kassa, store, poller):
+    scan(store, ANNA, at=time.time() - 500)
+    kassa.faults.server_fault_rate = 1.0
+    with pytest.raises(Exception):
+        poller.poll_once()
+    assert len(store.pending_claims()) == 1
+
+
+def run_poller(poller, seconds):
+    stop = threading.Event()
+    thread = threading.Thread(target=poller.run, args=(stop,), daemon=True)
+    thread.start()
+    time.sleep(seconds)
+    stop.set()
+    poller.wake.set()
+    thread.join(5)
+    assert not thread.is_alive()
+
+
+def test_wrong_credentials_give_one_clear_line_and_a_slow_retry(kassa, store, caplog):
+    client = KassaClient(kassa.url, IDENT, "wrong-Secret-123", timeout=(1.0, 2.0))
+    cycles = []
+    poller = Poller(client, store, merchant_id="m", branch=1, interval=0.01,
+                    on_cycle=cycles.append)
+    with caplog.at_level(logging.INFO):
+        run_poller(poller, 1.0)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert cycles == [False]
+    assert len(errors) == 1
+    assert "wrong-Secret-123" not in caplog.text and IDENT not in caplog.text
+
+
+def test_hostile_xml_does_not_stop_the_poller(kassa, store, poller):
+    scan(store, ANNA)
+    kassa.faults.entity_bomb = True
+    cycles = []
+    poller.on_cycle = cycles.append
+    poller.interval = 0.01
+    stop = threading.Event()
+    thread = threading.Thread(target=poller.run, args=(stop,), daemon=True)
+    thread.start()
+    deadline = time.time() + 10
+    while False not in cycles and time.time() < deadline:
+        time.sleep(0.02)
+    kassa.faults.reset()
+    sale = kassa.book_sale(2)
+    while not store.outbox() and time.time() < deadline:
+        poller.wake.set()
+        time.sleep(0.05)
+    stop.set()
+    poller.wake.set()
+    thread.join(5)
+    assert False in cycles
+    assert [i.receipt_id for i in store.outbox()] == [sale]
