@@ -1,0 +1,94 @@
+"""The one interface every scanner source implements, and what the sources share.
+
+A source turns a device into `ScanEvent`s. It never raises on bad input and never dies: it logs one
+short line, waits a little and tries again, until the daemon sets `stop`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from agent.logs import fields, get_logger
+
+log = get_logger(__name__)
+
+POLL_SECONDS = 0.25
+BACKOFF_FIRST = 0.1
+BACKOFF_MAX = 1.0
+
+
+@dataclass(frozen=True)
+class ScanEvent:
+    text: str
+    source: str
+    workplace: int | None
+    at: float
+
+
+Emit = Callable[[ScanEvent], None]
+
+
+class Source(Protocol):
+    name: str
+
+    def run(self, emit: Emit, stop: threading.Event) -> None:
+        """Blocks until `stop` is set; reopens the device with back-off after unplug or absence."""
+
+
+def clean_text(raw: bytes | str) -> str:
+    """Scanner bytes → text: invalid UTF-8 replaced, control characters dropped, ends stripped."""
+    text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
+    return "".join(c for c in text if unicodedata.category(c) != "Cc").strip()
+
+
+def workplace_of(config: Any) -> int | None:
+    return getattr(config, "workplace", None)
+
+
+class _Reporter:
+    """Logs a device problem once per change, so a scanner absent for hours costs one line."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._last: str | None = None
+
+    def failed(self, exc: BaseException) -> None:
+        message = f"{type(exc).__name__}: {exc}"[:200]
+        if message != self._last:
+            log.warning(
+                "scanner unavailable, retrying",
+                extra=fields(source=self.name, error=message),
+            )
+            self._last = message
+
+    def opened(self) -> None:
+        if self._last is not None:
+            log.info("scanner back", extra=fields(source=self.name))
+        self._last = None
+
+
+def keep_running(
+    name: str, session: Callable[[Callable[[], None]], None], stop: threading.Event
+) -> None:
+    """Run `session` again and again with back-off until `stop` is set.
+
+    `session(opened)` opens the device, calls `opened()` once it is open, reads until `stop` is set and
+    raises (any exception) when the device is gone. Whatever it raises is logged once and retried.
+    """
+    reporter = _Reporter(name)
+    delay = BACKOFF_FIRST
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            session(reporter.opened)
+        except Exception as exc:  # noqa: BLE001 - a source must never die
+            reporter.failed(exc)
+        if time.monotonic() - started > BACKOFF_MAX:
+            delay = BACKOFF_FIRST
+        stop.wait(delay)
+        delay = min(delay * 2, BACKOFF_MAX)
