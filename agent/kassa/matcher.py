@@ -59,28 +59,32 @@ class Matcher:
         self, receipts: Sequence[MatchableReceipt], claims: Iterable[Claim], *,
         known: set[str] = frozenset(),  # type: ignore[assignment]
     ) -> list[Match]:
-        """Each claim takes the first eligible sale in syncMarker order; each sale one claim."""
+        """Each sale, in syncMarker order, belongs to the latest scan at its till before it.
+
+        When that claim already has its sale, the next one stays in the shop: a superseded
+        claim never takes a sale booked after the scan that superseded it."""
         fresh = [r for r in sorted(receipts, key=lambda r: r.sync_marker)
                  if _is_sale(r) and r.receipt_id not in known]
-        taken: set[str] = set()
+        newest_first = sorted(claims, key=lambda c: (c.scanned_at, c.id), reverse=True)
+        used: set[int] = set()
         matches = []
-        for claim in sorted(claims, key=lambda c: (c.scanned_at, c.id)):
-            receipt = self._first_for(claim, fresh, taken)
-            if receipt is not None:
-                taken.add(receipt.receipt_id)
-                matches.append(Match(receipt, claim))
+        for receipt in [*fresh, *self._late_candidates()]:
+            owner = self._owner(receipt, newest_first, late=receipt not in fresh)
+            if owner is not None and owner.id not in used:
+                used.add(owner.id)
+                matches.append(Match(receipt, owner))
+        taken = {m.receipt.receipt_id for m in matches}
         self._remember([r for r in fresh if r.receipt_id not in taken], taken)
         return matches
 
-    def _first_for(
-        self, claim: Claim, fresh: list[MatchableReceipt], taken: set[str]
-    ) -> MatchableReceipt | None:
-        for receipt in fresh:
-            if receipt.receipt_id not in taken and self._after_scan(receipt, claim):
-                return receipt
-        for receipt in self._recent if self.late_scan_window > 0 else ():
-            if receipt.receipt_id not in taken and self._late_ok(receipt, claim):
-                return receipt
+    def _late_candidates(self) -> list[MatchableReceipt]:
+        return list(self._recent) if self.late_scan_window > 0 else []
+
+    def _owner(self, receipt: MatchableReceipt, newest_first: list[Claim],
+               late: bool) -> Claim | None:
+        for claim in newest_first:
+            if self._late_ok(receipt, claim) if late else self._after_scan(receipt, claim):
+                return claim
         return None
 
     def _after_scan(self, receipt: MatchableReceipt, claim: Claim) -> bool:
@@ -88,11 +92,11 @@ class Matcher:
             return False
         if self._late_ok(receipt, claim):
             return True
-        booked = receipt.booked_at.timestamp()
+        latest = receipt.booked_at.timestamp() + POS_TIME_RESOLUTION  # POS times are whole seconds
         if claim.fence_marker is not None and receipt.sync_marker > claim.fence_marker:
-            return booked >= claim.scanned_at - self.clock_skew
+            return latest >= claim.scanned_at - self.clock_skew
         if claim.pos_marker is None or receipt.sync_marker > claim.pos_marker:
-            return booked + POS_TIME_RESOLUTION > claim.scanned_at
+            return latest > claim.scanned_at
         return False
 
     def _late_ok(self, receipt: MatchableReceipt, claim: Claim) -> bool:

@@ -69,6 +69,14 @@ _MIGRATIONS: list[str] = [
     """,
 ]
 
+_CLOSE_SUPERSEDED = """
+    UPDATE claims SET state = 'replaced', closed_at = ?
+    WHERE state = 'pending' AND EXISTS (
+        SELECT 1 FROM claims AS newer
+        WHERE newer.workplace = claims.workplace AND newer.scanned_at > claims.scanned_at
+          AND (newer.fence_marker IS NOT NULL OR newer.state = 'matched'))
+"""
+
 _OUTBOX_COLUMNS = (
     "id, receipt_id, idempotency_key, body, correlation_id, state, attempts, next_attempt_at,"
     " last_error, created_at, delivered_at, cloud_id, kind, customer_kind, customer, claim_id"
@@ -246,7 +254,9 @@ class Store:
         source: str, scanned_at: float, pos_marker: int | None, dedupe_window: float = 5.0,
     ) -> ClaimResult:
         """Store a claim durably. The same customer at the same till within `dedupe_window`
-        seconds is the same claim; any other pending claim at that till is replaced."""
+        seconds is the same claim. Other pending claims at that till are superseded (returned
+        as `replaced`): they may still take a sale booked before this scan, and are closed
+        as `replaced` by the first poll that proves no such sale is left (`commit_poll`)."""
         with self._tx() as conn:
             pending = [Claim(*r) for r in conn.execute(
                 f"SELECT {_CLAIM_COLUMNS} FROM claims WHERE state = 'pending' AND workplace = ?",
@@ -255,10 +265,6 @@ class Store:
             for claim in pending:
                 if claim.customer == customer and scanned_at - claim.scanned_at <= dedupe_window:
                     return ClaimResult(claim, duplicate=True, replaced=[])
-            conn.execute(
-                "UPDATE claims SET state = 'replaced', closed_at = ? "
-                "WHERE state = 'pending' AND workplace = ?", (scanned_at, workplace),
-            )
             cur = conn.execute(
                 "INSERT INTO claims (correlation_id, customer_kind, customer, workplace, source,"
                 " scanned_at, pos_marker) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -325,6 +331,7 @@ class Store:
                 conn.execute(
                     "UPDATE claims SET fence_marker = ? WHERE state = 'pending' "
                     "AND fence_marker IS NULL AND scanned_at < ?", (marker, fence_before))
+            conn.execute(_CLOSE_SUPERSEDED, (now,))
             conn.execute(
                 "INSERT INTO cursor (name, value, updated_at) VALUES (?, ?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET value = excluded.value, "

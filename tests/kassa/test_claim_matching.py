@@ -6,7 +6,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -94,7 +94,7 @@ def test_a_sale_already_seen_before_the_scan_is_not_taken(kassa, store, poller):
 
 
 def test_a_sale_booked_before_the_scan_but_not_yet_polled_is_not_taken(kassa, store, poller):
-    kassa.book_sale(2, at=datetime.now(timezone.utc) - timedelta(seconds=20))
+    kassa.book_sale(2, at=datetime.now(UTC) - timedelta(seconds=20))
     scan(store, ANNA)
     poller.poll_once()
     assert store.outbox() == []
@@ -106,7 +106,7 @@ def test_a_sale_booked_before_the_scan_but_not_yet_polled_is_not_taken(kassa, st
 def test_a_sale_after_the_fence_matches_even_with_a_lagging_pos_clock(kassa, store, poller):
     scan(store, ANNA)
     poller.poll_once()  # the fence: everything the POS had at this moment is before the scan
-    mine = kassa.book_sale(2, at=datetime.now(timezone.utc) - timedelta(seconds=1.5))
+    mine = kassa.book_sale(2, at=datetime.now(UTC) - timedelta(seconds=1.5))
     poller.poll_once()
     assert [p["pos"]["receipt_id"] for p in payloads(store)] == [mine]
 
@@ -235,3 +235,30 @@ def test_hostile_xml_does_not_stop_the_poller(kassa, store, poller):
     thread.join(5)
     assert False in cycles
     assert [i.receipt_id for i in store.outbox()] == [sale]
+
+
+def test_next_customer_scanning_before_the_poll_does_not_steal_the_previous_sale(kassa, store,
+                                                                                 poller):
+    scan(store, ANNA)
+    poller.poll_once()
+    anna_sale = kassa.book_sale(2, at=datetime.now(UTC) - timedelta(seconds=1.2))
+    scan(store, BRAM)  # Bram steps up about a second later, before the agent polled Anna's sale
+    poller.poll_once()
+    bram_sale = kassa.book_sale(2)
+    poller.poll_once()
+    got = {p["pos"]["receipt_id"]: p["customer"]["boniq_code"] for p in payloads(store)}
+    assert got == {anna_sale: ANNA, bram_sale: BRAM}
+    assert store.pending_claims() == []
+
+
+def test_a_superseded_claim_takes_no_sale_booked_after_the_new_scan(kassa, store, poller):
+    scan(store, ANNA)
+    poller.poll_once()
+    scan(store, BRAM)  # Anna walked away without paying; Bram is next
+    poller.poll_once()
+    bram_sale = kassa.book_sale(2)
+    kassa.book_sale(2)
+    poller.poll_once()
+    assert [(p["pos"]["receipt_id"], p["customer"]["boniq_code"]) for p in payloads(store)] == [
+        (bram_sale, BRAM)]
+    assert store.claims("replaced")[0].customer == ANNA

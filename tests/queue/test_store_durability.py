@@ -94,7 +94,7 @@ def test_matched_claim_is_closed_in_the_same_transaction(tmp_path):
         assert store.claims("matched")[0].receipt_id == "r-7"
 
 
-def test_same_code_twice_is_one_claim_and_a_new_code_replaces_the_old(tmp_path):
+def test_same_code_twice_is_one_claim_and_a_new_code_supersedes_the_old(tmp_path):
     with Store.open(tmp_path) as store:
         t = time.time()
         first = store.add_claim(correlation_id="c1", customer_kind="email", customer="a@b.nl",
@@ -105,7 +105,10 @@ def test_same_code_twice_is_one_claim_and_a_new_code_replaces_the_old(tmp_path):
                                 workplace=2, source="t", scanned_at=t + 2, pos_marker=0)
         assert again.duplicate and again.claim.id == first.claim.id
         assert [c.id for c in other.replaced] == [first.claim.id]
+        assert len(store.pending_claims()) == 2  # the old one may still take an earlier sale
+        store.commit_poll(marker=9, deliveries=[], fence_before=t + 3)
         assert [c.customer for c in store.pending_claims()] == ["z@b.nl"]
+        assert store.claims("replaced")[0].id == first.claim.id
 
 
 def test_expired_claims_stay_visible(tmp_path):

@@ -1,0 +1,370 @@
+"""The sink: POST due outbox rows to the BONIQ cloud and record each answer in the row.
+
+Outcomes follow `contracts/cloud-api.md`: 201/200 delivered; 400/409/422 dead-lettered with the
+server's reason; 401/403 kept and retried slowly with one alert per outage; everything else
+(408/425/429/5xx, unexpected statuses, network, TLS, timeouts) retried with full-jitter
+exponential back-off, never sooner than Retry-After. The schedule lives in the row, so a restart
+keeps it. After a transient or auth failure the whole uploader also pauses (in memory) so that a
+failing cloud is not hammered with the rest of the backlog.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC
+from email.utils import parsedate_to_datetime
+from types import TracebackType
+from typing import Any, Self
+
+import requests
+
+import agent
+from agent.errors import CloudAuthError, CloudRejected, CloudTransient
+from agent.logs import correlation, fields, get_logger, redact, register_secret
+from agent.queue.store import OutboxItem, Store
+
+log = get_logger(__name__)
+
+DELIVERED = (200, 201)
+REJECTED = (400, 409, 422)
+AUTH_FAILED = (401, 403)
+MAX_ANSWER = 64 * 1024
+MAX_RETRY_AFTER = 24 * 3600.0
+BATCH = 200
+_ANY_EMAIL = re.compile(r"([^\s'\"@:{,])[^\s'\"@]*@([^\s'\"@]*)")  # invalid addresses too
+
+
+@dataclass
+class UploadStats:
+    attempted: int = 0
+    delivered: int = 0
+    retried: int = 0
+    dead: int = 0
+    auth_failed: int = 0
+
+
+@dataclass(frozen=True)
+class _Delivered:
+    status: int
+    cloud_id: str | None
+
+
+class Uploader:
+    """`run(stop, wake)` in a thread of its own; `on_delivered` is called from a worker thread."""
+
+    def __init__(
+        self,
+        store: Store,
+        url: str,
+        token: str,
+        *,
+        ca_bundle: str | None = None,
+        timeout: tuple[float, float] = (3.05, 10.0),
+        workers: int = 4,
+        base_delay: float = 1.0,
+        max_delay: float = 300.0,
+        auth_retry_delay: float = 60.0,
+        on_delivered: Callable[[OutboxItem], None] | None = None,
+        user_agent: str = f"boniq-agent/{agent.__version__}",
+    ) -> None:
+        register_secret(token)
+        self.store = store
+        self.endpoint = url.rstrip("/") + "/v1/receipts"
+        self.timeout = timeout
+        self.verify: str | bool = ca_bundle or True
+        self.workers = max(1, workers)
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self.auth_retry_delay = auth_retry_delay
+        self.on_delivered = on_delivered
+        self._headers = {
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/json",
+            "User-Agent": user_agent,
+        }
+        self._pool: ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+        self._lock = threading.Lock()
+        self._paused_until = 0.0
+        self._auth_outage = False
+        self._stop: threading.Event | None = None
+
+    # -- public -------------------------------------------------------------------------------
+
+    @property
+    def paused_until(self) -> float:
+        """Epoch seconds before which no row is sent: the cloud failed and is given time."""
+        return self._paused_until
+
+    @property
+    def auth_failing(self) -> bool:
+        """The cloud refused the token on the last try (for status, metrics and /readyz)."""
+        return self._auth_outage
+
+    def run_once(self, now: float | None = None) -> UploadStats:
+        """Send the rows due at `now` (default: the clock) until one fails transiently."""
+        clock: Callable[[], float] = (lambda: now) if now is not None else time.time
+        stats = UploadStats()
+        if clock() < self._paused_until:
+            return stats
+        items = self.store.due(clock(), limit=BATCH)
+        if not items:
+            return stats
+        queue = iter(items)
+        halt = threading.Event()
+        take = threading.Lock()
+        pool = self._executor()
+        futures = [
+            pool.submit(self._work, queue, take, halt, clock, stats)
+            for _ in range(min(self.workers, len(items)))
+        ]
+        for future in futures:
+            future.result()
+        return stats
+
+    def run(self, stop: threading.Event, wake: threading.Event | None = None) -> None:
+        """Upload until `stop` is set; `wake` (set by the matcher on enqueue) cuts a wait short."""
+        self._stop = stop
+        try:
+            while not stop.is_set():
+                try:
+                    self.run_once()
+                except Exception:
+                    log.exception("uploader pass failed; trying again shortly")
+                    stop.wait(1.0)
+                self._wait(stop, wake)
+        finally:
+            self._stop = None
+
+    def close(self) -> None:
+        if self._pool:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        with self._lock:
+            sessions, self._sessions = self._sessions, []
+        for session in sessions:
+            session.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- one pass -------------------------------------------------------------------------------
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="uploader")
+        return self._pool
+
+    def _work(
+        self, queue: Iterator[OutboxItem], take: threading.Lock, halt: threading.Event,
+        clock: Callable[[], float], stats: UploadStats,
+    ) -> None:
+        while not halt.is_set() and not (self._stop and self._stop.is_set()):
+            with take:
+                item = next(queue, None)
+            if item is None:
+                return
+            with correlation(item.correlation_id):
+                if not self._upload(item, clock, stats):
+                    halt.set()
+
+    def _upload(self, item: OutboxItem, clock: Callable[[], float], stats: UploadStats) -> bool:
+        """One attempt for one row; False when the cloud is failing and the pass should stop."""
+        with self._lock:
+            stats.attempted += 1
+        try:
+            delivered = self._post(item)
+        except CloudRejected as exc:
+            self._dead(item, str(exc), stats)
+            return True
+        except CloudAuthError as exc:
+            self._auth_failed(item, str(exc), clock(), stats)
+            return False
+        except CloudTransient as exc:
+            self._transient(item, exc, clock(), stats)
+            return False
+        self._delivered(item, delivered, clock(), stats)
+        return True
+
+    def _post(self, item: OutboxItem) -> _Delivered:
+        headers = {**self._headers, "Idempotency-Key": item.idempotency_key}
+        try:
+            with self._session().post(
+                self.endpoint, data=item.body, headers=headers, timeout=self.timeout,
+                verify=self.verify, allow_redirects=False, stream=True,
+            ) as response:
+                text = _read_capped(response)
+        except requests.RequestException as exc:
+            raise CloudTransient(f"{type(exc).__name__}: {_short(_root_cause(exc))}") from None
+        return _classify(response, text)
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+            session.trust_env = False
+            with self._lock:
+                self._sessions.append(session)
+        return session
+
+    # -- outcomes -------------------------------------------------------------------------------
+
+    def _delivered(
+        self, item: OutboxItem, answer: _Delivered, now: float, stats: UploadStats
+    ) -> None:
+        self.store.mark_delivered(item.id, cloud_id=answer.cloud_id, now=now)
+        with self._lock:
+            stats.delivered += 1
+            recovered, self._auth_outage = self._auth_outage, False
+        if recovered:
+            log.warning("cloud accepts the token again; uploads resume")
+        log.info("receipt delivered", extra=fields(
+            receipt=item.receipt_id, status=answer.status, cloud_id=answer.cloud_id,
+            attempts=item.attempts + 1,
+        ))
+        if self.on_delivered:
+            try:
+                self.on_delivered(item)
+            except Exception:
+                log.exception("delivery callback failed")
+
+    def _dead(self, item: OutboxItem, reason: str, stats: UploadStats) -> None:
+        self.store.mark_dead(item.id, reason=reason)
+        with self._lock:
+            stats.dead += 1
+        log.error(
+            "receipt rejected by the cloud and dead-lettered; fix it, then `boniq-agent outbox"
+            " retry`", extra=fields(receipt=item.receipt_id, reason=reason),
+        )
+
+    def _auth_failed(self, item: OutboxItem, reason: str, now: float, stats: UploadStats) -> None:
+        delay = self.auth_retry_delay * random.uniform(0.75, 1.25)
+        self.store.schedule_retry(item.id, next_attempt_at=now + delay, error=reason)
+        with self._lock:
+            stats.auth_failed += 1
+            first, self._auth_outage = not self._auth_outage, True
+            self._paused_until = max(self._paused_until, now + delay)
+        if first:
+            log.error("the cloud refuses the agent's token; receipts are kept and retried "
+                      "every ~%.0f s — check cloud.token", self.auth_retry_delay,
+                      extra=fields(reason=reason))
+
+    def _transient(
+        self, item: OutboxItem, exc: CloudTransient, now: float, stats: UploadStats
+    ) -> None:
+        ceiling = min(self.max_delay, self.base_delay * 2 ** min(item.attempts, 32))
+        next_at = now + max(random.uniform(0, ceiling), exc.retry_after or 0.0)
+        self.store.schedule_retry(item.id, next_attempt_at=next_at, error=str(exc))
+        with self._lock:
+            stats.retried += 1
+            self._paused_until = max(self._paused_until, next_at)
+        log.warning("receipt upload failed; will retry", extra=fields(
+            receipt=item.receipt_id, error=str(exc), attempts=item.attempts + 1,
+            retry_in=f"{next_at - now:.2f}s",
+        ))
+
+    def _wait(self, stop: threading.Event, wake: threading.Event | None) -> None:
+        next_due = self.store.next_due_at()
+        target = max(next_due if next_due is not None else float("inf"), self._paused_until)
+        deadline = time.monotonic() + max(0.0, min(1.0, target - time.time()))
+        if wake is None:
+            stop.wait(deadline - time.monotonic())
+            return
+        while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
+            if wake.wait(min(left, 0.2)):
+                wake.clear()
+                return
+
+
+def _classify(response: requests.Response, text: str) -> _Delivered:
+    status = response.status_code
+    if status in DELIVERED:
+        return _Delivered(status, _cloud_id(text))
+    reason = f"HTTP {status}: {_server_reason(text)}"
+    if status in REJECTED:
+        raise CloudRejected(reason)
+    if status in AUTH_FAILED:
+        raise CloudAuthError(reason)
+    retry_after = _parse_retry_after(response.headers.get("Retry-After"))
+    raise CloudTransient(reason, retry_after=retry_after)
+
+
+def _read_capped(response: requests.Response) -> str:
+    """At most MAX_ANSWER bytes of the answer; a longer one costs its connection."""
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_content(16 * 1024):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > MAX_ANSWER:
+            break
+    return b"".join(chunks)[:MAX_ANSWER].decode("utf-8", "replace")
+
+
+def _root_cause(exc: requests.RequestException) -> str:
+    """`Connection refused` rather than urllib3's pool and retry wrappers around it."""
+    inner: Any = exc.args[0] if exc.args else exc
+    inner = getattr(inner, "reason", inner)
+    text = str(inner)
+    wrapped = text.startswith(("HTTP", "<urllib3")) and "): " in text
+    return text.split("): ", 1)[1] if wrapped else text
+
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def _cloud_id(text: str) -> str | None:
+    body = _json(text)
+    value = body.get("id") if isinstance(body, dict) else None
+    return str(value)[:128] if value is not None else None
+
+
+def _server_reason(text: str) -> str:
+    body = _json(text)
+    if not isinstance(body, dict):
+        return _short(text.strip()) or "(no body)"
+    reason = str(body.get("error") or "(no error message)")
+    details = body.get("details")
+    if isinstance(details, list) and details:
+        reason += "; details: " + "; ".join(str(d) for d in details)
+    return _short(reason, 500)
+
+
+def _short(text: str, limit: int = 200) -> str:
+    text = _ANY_EMAIL.sub(r"\1***@\2", redact(" ".join(text.split())))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    """Retry-After (delay-seconds or an HTTP date) as seconds from now; None if absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), MAX_RETRY_AFTER)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return min(max(0.0, when.timestamp() - time.time()), MAX_RETRY_AFTER)
+
