@@ -123,9 +123,9 @@ class Daemon:
         claim = result.claim
         with correlation(claim.correlation_id):
             for old in result.replaced:
-                log.warning("a new code at this till replaces the one scanned before it",
-                            extra=fields(workplace=claim.workplace,
-                                         replaced=mask_code(old.customer)))
+                log.info("a new code at this till: the earlier claim now only takes a sale "
+                         "booked before this scan", extra=fields(
+                             workplace=claim.workplace, earlier=mask_code(old.customer)))
             outcome = "duplicate" if result.duplicate else "accepted"
             log.info(f"scan {outcome}: claim waits for the sale", extra=fields(
                 source=event.source, workplace=claim.workplace, kind=claim.customer_kind,

@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 from agent.config import Config
 from agent.daemon import Daemon
+from agent.queue.store import Claim
 from agent.scanner.base import ScanEvent
 from agent.sim.cloud import CloudSimulator
 from agent.sim.kassa import KassaSimulator, SimLine, sale_total
@@ -61,9 +62,20 @@ class Demo:
         outcome = self.daemon.on_scan(ScanEvent(text, "demo", workplace, time.time()))
         if outcome.outcome in ("accepted", "duplicate"):
             self.say(f"   scanner: accepted, the claim is stored ({outcome.outcome})")
+            self._cashier_moment(outcome.claim)
             return True
         self.say(f"   scanner: REJECTED ({outcome.reason})")
         return False
+
+    def _cashier_moment(self, claim: Claim | None) -> None:
+        """A real cashier takes a moment between the scan and the payment; the agent uses it to
+        poll the POS once, which proves every later sale came after the scan."""
+        def fenced() -> bool:
+            return not any(c.id == claim.id and c.fence_marker is None
+                           for c in self.daemon.store.pending_claims())
+        deadline = time.monotonic() + WAIT
+        while claim is not None and not fenced() and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def wait_for(self, what: str, predicate: Callable[[], bool]) -> bool:
         started = time.monotonic()
@@ -103,7 +115,6 @@ class Demo:
         self.say("\n4. A customer without BONIQ pays at the till")
         self.unclaimed.add(self.pay([SimLine(2040, "Appeltaart", 450, 9)], ["CASH"], "apple pie, cash"))
         self.say("   agent: no claim for this sale, so it stays in the shop")
-        time.sleep(1.2)  # the next customer steps up; the cashier rings up the articles
 
         self.say("\n5. Chris scans the BONIQ link from a printed card")
         ok &= self.scan(CHRIS)

@@ -24,14 +24,17 @@ log = get_logger(__name__)
 
 
 def notify(*lines: str) -> bool:
-    """Send `lines` as one datagram; False when not under systemd or the socket is gone."""
+    """Send `lines` as one datagram; False when not under systemd or the socket is gone.
+
+    Non-blocking: a listener that stops reading must never stall the daemon's main loop."""
     address = os.environ.get("NOTIFY_SOCKET")
     if not address or not lines:
         return False
     if address.startswith("@"):
         address = "\0" + address[1:]
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        kind = socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
+        with socket.socket(socket.AF_UNIX, kind) as sock:
             sock.connect(address)
             sock.sendall("\n".join(lines).encode())
     except OSError as exc:

@@ -144,3 +144,19 @@ def test_keep_alive_feeds_the_watchdog_only_while_every_loop_progresses(
     beats.beat("uploader")
     assert systemd.keep_alive(beats, max_age=30)
     assert notify_socket.recv(4096) == b"WATCHDOG=1"
+
+
+def test_a_listener_that_stops_reading_never_blocks_the_sender(tmp_path, monkeypatch):
+    import socket as socket_module
+
+    from agent import systemd as sd
+
+    path = tmp_path / "full.sock"
+    listener = socket_module.socket(socket_module.AF_UNIX, socket_module.SOCK_DGRAM)
+    listener.bind(str(path))
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    try:
+        results = [sd.status("x" * 200) for _ in range(5000)]  # far beyond the socket buffer
+    finally:
+        listener.close()
+    assert results[0] is True and results[-1] is False

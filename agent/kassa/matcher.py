@@ -1,25 +1,31 @@
 """Claim ↔ receipt matching (SPEC §5): the transform between the sources and the buffer.
 
 A claim made at workplace W attaches to the first unclaimed, paid sale of W booked after the scan.
-Handing one customer's receipt to the next is the failure that matters most, so "after" is proven
-by the POS's own syncMarkers wherever it can be, and timestamps only decide what markers cannot:
+Handing one customer's receipt to another is the failure that matters most, so each receipt is
+judged AFTER, BEFORE or UNSURE against each scan, by the POS's own syncMarkers wherever they can
+tell, and by booking times only where they cannot:
 
 - `pos_marker`: the cursor the agent had stored when the scan came in. A receipt at or below it
-  was seen before the scan: never taken (unless `late_scan_window` allows it).
+  was seen before the scan: BEFORE.
 - `fence_marker`: the cursor after the first complete poll that *started* after the scan. A
-  receipt above it was booked after the scan, whatever the clocks say; it is taken if its booking
-  time is not older than the scan by more than `clock_skew` (which keeps out an old receipt
-  that was edited and re-synced).
-- between the two: booked in the short gap between the last poll and the scan, or just after the
-  scan. Here the booking time must not be before the scan at all; POS times are whole seconds
-  (SoapMplusDateTime), so a receipt stamped in the scan's own second still counts. The one case
-  left to chance is a previous sale booked in that same second and not yet polled.
+  receipt above it was committed after the scan, whatever the clocks say: AFTER (unless its
+  booking time is older than the scan by more than `clock_skew`: an old receipt re-synced).
+- between the two, in the fence poll itself: committed between the last poll and a moment just
+  after the scan. The daemon wakes the poller on every scan, so when the fence poll started
+  within `PROMPT_FENCE` of the scan that moment is milliseconds after it, and such a receipt is
+  the previous customer's: BEFORE.
+- otherwise (the POS was unreachable, so the fence came late) only the booking time can tell,
+  and it is whole seconds (SoapMplusDateTime) on a clock that may differ from ours by
+  `clock_skew`: AFTER when clearly after, BEFORE when clearly before, else UNSURE.
 
-The daemon wakes the poller on every scan, so that gap is one poll round trip.
+A receipt belongs to the newest claim at its till that it is AFTER. It skips a claim it is BEFORE
+(it may be an earlier, superseded claim's sale) and stops at one it is UNSURE of: an unsure
+receipt stays in the shop, visible, rather than going to a customer it may not belong to.
 """
 
 from __future__ import annotations
 
+import enum
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -29,6 +35,7 @@ from typing import Protocol
 from agent.queue.store import Claim
 
 POS_TIME_RESOLUTION = 1.0
+PROMPT_FENCE = 1.0
 
 
 class MatchableReceipt(Protocol):
@@ -39,6 +46,12 @@ class MatchableReceipt(Protocol):
     is_paid: bool
     credited_receipt_id: str | None
     booked_at: datetime
+
+
+class Order(enum.Enum):
+    AFTER = "after"
+    BEFORE = "before"
+    UNSURE = "unsure"
 
 
 @dataclass(frozen=True)
@@ -57,47 +70,65 @@ class Matcher:
 
     def match(
         self, receipts: Sequence[MatchableReceipt], claims: Iterable[Claim], *,
-        known: set[str] = frozenset(),  # type: ignore[assignment]
+        poll_started: float, known: set[str] = frozenset(),  # type: ignore[assignment]
     ) -> list[Match]:
-        """Each sale, in syncMarker order, belongs to the latest scan at its till before it.
-
-        When that claim already has its sale, the next one stays in the shop: a superseded
-        claim never takes a sale booked after the scan that superseded it."""
+        """Match one poll's receipts (in syncMarker order) to the pending claims; each claim
+        takes at most one sale, and a sale whose owner already has one stays in the shop."""
         fresh = [r for r in sorted(receipts, key=lambda r: r.sync_marker)
                  if _is_sale(r) and r.receipt_id not in known]
         newest_first = sorted(claims, key=lambda c: (c.scanned_at, c.id), reverse=True)
         used: set[int] = set()
         matches = []
-        for receipt in [*fresh, *self._late_candidates()]:
-            owner = self._owner(receipt, newest_first, late=receipt not in fresh)
+        for receipt in fresh:
+            owner = self._owner(receipt, newest_first, poll_started)
             if owner is not None and owner.id not in used:
                 used.add(owner.id)
                 matches.append(Match(receipt, owner))
+        matches += self._late_matches([c for c in newest_first if c.id not in used])
         taken = {m.receipt.receipt_id for m in matches}
         self._remember([r for r in fresh if r.receipt_id not in taken], taken)
         return matches
 
-    def _late_candidates(self) -> list[MatchableReceipt]:
-        return list(self._recent) if self.late_scan_window > 0 else []
-
     def _owner(self, receipt: MatchableReceipt, newest_first: list[Claim],
-               late: bool) -> Claim | None:
+               poll_started: float) -> Claim | None:
         for claim in newest_first:
-            if self._late_ok(receipt, claim) if late else self._after_scan(receipt, claim):
+            if claim.workplace != receipt.workplace:
+                continue
+            order = self.order(receipt, claim, poll_started)
+            if order is Order.AFTER:
                 return claim
+            if order is Order.UNSURE:
+                return None
         return None
 
-    def _after_scan(self, receipt: MatchableReceipt, claim: Claim) -> bool:
-        if receipt.workplace != claim.workplace:
-            return False
+    def order(self, receipt: MatchableReceipt, claim: Claim, poll_started: float) -> Order:
+        """Was this receipt booked after this claim's scan?"""
         if self._late_ok(receipt, claim):
-            return True
-        latest = receipt.booked_at.timestamp() + POS_TIME_RESOLUTION  # POS times are whole seconds
-        if claim.fence_marker is not None and receipt.sync_marker > claim.fence_marker:
-            return latest >= claim.scanned_at - self.clock_skew
-        if claim.pos_marker is None or receipt.sync_marker > claim.pos_marker:
-            return latest > claim.scanned_at
-        return False
+            return Order.AFTER
+        if claim.pos_marker is not None and receipt.sync_marker <= claim.pos_marker:
+            return Order.BEFORE
+        booked = receipt.booked_at.timestamp()
+        if claim.fence_marker is not None:
+            recent = booked + POS_TIME_RESOLUTION >= claim.scanned_at - self.clock_skew
+            return Order.AFTER if receipt.sync_marker > claim.fence_marker and recent else Order.BEFORE
+        if claim.scanned_at < poll_started <= claim.scanned_at + PROMPT_FENCE:
+            return Order.BEFORE
+        if booked >= claim.scanned_at + self.clock_skew:
+            return Order.AFTER
+        if booked + POS_TIME_RESOLUTION <= claim.scanned_at - self.clock_skew:
+            return Order.BEFORE
+        return Order.UNSURE
+
+    def _late_matches(self, claims: list[Claim]) -> list[Match]:
+        """With `late_scan_window`, a claim left without a sale may take a recent unclaimed one."""
+        matches = []
+        for claim in claims if self.late_scan_window > 0 else []:
+            for receipt in self._recent:
+                if self._late_ok(receipt, claim) and all(
+                        m.receipt.receipt_id != receipt.receipt_id for m in matches):
+                    matches.append(Match(receipt, claim))
+                    break
+        return matches
 
     def _late_ok(self, receipt: MatchableReceipt, claim: Claim) -> bool:
         return (

@@ -89,10 +89,12 @@ class Poller:
         receipts = self.client.get_receipts(self.branch, cursor + 1, self.batch)
         caught_up = len(receipts) < self.batch
         marker = max([cursor, *(r.sync_marker for r in receipts)])
-        deliveries = self._deliveries(receipts)
-        stored = self.store.commit_poll(marker=marker, deliveries=deliveries, now=self.clock(),
+        deliveries = self._deliveries(receipts, started)
+        result = self.store.commit_poll(marker=marker, deliveries=deliveries, now=self.clock(),
                                         fence_before=started if caught_up else None)
+        stored = result.stored
         self._log_stored(stored)
+        self._log_replaced(result.replaced)
         if caught_up:
             self._expire(started)
         self.last_success = self.clock()
@@ -116,9 +118,10 @@ class Poller:
         self._vat_scale = mapping.detect_vat_scale(self.client.get_vat_groups())
         self._reference_at = now
 
-    def _deliveries(self, receipts: Sequence[Any]) -> list[NewDelivery]:
+    def _deliveries(self, receipts: Sequence[Any], started: float) -> list[NewDelivery]:
         known = self.store.known_receipts([r.receipt_id for r in receipts])
-        matches = self.matcher.match(receipts, self.store.pending_claims(), known=known)
+        matches = self.matcher.match(receipts, self.store.pending_claims(), known=known,
+                                     poll_started=started)
         deliveries = [self._for_claim(m.receipt, m.claim) for m in matches]
         for receipt in receipts:
             if receipt.is_credit and receipt.credited_receipt_id and receipt.receipt_id not in known:
@@ -160,6 +163,13 @@ class Poller:
                 log.info("receipt matched and stored for upload",
                          extra=fields(receipt=item.receipt_id, kind=item.kind,
                                       customer=mask_code(item.customer or "")))
+
+    def _log_replaced(self, claims: list[Claim]) -> None:
+        for claim in claims:
+            with correlation(claim.correlation_id):
+                log.warning("claim replaced: another code was scanned at its till before its sale",
+                            extra=fields(workplace=claim.workplace,
+                                         customer=mask_code(claim.customer)))
 
     def _expire(self, poll_started: float) -> None:
         expired = self.store.expire_claims(scanned_before=poll_started - self.claim_ttl,

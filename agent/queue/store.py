@@ -69,9 +69,8 @@ _MIGRATIONS: list[str] = [
     """,
 ]
 
-_CLOSE_SUPERSEDED = """
-    UPDATE claims SET state = 'replaced', closed_at = ?
-    WHERE state = 'pending' AND EXISTS (
+_SUPERSEDED = """
+    state = 'pending' AND EXISTS (
         SELECT 1 FROM claims AS newer
         WHERE newer.workplace = claims.workplace AND newer.scanned_at > claims.scanned_at
           AND (newer.fence_marker IS NOT NULL OR newer.state = 'matched'))
@@ -135,6 +134,12 @@ class NewDelivery:
     customer_kind: str
     customer: str
     claim_id: int | None = None
+
+
+@dataclass(frozen=True)
+class PollResult:
+    stored: list[OutboxItem]  # new outbox rows
+    replaced: list[Claim]     # superseded claims closed: their till moved on without their sale
 
 
 @dataclass(frozen=True)
@@ -309,7 +314,7 @@ class Store:
     def commit_poll(
         self, *, marker: int, deliveries: Sequence[NewDelivery], name: str = "receipts",
         now: float | None = None, fence_before: float | None = None,
-    ) -> list[OutboxItem]:
+    ) -> PollResult:
         """Store what one poll produced and advance the cursor, all or nothing.
 
         A receipt already in the outbox (seen again under a new syncMarker) is not added twice.
@@ -331,14 +336,17 @@ class Store:
                 conn.execute(
                     "UPDATE claims SET fence_marker = ? WHERE state = 'pending' "
                     "AND fence_marker IS NULL AND scanned_at < ?", (marker, fence_before))
-            conn.execute(_CLOSE_SUPERSEDED, (now,))
+            replaced = [Claim(*r) for r in conn.execute(
+                f"SELECT {_CLAIM_COLUMNS} FROM claims WHERE {_SUPERSEDED}")]
+            conn.execute(f"UPDATE claims SET state = 'replaced', closed_at = ? WHERE {_SUPERSEDED}",
+                         (now,))
             conn.execute(
                 "INSERT INTO cursor (name, value, updated_at) VALUES (?, ?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET value = excluded.value, "
                 "updated_at = excluded.updated_at WHERE excluded.value >= cursor.value",
                 (name, marker, now),
             )
-        return added
+        return PollResult(added, replaced)
 
     @staticmethod
     def _insert_outbox(conn: sqlite3.Connection, d: NewDelivery, now: float) -> OutboxItem | None:

@@ -65,6 +65,7 @@ def assert_reconciles(payload):
 def test_scan_then_sale_at_the_same_till_gives_one_valid_row(kassa, store, poller,
                                                              receipt_validator):
     claim = scan(store, ANNA)
+    poller.poll_once()  # the daemon wakes the poller on every scan: this is its fence
     receipt_id = kassa.book_sale(2, payments=[("CASH", 100), "PIN"])
     poller.poll_once()
     (payload,) = payloads(store)
@@ -89,6 +90,14 @@ def test_a_sale_already_seen_before_the_scan_is_not_taken(kassa, store, poller):
     kassa.book_sale(2)
     poller.poll_once()
     scan(store, ANNA)
+    poller.poll_once()
+    assert store.outbox() == []
+
+
+def test_a_sale_stamped_in_the_scans_own_second_before_the_fence_stays_in_the_shop(
+        kassa, store, poller):
+    scan(store, ANNA, at=time.time() + 0.01)
+    kassa.book_sale(2, at=datetime.now(UTC))  # same second, before the fence poll: ambiguous
     poller.poll_once()
     assert store.outbox() == []
 
@@ -125,6 +134,7 @@ def test_late_scan_window_lets_a_scan_take_a_sale_booked_just_before(kassa, stor
 def test_two_tills_each_get_their_own_sale(kassa, store, poller):
     scan(store, ANNA, workplace=1)
     scan(store, BRAM, workplace=3)
+    poller.poll_once()
     sale3 = kassa.book_sale(3)
     sale1 = kassa.book_sale(1)
     poller.poll_once()
@@ -134,6 +144,7 @@ def test_two_tills_each_get_their_own_sale(kassa, store, poller):
 
 def test_one_claim_takes_one_sale_and_the_next_sale_stays_in_the_shop(kassa, store, poller):
     scan(store, ANNA)
+    poller.poll_once()
     first = kassa.book_sale(2)
     kassa.book_sale(2)
     poller.poll_once()
@@ -143,6 +154,7 @@ def test_one_claim_takes_one_sale_and_the_next_sale_stays_in_the_shop(kassa, sto
 def test_credit_receipt_follows_the_original_to_the_same_customer(kassa, store, poller,
                                                                     receipt_validator):
     scan(store, "jan@example.nl", kind="email")
+    poller.poll_once()
     sale = kassa.book_sale(2)
     poller.poll_once()
     credit = kassa.book_credit(sale)
@@ -215,6 +227,7 @@ def test_wrong_credentials_give_one_clear_line_and_a_slow_retry(kassa, store, ca
 
 def test_hostile_xml_does_not_stop_the_poller(kassa, store, poller):
     scan(store, ANNA)
+    poller.poll_once()
     kassa.faults.entity_bomb = True
     cycles = []
     poller.on_cycle = cycles.append

@@ -73,8 +73,8 @@ def test_cursor_moves_only_with_the_rows_it_produced(tmp_path):
 
 def test_a_receipt_seen_again_is_stored_once(tmp_path):
     with Store.open(tmp_path) as store:
-        assert len(store.commit_poll(marker=1, deliveries=[delivery(1)])) == 1
-        assert store.commit_poll(marker=2, deliveries=[delivery(1)]) == []
+        assert len(store.commit_poll(marker=1, deliveries=[delivery(1)]).stored) == 1
+        assert store.commit_poll(marker=2, deliveries=[delivery(1)]).stored == []
         assert len(store.outbox()) == 1 and store.get_cursor() == 2
 
 
@@ -106,7 +106,8 @@ def test_same_code_twice_is_one_claim_and_a_new_code_supersedes_the_old(tmp_path
         assert again.duplicate and again.claim.id == first.claim.id
         assert [c.id for c in other.replaced] == [first.claim.id]
         assert len(store.pending_claims()) == 2  # the old one may still take an earlier sale
-        store.commit_poll(marker=9, deliveries=[], fence_before=t + 3)
+        closed = store.commit_poll(marker=9, deliveries=[], fence_before=t + 3).replaced
+        assert [c.customer for c in closed] == ["a@b.nl"]
         assert [c.customer for c in store.pending_claims()] == ["z@b.nl"]
         assert store.claims("replaced")[0].id == first.claim.id
 

@@ -1,0 +1,144 @@
+"""The real daemon as a subprocess, with a serial scanner on a pty and both simulators over HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from agent import codes
+from agent.queue.store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 20.0, what: str = "") -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+
+
+def customer_code(n: int) -> str:
+    token = "".join(codes.ALPHABET[(n >> (5 * i)) % 32] for i in range(16))
+    return codes.make_code(token)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Agent:
+    """One agent installation in a folder: config, data, a pty scanner, a notify socket."""
+
+    def __init__(self, folder: Path, kassa_url: str, cloud_url: str, *, workplace: int = 2,
+                 ident: str = "demo-ident", secret: str = "demo-secret",
+                 token: str = "demo-token", extra: str = "") -> None:
+        self.folder = folder
+        self.data_dir = folder / "data"
+        self.master, slave = os.openpty()
+        self.device = os.ttyname(slave)
+        self._slave = slave
+        self.metrics_port = free_port()
+        self.config = folder / "config.yaml"
+        self.config.write_text(
+            f"store: {{merchant_id: demo-merchant, branch: 1, workplace: {workplace}}}\n"
+            f"kassa: {{url: '{kassa_url}', ident: {ident}, secret: {secret}, poll_interval: 0.2,"
+            f" timeout: 2}}\n"
+            f"cloud: {{url: '{cloud_url}', token: {token}, timeout: 2}}\n"
+            f"scanners:\n  - {{type: serial, device: '{self.device}'}}\n"
+            f"data_dir: {self.data_dir}\n"
+            f"metrics: {{listen: '127.0.0.1:{self.metrics_port}'}}\n" + extra)
+        self.config.chmod(0o600)
+        self.log = folder / "agent.log"
+        self.notify_path = folder / "notify.sock"
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(str(self.notify_path))
+        self.notify.settimeout(0.1)
+        self.process: subprocess.Popen | None = None
+
+    def start(self, env: dict[str, str] | None = None) -> None:
+        environment = {**os.environ, "NOTIFY_SOCKET": str(self.notify_path), "PYTHONFAULTHANDLER": "1",
+                       "WATCHDOG_USEC": "1000000", **(env or {})}
+        environment.pop("WATCHDOG_PID", None)
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "agent.cli", "run", "--config", str(self.config)],
+                cwd=ROOT, env=environment, stdout=log, stderr=log)
+
+    def messages(self, timeout: float = 0.5) -> list[str]:
+        out, deadline = [], time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                out.extend(self.notify.recv(4096).decode().splitlines())
+            except TimeoutError:
+                if out:
+                    break
+        return out
+
+    def wait_ready(self, timeout: float = 30.0) -> list[str]:
+        seen: list[str] = []
+        deadline = time.monotonic() + timeout
+        while "READY=1" not in seen:
+            assert time.monotonic() < deadline, f"no READY=1; log:\n{self.log_text()}"
+            assert self.process and self.process.poll() is None, self.log_text()
+            seen.extend(self.messages(0.2))
+        return seen
+
+    def scan(self, text: str) -> None:
+        os.write(self.master, text.encode() + b"\r\n")
+
+    def store(self) -> Store:
+        return Store.open(self.data_dir, readonly=True)
+
+    def summary(self) -> dict:
+        with self.store() as store:
+            return store.summary()
+
+    def has_claim(self, customer: str) -> bool:
+        if not (self.data_dir / "boniq-agent.db").exists():
+            return False
+        with self.store() as store:
+            return any(c.customer == customer for c in store.claims(limit=10_000))
+
+    def claim_fenced(self, customer: str) -> bool:
+        """The claim is stored and the agent has polled the POS since (the cashier's moment)."""
+        if not (self.data_dir / "boniq-agent.db").exists():
+            return False
+        with self.store() as store:
+            return any(c.customer == customer and (c.fence_marker is not None or c.state != "pending")
+                       for c in store.claims(limit=10_000))
+
+    def terminate(self, timeout: float = 10.0) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack
+            self.process.wait(10)
+            raise AssertionError(f"no exit {timeout} s after SIGTERM:\n{self.log_text()[-8000:]}")
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def close(self) -> None:
+        self.kill()
+        self.notify.close()
+        os.close(self.master)
+        os.close(self._slave)
