@@ -43,12 +43,21 @@ class Agent:
 
     def __init__(self, folder: Path, kassa_url: str, cloud_url: str, *, workplace: int = 2,
                  ident: str = "demo-ident", secret: str = "demo-secret",
-                 token: str = "demo-token", extra: str = "") -> None:
+                 token: str = "demo-token", extra: str = "",
+                 scanner_workplaces: tuple[int, ...] | None = None,
+                 data_dir: Path | None = None) -> None:
+        """One serial scanner on a pty per entry of `scanner_workplaces` (default: `workplace`)."""
         self.folder = folder
-        self.data_dir = folder / "data"
-        self.master, slave = os.openpty()
-        self.device = os.ttyname(slave)
-        self._slave = slave
+        self.data_dir = data_dir or folder / "data"
+        self.workplace = workplace
+        self.ptys: dict[int, tuple[int, int]] = {}
+        for till in scanner_workplaces or (workplace,):
+            master, slave = os.openpty()
+            self.ptys[till] = (master, slave)
+        self.master, self._slave = self.ptys[(scanner_workplaces or (workplace,))[0]]
+        self.device = os.ttyname(self._slave)
+        scanners = "".join(f"  - {{type: serial, device: '{os.ttyname(slave)}', workplace: {till}}}\n"
+                           for till, (_, slave) in self.ptys.items())
         self.metrics_port = free_port()
         self.config = folder / "config.yaml"
         self.config.write_text(
@@ -56,7 +65,7 @@ class Agent:
             f"kassa: {{url: '{kassa_url}', ident: {ident}, secret: {secret}, poll_interval: 0.2,"
             f" timeout: 2}}\n"
             f"cloud: {{url: '{cloud_url}', token: {token}, timeout: 2}}\n"
-            f"scanners:\n  - {{type: serial, device: '{self.device}'}}\n"
+            f"scanners:\n{scanners}"
             f"data_dir: {self.data_dir}\n"
             f"metrics: {{listen: '127.0.0.1:{self.metrics_port}'}}\n" + extra)
         self.config.chmod(0o600)
@@ -95,8 +104,10 @@ class Agent:
             seen.extend(self.messages(0.2))
         return seen
 
-    def scan(self, text: str) -> None:
-        os.write(self.master, text.encode() + b"\r\n")
+    def scan(self, text: str | bytes, workplace: int | None = None) -> None:
+        master = self.ptys[workplace][0] if workplace is not None else self.master
+        data = text.encode() if isinstance(text, str) else text
+        os.write(master, data + b"\r\n")
 
     def store(self) -> Store:
         return Store.open(self.data_dir, readonly=True)
@@ -140,5 +151,6 @@ class Agent:
     def close(self) -> None:
         self.kill()
         self.notify.close()
-        os.close(self.master)
-        os.close(self._slave)
+        for master, slave in self.ptys.values():
+            os.close(master)
+            os.close(slave)
