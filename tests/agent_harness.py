@@ -17,6 +17,18 @@ from agent.queue.store import Store
 ROOT = Path(__file__).resolve().parents[1]
 
 
+FIGURES = Path(__file__).resolve().parent / ".figures"
+
+
+def report_figure(name: str, **figures: object) -> str:
+    """A measured figure of a reliability run: printed, and collected for the end of the run."""
+    line = f"RELIABILITY {name}: " + " ".join(f"{k}={v}" for k, v in figures.items())
+    print(line)
+    with FIGURES.open("a") as out:
+        out.write(line + "\n")
+    return line
+
+
 def wait_until(predicate: Callable[[], object], timeout: float = 20.0, what: str = "") -> object:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -42,3 +42,18 @@ def receipt_validator() -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(schema, format_checker=_format_checker())
 
 
+
+
+def pytest_sessionstart(session):
+    from agent_harness import FIGURES
+
+    FIGURES.unlink(missing_ok=True)
+
+
+def pytest_terminal_summary(terminalreporter):
+    from agent_harness import FIGURES
+
+    if FIGURES.exists():
+        terminalreporter.section("reliability figures")
+        for line in FIGURES.read_text().splitlines():
+            terminalreporter.write_line(line)
