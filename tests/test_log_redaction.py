@@ -65,3 +65,8 @@ def test_levels_map_to_journald_priorities(captured):
 def test_logfmt_values_with_spaces_are_quoted(captured):
     logs.get_logger("agent").info("x", extra=logs.fields(reason='a "b" c'))
     assert 'reason="a \\"b\\" c"' in captured.getvalue()
+
+
+def test_emails_without_a_dot_in_the_domain_are_masked_too(captured):
+    logs.get_logger("agent.test").warning('422: {"details": ["jan@localhost is not valid"]}')
+    assert "jan@" not in captured.getvalue() and "j***@localhost" in captured.getvalue()
