@@ -3,7 +3,8 @@
     0   success
     1   a check failed (doctor), a code was rejected (scan), an item was not found (outbox)
     2   wrong usage
-    74  the store cannot be opened (corrupt, locked, unreadable): see `boniq-agent doctor`
+    65  the store is damaged: see `boniq-agent doctor` (systemd does not restart on this status)
+    74  the store cannot be used (locked, unreadable, disk full): see `boniq-agent doctor`
     78  the configuration is invalid (systemd does not restart on this status)
 """
 
@@ -18,9 +19,9 @@ from datetime import datetime
 from pathlib import Path
 
 from agent import __version__, logs
-from agent.errors import AgentError, CodeRejected, ConfigError, StoreError
+from agent.errors import AgentError, CodeRejected, ConfigError, StoreCorrupt, StoreError
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_STORE, EXIT_CONFIG = 0, 1, 2, 74, 78
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_CORRUPT, EXIT_STORE, EXIT_CONFIG = 0, 1, 2, 65, 74, 78
 DEFAULT_CONFIG = "/etc/boniq-agent/config.yaml"
 
 
@@ -196,8 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="boniq-agent",
         description="Till-side agent for BONIQ digital receipts at MplusKASSA tills.",
-        epilog="Exit statuses: 0 ok, 1 check failed/rejected, 2 usage, 74 store unusable, "
-               "78 invalid configuration.")
+        epilog="Exit statuses: 0 ok, 1 check failed/rejected, 2 usage, 65 store damaged, "
+               "74 store unusable, 78 invalid configuration.")
     parser.add_argument("--version", action="version", version=f"boniq-agent {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -275,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     except StoreError as exc:
         print(f"store: {exc}", file=sys.stderr)
-        return EXIT_STORE
+        return EXIT_CORRUPT if isinstance(exc, StoreCorrupt) else EXIT_STORE
     except AgentError as exc:
         print(f"error: {logs.redact(str(exc))}", file=sys.stderr)
         return EXIT_FAIL

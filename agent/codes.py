@@ -64,7 +64,10 @@ def _compact(text: str) -> str | None:
 
 
 def _from_url(text: str, url_hosts: Iterable[str]) -> str | None:
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+    except ValueError:  # e.g. an unbalanced `[` in the host
+        return None
     if parts.scheme.lower() != "https" or (parts.hostname or "") not in {h.lower() for h in url_hosts}:
         return None
     path = unquote(parts.path)

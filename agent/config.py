@@ -55,6 +55,8 @@ class CloudSection(_Section):
     timeout: float = Field(default=10.0, gt=0, le=300)
     workers: int = Field(default=4, ge=1, le=32)
     ca_bundle: Path | None = None
+    retry_base: float = Field(default=1.0, gt=0, le=3600)
+    retry_max: float = Field(default=300.0, gt=0, le=86400)
 
 
 class _Scanner(_Section):
@@ -208,9 +210,9 @@ def parse(text: str, *, name: str = "config.yaml", source: Path | None = None) -
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else 1
-        raise ConfigError(f"{name}:{line}: syntax: {getattr(exc, 'problem', None) or exc}") from None
+        raise ConfigError(_syntax_problem(exc, text, name)) from None
+    except RecursionError:
+        raise ConfigError(f"{name}:1: syntax: lists or mappings nested too deeply") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{name}:1: (top): the file must be a mapping of sections (store, kassa, cloud, …)")
     try:
@@ -220,6 +222,19 @@ def parse(text: str, *, name: str = "config.yaml", source: Path | None = None) -
     if source is not None and (config.kassa.secret or config.cloud.token):
         warn_if_readable_by_others(source, what="inline secret")
     return config
+
+
+def _syntax_problem(exc: yaml.YAMLError, text: str, name: str) -> str:
+    """One `FILE:LINE: syntax: message` line, also for errors of the reader (bad characters)."""
+    mark = getattr(exc, "problem_mark", None)
+    if mark is not None:
+        line = mark.line + 1
+    elif isinstance(exc, yaml.reader.ReaderError):
+        line = text[: exc.position].count("\n") + 1
+    else:
+        line = 1
+    message = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"{name}:{line}: syntax: {' '.join(message.split())}"
 
 
 def _describe(exc: ValidationError, root: yaml.Node, name: str) -> list[str]:

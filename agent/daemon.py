@@ -69,10 +69,11 @@ class Daemon:
             on_cycle=self._polled, clock=self.clock,
         )
         self.uploader = Uploader(
-            self.store, self.config.cloud.url, self.config.cloud_token(),
+            self.store, self.config.cloud.url, self.config.cloud_token,
             ca_bundle=str(self.config.cloud.ca_bundle) if self.config.cloud.ca_bundle else None,
             timeout=(3.05, self.config.cloud.timeout), workers=self.config.cloud.workers,
-            on_delivered=self._delivered,
+            base_delay=self.config.cloud.retry_base, max_delay=self.config.cloud.retry_max,
+            on_delivered=self._delivered, on_pass=lambda: self.heartbeat.beat("uploader"),
         )
         if self.sources is None:
             self.sources = self._build_sources()
@@ -157,7 +158,7 @@ class Daemon:
     # -- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> None:
-        self.heartbeat.register("poller")
+        self.heartbeat.register("poller", "uploader")
         self._spawn("poller", self.poller.run)
         self._spawn("uploader", lambda stop: self.uploader.run(stop, self.upload_wake))
         for source in self.sources or []:
@@ -241,6 +242,7 @@ class Daemon:
             thread.join(max(0.0, deadline - time.monotonic()))
         if self._metrics_server is not None:
             self._metrics_server.close()
+        self.uploader.close()
         self.store.close()
         log.info("boniq-agent stopped")
 

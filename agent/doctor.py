@@ -89,7 +89,7 @@ def _store(data_dir: Path) -> Check:
                      f"create {data_dir} writable by the agent's user (systemd: StateDirectory=)")
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-        result = conn.execute("PRAGMA quick_check").fetchone()[0]
+        result = " ".join(conn.execute("PRAGMA quick_check(1)").fetchone()[0].split())
         conn.close()
     except sqlite3.Error as exc:
         result = str(exc)
@@ -143,7 +143,8 @@ def _kassa(config: Config) -> Iterator[Check]:
     from agent.kassa.client import KassaClient
 
     client = KassaClient(config.kassa.url, config.kassa.ident, config.kassa_secret(),
-                         timeout=(3.05, min(config.kassa.timeout, 10.0)))
+                         timeout=(3.05, min(config.kassa.timeout, 10.0)),
+                         verify=str(config.kassa.ca_bundle) if config.kassa.ca_bundle else True)
     try:
         version = client.get_api_version()
     except KassaRejected as exc:
@@ -166,7 +167,7 @@ def _branch(client, config: Config) -> Check:  # noqa: ANN001
     if branch is None:
         return Check("POS branch", False, f"branch {config.store.branch} unknown; known: "
                      f"{sorted(numbers)}", "set store.branch to one of those")
-    workplaces = getattr(branch, "workplaces", None)
+    workplaces = {w.number for w in branch.workplaces}
     if workplaces and config.store.workplace not in workplaces:
         return Check("POS branch", False, f"workplace {config.store.workplace} not in branch "
                      f"{branch.number} ({sorted(workplaces)})", "set store.workplace to this till")
@@ -177,8 +178,10 @@ def _branch(client, config: Config) -> Check:  # noqa: ANN001
 def _cloud(config: Config) -> Check:
     url = urljoin(config.cloud.url.rstrip("/") + "/", "v1/health")
     verify = str(config.cloud.ca_bundle) if config.cloud.ca_bundle else True
+    session = requests.Session()
+    session.trust_env = False  # as the uploader: no proxy or CA from the environment
     try:
-        response = requests.get(url, timeout=(3.05, 10), verify=verify, headers={
+        response = session.get(url, timeout=(3.05, 10), verify=verify, headers={
             "Authorization": f"Bearer {config.cloud_token()}",
             "User-Agent": f"boniq-agent/{__version__}"})
     except requests.RequestException as exc:

@@ -23,6 +23,9 @@ from agent.logs import fields, get_logger
 log = get_logger(__name__)
 
 
+_failing = threading.Event()
+
+
 def notify(*lines: str) -> bool:
     """Send `lines` as one datagram; False when not under systemd or the socket is gone.
 
@@ -38,8 +41,12 @@ def notify(*lines: str) -> bool:
             sock.connect(address)
             sock.sendall("\n".join(lines).encode())
     except OSError as exc:
-        log.warning("systemd notification not delivered", extra=fields(error=exc.strerror))
+        if _failing.is_set() is False:
+            log.warning("systemd notifications not delivered (logged once until they work)",
+                        extra=fields(error=exc.strerror))
+        _failing.set()
         return False
+    _failing.clear()
     return True
 
 

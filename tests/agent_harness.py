@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agent import codes
-from agent.queue.store import Store
+from agent.queue.store import Claim, Store
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,8 +57,11 @@ class Agent:
                  ident: str = "demo-ident", secret: str = "demo-secret",
                  token: str = "demo-token", extra: str = "",
                  scanner_workplaces: tuple[int, ...] | None = None,
-                 data_dir: Path | None = None) -> None:
-        """One serial scanner on a pty per entry of `scanner_workplaces` (default: `workplace`)."""
+                 data_dir: Path | None = None, poll_interval: float = 0.2,
+                 extra_scanners: str = "", cloud_options: str = "") -> None:
+        """One serial scanner on a pty per entry of `scanner_workplaces` (default: `workplace`);
+        `extra_scanners`: more YAML list items for `scanners:` (e.g. a webcam); `cloud_options`:
+        more `cloud:` keys in flow style (e.g. `retry_base: 0.05, retry_max: 0.5`)."""
         self.folder = folder
         self.data_dir = data_dir or folder / "data"
         self.workplace = workplace
@@ -69,14 +72,15 @@ class Agent:
         self.master, self._slave = self.ptys[(scanner_workplaces or (workplace,))[0]]
         self.device = os.ttyname(self._slave)
         scanners = "".join(f"  - {{type: serial, device: '{os.ttyname(slave)}', workplace: {till}}}\n"
-                           for till, (_, slave) in self.ptys.items())
+                           for till, (_, slave) in self.ptys.items()) + extra_scanners
         self.metrics_port = free_port()
         self.config = folder / "config.yaml"
         self.config.write_text(
             f"store: {{merchant_id: demo-merchant, branch: 1, workplace: {workplace}}}\n"
-            f"kassa: {{url: '{kassa_url}', ident: {ident}, secret: {secret}, poll_interval: 0.2,"
-            f" timeout: 2}}\n"
-            f"cloud: {{url: '{cloud_url}', token: {token}, timeout: 2}}\n"
+            f"kassa: {{url: '{kassa_url}', ident: {ident}, secret: {secret},"
+            f" poll_interval: {poll_interval}, timeout: 2}}\n"
+            f"cloud: {{url: '{cloud_url}', token: {token}, timeout: 2"
+            f"{', ' + cloud_options if cloud_options else ''}}}\n"
             f"scanners:\n{scanners}"
             f"data_dir: {self.data_dir}\n"
             f"metrics: {{listen: '127.0.0.1:{self.metrics_port}'}}\n" + extra)
@@ -106,6 +110,24 @@ class Agent:
                 if out:
                     break
         return out
+
+    def drain_notify(self) -> None:
+        """Forget what earlier runs sent, so the next `wait_ready` sees this run's READY=1."""
+        self.notify.setblocking(False)
+        try:
+            while True:
+                self.notify.recv(4096)
+        except BlockingIOError:
+            pass
+        finally:
+            self.notify.settimeout(0.1)
+
+    def restart(self) -> None:
+        """SIGKILL the daemon (if it runs) and start it again, ready."""
+        self.kill()
+        self.drain_notify()
+        self.start()
+        self.wait_ready()
 
     def wait_ready(self, timeout: float = 30.0) -> list[str]:
         seen: list[str] = []
@@ -141,6 +163,13 @@ class Agent:
         with self.store() as store:
             return any(c.customer == customer and (c.fence_marker is not None or c.state != "pending")
                        for c in store.claims(limit=10_000))
+
+    def claims_of(self, customer: str) -> list[Claim]:
+        """The customer's claims, newest first (none before the store exists)."""
+        if not (self.data_dir / "boniq-agent.db").exists():
+            return []
+        with self.store() as store:
+            return [c for c in store.claims(limit=100_000) if c.customer == customer]
 
     def terminate(self, timeout: float = 10.0) -> int:
         assert self.process is not None

@@ -2,6 +2,7 @@
 pty, the MplusKASSA and cloud simulators over HTTP on 127.0.0.1."""
 
 import json
+from datetime import UTC, datetime, timedelta
 from collections import Counter
 
 import pytest
@@ -104,7 +105,9 @@ def test_sigkill_after_the_scan_loses_nothing(agent, kassa, cloud):
     agent.scan(code)
     wait_until(lambda: agent.has_claim(code), what="the claim")
     agent.kill()
-    receipt = kassa.book_sale(2)
+    # the payment completes a few seconds after the scan; with no fence poll before the crash,
+    # the POS booking time is what tells the restarted agent that this sale came after the scan
+    receipt = kassa.book_sale(2, at=datetime.now(UTC) + timedelta(seconds=3))
     agent.start()
     wait_until(lambda: cloud.count() == 1, what="delivery after the restart")
     assert cloud.receipts()[0]["pos"]["receipt_id"] == receipt

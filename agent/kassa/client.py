@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 from xml.etree.ElementTree import Element
 
@@ -21,6 +22,7 @@ from urllib3.exceptions import ReadTimeoutError
 from agent.errors import KassaError, KassaRejected, KassaResponseError, KassaTransient
 from agent.kassa import soap
 from agent.kassa.receipt import (
+    INTEGER,
     Branch,
     Receipt,
     VatGroup,
@@ -34,6 +36,36 @@ log = get_logger(__name__)
 
 _READ_CHUNK = 16_384
 _DEADLINE_FACTOR = 3.0
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A receipt in a getReceipts answer that could not be parsed: what little is known of it."""
+
+    receipt_id: str | None
+    sync_marker: int | None
+    workplace: int | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class ReceiptBatch:
+    receipts: list[Receipt]
+    unreadable: list[Unreadable]
+
+    @property
+    def markers(self) -> list[int]:
+        return [r.sync_marker for r in self.receipts] + [
+            u.sync_marker for u in self.unreadable if u.sync_marker is not None]
+
+
+def _unreadable(element: Element, reason: str) -> Unreadable:
+    def number(name: str) -> int | None:
+        value = (soap.text(element, name) or "").strip()
+        return int(value) if INTEGER.fullmatch(value) else None  # not isdigit(): `²` is a digit
+
+    return Unreadable(soap.text(element, "receiptId"), number("syncMarker"),
+                      number("workplaceNumber"), reason)
 
 
 class KassaClient:
@@ -89,10 +121,7 @@ class KassaClient:
         markers: dict[str, int] = {}
         for item in response:
             name = soap.local_name(item.tag)
-            if (
-                name.endswith("SyncMarker")
-                and (item.text or "").strip().lstrip("-").isdigit()
-            ):
+            if name.endswith("SyncMarker") and INTEGER.fullmatch((item.text or "").strip()):
                 markers[name.removesuffix("SyncMarker")] = int(item.text.strip())
         if "receipt" not in markers:
             raise KassaResponseError(
@@ -103,7 +132,16 @@ class KassaClient:
     def get_receipts(
         self, branch: int, sync_marker: int, limit: int = 100
     ) -> list[Receipt]:
-        """Receipts of `branch` with syncMarker >= `sync_marker` (pass last seen + 1), oldest first."""
+        """Receipts of `branch` with syncMarker >= `sync_marker` (pass last seen + 1), oldest first.
+
+        Raises KassaResponseError if any receipt cannot be read; `fetch_receipts` keeps going."""
+        batch = self.fetch_receipts(branch, sync_marker, limit)
+        if batch.unreadable:
+            raise KassaResponseError(batch.unreadable[0].reason)
+        return batch.receipts
+
+    def fetch_receipts(self, branch: int, sync_marker: int, limit: int = 100) -> ReceiptBatch:
+        """Like `get_receipts`, but one receipt that cannot be read does not hide the others."""
         request = {
             "syncMarker": sync_marker,
             "syncMarkerLimit": limit,
@@ -113,8 +151,14 @@ class KassaClient:
             "includeLineList": True,
         }
         response = self._call("getReceipts", {"request": request})
-        items = soap.descendants(response, "receipt", having="receiptId")
-        return sorted((parse_receipt(e) for e in items), key=lambda r: r.sync_marker)
+        batch = ReceiptBatch([], [])
+        for element in soap.descendants(response, "receipt", having="receiptId"):
+            try:
+                batch.receipts.append(parse_receipt(element))
+            except (KassaResponseError, ValueError, OverflowError) as exc:
+                batch.unreadable.append(_unreadable(element, str(exc)))
+        batch.receipts.sort(key=lambda r: r.sync_marker)
+        return batch
 
     def get_receipt(self, receipt_id: str) -> Receipt | None:
         response = self._call("getReceipt", {"receiptId": receipt_id})

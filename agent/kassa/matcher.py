@@ -13,7 +13,8 @@ tell, and by booking times only where they cannot:
 - between the two, in the fence poll itself: committed between the last poll and a moment just
   after the scan. The daemon wakes the poller on every scan, so when the fence poll started
   within `PROMPT_FENCE` of the scan that moment is milliseconds after it, and such a receipt is
-  the previous customer's: BEFORE.
+  the previous customer's: BEFORE. The same holds for a poll already running when the scan came
+  in (a busy till scans during a poll): its receipts were fetched milliseconds around the scan.
 - otherwise (the POS was unreachable, so the fence came late) only the booking time can tell,
   and it is whole seconds (SoapMplusDateTime) on a clock that may differ from ours by
   `clock_skew`: AFTER when clearly after, BEFORE when clearly before, else UNSURE.
@@ -63,9 +64,14 @@ class Match:
 class Matcher:
     """Pairs pending claims with new receipts; remembers recent unclaimed sales for late scans."""
 
-    def __init__(self, *, clock_skew: float = 2.0, late_scan_window: float = 0.0) -> None:
+    def __init__(self, *, clock_skew: float = 2.0, late_scan_window: float = 0.0,
+                 woken_since: float = 0.0) -> None:
+        """`woken_since`: from then on the poller is woken by every scan (this process's start);
+        a claim from before it (a restart, a crash) gets no prompt fence poll."""
         self.clock_skew = clock_skew
         self.late_scan_window = late_scan_window
+        self.woken_since = woken_since
+        self.unsure: list[Match] = []  # of the last match(): sales left in the shop, undecided
         self._recent: deque[MatchableReceipt] = deque(maxlen=1000)
 
     def match(
@@ -79,6 +85,7 @@ class Matcher:
         newest_first = sorted(claims, key=lambda c: (c.scanned_at, c.id), reverse=True)
         used: set[int] = set()
         matches = []
+        self.unsure = []
         for receipt in fresh:
             owner = self._owner(receipt, newest_first, poll_started)
             if owner is not None and owner.id not in used:
@@ -98,6 +105,7 @@ class Matcher:
             if order is Order.AFTER:
                 return claim
             if order is Order.UNSURE:
+                self.unsure.append(Match(receipt, claim))
                 return None
         return None
 
@@ -111,7 +119,8 @@ class Matcher:
         if claim.fence_marker is not None:
             recent = booked + POS_TIME_RESOLUTION >= claim.scanned_at - self.clock_skew
             return Order.AFTER if receipt.sync_marker > claim.fence_marker and recent else Order.BEFORE
-        if claim.scanned_at < poll_started <= claim.scanned_at + PROMPT_FENCE:
+        prompt = abs(poll_started - claim.scanned_at) <= PROMPT_FENCE
+        if prompt and claim.scanned_at >= self.woken_since:
             return Order.BEFORE
         if booked >= claim.scanned_at + self.clock_skew:
             return Order.AFTER

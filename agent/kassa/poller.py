@@ -49,7 +49,8 @@ class Poller:
         self.interval = interval
         self.batch = batch
         self.store_name = store_name
-        self.matcher = Matcher(clock_skew=clock_skew, late_scan_window=late_scan_window)
+        self.matcher = Matcher(clock_skew=clock_skew, late_scan_window=late_scan_window,
+                               woken_since=clock())
         self.on_stored = on_stored or (lambda items: None)
         self.on_expired = on_expired or (lambda claims: None)
         self.on_cycle = on_cycle or (lambda ok: None)
@@ -82,25 +83,39 @@ class Poller:
                 self.wake.clear()
 
     def poll_once(self) -> bool:
-        """One cycle; True when the POS had nothing more to give (caught up)."""
+        """One cycle; True when the POS had nothing more to give (caught up: an empty answer)."""
         started = self.clock()
         self._refresh_reference(started)
         cursor = self._cursor()
-        receipts = self.client.get_receipts(self.branch, cursor + 1, self.batch)
-        caught_up = len(receipts) < self.batch
-        marker = max([cursor, *(r.sync_marker for r in receipts)])
-        deliveries = self._deliveries(receipts, started)
-        result = self.store.commit_poll(marker=marker, deliveries=deliveries, now=self.clock(),
-                                        fence_before=started if caught_up else None)
-        stored = result.stored
-        self._log_stored(stored)
-        self._log_replaced(result.replaced)
+        batch = self.client.fetch_receipts(self.branch, cursor + 1, self.batch)
+        receipts = batch.receipts
+        caught_up = not batch.receipts and not batch.unreadable
+        claims = self.store.pending_claims()
+        known = self.store.known_receipts([r.receipt_id for r in receipts])
+        matches = self.matcher.match(receipts, claims, known=known, poll_started=started)
+        deliveries = [self._for_claim(m.receipt, m.claim) for m in matches]
+        deliveries += self._credits(receipts, known, deliveries)
+        unsure = {u.claim.id: u for u in self.matcher.unsure}
+        unsure.update(self._unreadable(batch.unreadable, claims))
+        result = self.store.commit_poll(
+            marker=max([cursor, *batch.markers]), deliveries=deliveries, now=self.clock(),
+            seen=[r.receipt_id for r in receipts],
+            fence_ids=[c.id for c in claims if c.scanned_at < started] if caught_up else (),
+            unsure_ids=list(unsure))
+        self._log_result(result)
         if caught_up:
             self._expire(started)
         self.last_success = self.clock()
-        if stored:
-            self.on_stored(stored)
+        if result.stored:
+            self.on_stored(result.stored)
         return caught_up
+
+    def catch_up(self, max_polls: int = 100) -> int:
+        """Poll until the POS has nothing more (as `run` does between its pauses); polls made."""
+        for count in range(1, max_polls + 1):
+            if self.poll_once():
+                return count
+        return max_polls
 
     def _cursor(self) -> int:
         cursor = self.store.get_cursor()
@@ -118,28 +133,40 @@ class Poller:
         self._vat_scale = mapping.detect_vat_scale(self.client.get_vat_groups())
         self._reference_at = now
 
-    def _deliveries(self, receipts: Sequence[Any], started: float) -> list[NewDelivery]:
-        known = self.store.known_receipts([r.receipt_id for r in receipts])
-        matches = self.matcher.match(receipts, self.store.pending_claims(), known=known,
-                                     poll_started=started)
-        deliveries = [self._for_claim(m.receipt, m.claim) for m in matches]
+    def _credits(self, receipts: Sequence[Any], known: set[str],
+                 batch: list[NewDelivery]) -> list[NewDelivery]:
+        """Paid credit receipts of sales that went to a customer, in this batch or before."""
+        customers = {d.receipt_id: (d.customer_kind, d.customer) for d in batch}
+        credits = []
         for receipt in receipts:
-            if receipt.is_credit and receipt.credited_receipt_id and receipt.receipt_id not in known:
-                delivery = self._for_credit(receipt)
-                if delivery is not None:
-                    deliveries.append(delivery)
-        return deliveries
+            if not (receipt.is_credit and receipt.is_paid and receipt.credited_receipt_id
+                    and receipt.receipt_id not in known):
+                continue
+            customer = customers.get(receipt.credited_receipt_id) or \
+                self.store.delivered_customer(receipt.credited_receipt_id)
+            if customer is not None:
+                credits.append(self._delivery(receipt, *customer, new_correlation_id("r"), None,
+                                              None))
+                customers[receipt.receipt_id] = customer
+        return credits
+
+    def _unreadable(self, unreadable: Sequence[Any], claims: list[Claim]) -> dict[int, Any]:
+        """A receipt the agent cannot read may be the sale a claim at its till waits for: such
+        claims close as unsure rather than wait and catch the next customer's sale."""
+        closing: dict[int, Any] = {}
+        for bad in unreadable:
+            log.error("POS receipt cannot be read; it is skipped", extra=fields(
+                receipt=bad.receipt_id, sync_marker=bad.sync_marker, workplace=bad.workplace,
+                reason=bad.reason))
+            for claim in claims:
+                if bad.workplace is None or claim.workplace == bad.workplace:
+                    closing[claim.id] = bad
+        return closing
 
     def _for_claim(self, receipt: Any, claim: Claim) -> NewDelivery:
         scanned = datetime.fromtimestamp(claim.scanned_at, tz=timezone.utc).astimezone()
         return self._delivery(receipt, claim.customer_kind, claim.customer, claim.correlation_id,
                               scanned, claim.id)
-
-    def _for_credit(self, receipt: Any) -> NewDelivery | None:
-        customer = self.store.delivered_customer(receipt.credited_receipt_id)
-        if customer is None:
-            return None
-        return self._delivery(receipt, customer[0], customer[1], new_correlation_id("r"), None, None)
 
     def _delivery(
         self, receipt: Any, kind: str, customer: str, cid: str, scanned: datetime | None,
@@ -157,17 +184,21 @@ class Poller:
             customer=customer, claim_id=claim_id,
         )
 
-    def _log_stored(self, stored: list[OutboxItem]) -> None:
-        for item in stored:
+    def _log_result(self, result: Any) -> None:
+        for item in result.stored:
             with correlation(item.correlation_id):
                 log.info("receipt matched and stored for upload",
                          extra=fields(receipt=item.receipt_id, kind=item.kind,
                                       customer=mask_code(item.customer or "")))
-
-    def _log_replaced(self, claims: list[Claim]) -> None:
-        for claim in claims:
+        for claim in result.replaced:
             with correlation(claim.correlation_id):
                 log.warning("claim replaced: another code was scanned at its till before its sale",
+                            extra=fields(workplace=claim.workplace,
+                                         customer=mask_code(claim.customer)))
+        for claim in result.unsure:
+            with correlation(claim.correlation_id):
+                log.warning("claim closed unsure: a sale at its till cannot be placed before or "
+                            "after the scan, so no sale is sent rather than maybe the wrong one",
                             extra=fields(workplace=claim.workplace,
                                          customer=mask_code(claim.customer)))
 
@@ -199,5 +230,4 @@ class Poller:
         if self._failures:
             log.info("POS poll works again", extra=fields(after_failures=self._failures))
         self._failures = 0
-        self.wake = threading.Event()
         self.last_error = None

@@ -11,6 +11,7 @@ An `entryTimestamp` without `timezone` is read as Europe/Amsterdam, as the offic
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from xml.etree.ElementTree import Element
@@ -23,6 +24,8 @@ RECEIPT_TYPE_SALE = "RECEIPT-TYPE-RECEIPT"
 RECEIPT_TYPE_CREDIT = "RECEIPT-TYPE-CREDIT-RECEIPT"
 PAID_STATES = frozenset({"RECEIPT-STATE-PAID", "RECEIPT-STATE-HANDLED"})
 POS_ZONE = ZoneInfo("Europe/Amsterdam")
+INTEGER = re.compile(r"-?[0-9]{1,18}")  # fits SQLite's 64-bit INTEGER, unlike Python's int()
+MAX_DECIMAL_PLACES = 9
 
 
 @dataclass(frozen=True)
@@ -126,12 +129,11 @@ def _int(element: Element, name: str, default: int | None = None) -> int:
         if default is None:
             raise KassaResponseError(f"the API sent a {_tag(element)} without {name}")
         return default
-    try:
-        return int(value)
-    except ValueError:
+    if not INTEGER.fullmatch(value):
         raise KassaResponseError(
             f"the API sent a non-integer {name} in a {_tag(element)}"
-        ) from None
+        )
+    return int(value)
 
 
 def _opt_int(element: Element, name: str) -> int | None:
@@ -169,7 +171,7 @@ def parse_datetime(element: Element) -> datetime:
             _int(element, "sec", 0),
         )
         zone = POS_ZONE if offset is None else timezone(timedelta(minutes=offset))
-    except ValueError:
+    except (ValueError, OverflowError):
         raise KassaResponseError("the API sent an impossible timestamp") from None
     return naive.replace(tzinfo=zone)
 
@@ -178,13 +180,16 @@ def parse_line(element: Element) -> Line:
     data = child(element, "data")
     if data is None:
         raise KassaResponseError("the API sent a receipt line without data")
+    places = _int(data, "decimalPlaces", 0)
+    if not 0 <= places <= MAX_DECIMAL_PLACES:
+        raise KassaResponseError("the API sent a receipt line with impossible decimalPlaces")
     return Line(
         line_id=text(element, "lineId"),
         article_number=_required(element, "articleNumber"),
         plu=text(element, "pluNumber") or None,
         text=text(element, "text") or "",
         quantity=_int(data, "quantity"),
-        decimal_places=_int(data, "decimalPlaces", 0),
+        decimal_places=places,
         price=_int(data, "price", 0),
         discount_type=text(data, "discountType"),
         discount_percentage=_opt_int(data, "discountPercentage"),

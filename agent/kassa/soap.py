@@ -119,7 +119,7 @@ def parse_xml(body: bytes) -> Element:
         raise KassaResponseError(
             f"refused hostile XML from the API ({type(exc).__name__})"
         ) from None
-    except (ParseError, ValueError) as exc:
+    except (ParseError, ValueError, LookupError) as exc:  # LookupError: unknown encoding
         raise KassaResponseError(
             f"the API sent malformed XML ({_clean(str(exc))})"
         ) from None

@@ -36,7 +36,7 @@ _MIGRATIONS: list[str] = [
         pos_marker INTEGER,
         fence_marker INTEGER,
         state TEXT NOT NULL DEFAULT 'pending'
-            CHECK (state IN ('pending', 'matched', 'expired', 'replaced')),
+            CHECK (state IN ('pending', 'matched', 'expired', 'replaced', 'unsure')),
         receipt_id TEXT,
         closed_at REAL
     );
@@ -61,6 +61,10 @@ _MIGRATIONS: list[str] = [
         cloud_id TEXT
     );
     CREATE INDEX outbox_due ON outbox (state, next_attempt_at);
+    CREATE TABLE seen_receipts (
+        receipt_id TEXT PRIMARY KEY,
+        first_seen_at REAL NOT NULL
+    ) WITHOUT ROWID;
     CREATE TABLE cursor (
         name TEXT PRIMARY KEY,
         value INTEGER NOT NULL,
@@ -140,6 +144,7 @@ class NewDelivery:
 class PollResult:
     stored: list[OutboxItem]  # new outbox rows
     replaced: list[Claim]     # superseded claims closed: their till moved on without their sale
+    unsure: list[Claim]       # claims closed because their sale could not be told apart
 
 
 @dataclass(frozen=True)
@@ -153,7 +158,8 @@ def translate(exc: sqlite3.Error) -> StoreError:
     """An sqlite3 error as a StoreError that says what store IT can do about it."""
     text = str(exc).lower()
     if "full" in text or getattr(exc, "sqlite_errorcode", None) == 13:
-        return StoreFull(f"the disk holding the database is full ({exc}); free space, nothing was lost")
+        return StoreFull(f"the disk holding the database is full ({exc}); free space there;"
+                         " everything already stored is kept")
     if "locked" in text or "busy" in text:
         return StoreLocked(f"another process holds the database lock ({exc})")
     if "not a database" in text or "malformed" in text or "corrupt" in text:
@@ -203,6 +209,7 @@ class Store:
             )
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         if not self.readonly:
+            _refuse_damaged(conn)
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode.lower() != "wal":
                 raise StoreError(f"cannot switch {self.path} to WAL (got {mode})")
@@ -313,13 +320,16 @@ class Store:
 
     def commit_poll(
         self, *, marker: int, deliveries: Sequence[NewDelivery], name: str = "receipts",
-        now: float | None = None, fence_before: float | None = None,
+        now: float | None = None, seen: Sequence[str] = (), fence_ids: Sequence[int] = (),
+        unsure_ids: Sequence[int] = (),
     ) -> PollResult:
         """Store what one poll produced and advance the cursor, all or nothing.
 
         A receipt already in the outbox (seen again under a new syncMarker) is not added twice.
-        `fence_before`: the poll started at this time and caught up, so every receipt booked
-        before it is at or below `marker`; pending claims scanned before it get that fence."""
+        `seen`: every receipt id of the poll, so that one changed later (a new syncMarker) is
+        not taken for a new sale. `fence_ids`: claims that were pending, scanned before this
+        poll started, and matched against it, which caught up: every receipt booked before
+        their scan is at or below `marker`. `unsure_ids`: claims closed as `unsure`."""
         now = time.time() if now is None else now
         added: list[OutboxItem] = []
         with self._tx() as conn:
@@ -332,10 +342,11 @@ class Store:
                             "UPDATE claims SET state = 'matched', receipt_id = ?, closed_at = ? "
                             "WHERE id = ?", (d.receipt_id, now, d.claim_id),
                         )
-            if fence_before is not None:
-                conn.execute(
-                    "UPDATE claims SET fence_marker = ? WHERE state = 'pending' "
-                    "AND fence_marker IS NULL AND scanned_at < ?", (marker, fence_before))
+            conn.executemany("INSERT OR IGNORE INTO seen_receipts VALUES (?, ?)",
+                             [(receipt_id, now) for receipt_id in seen])
+            conn.executemany("UPDATE claims SET fence_marker = ? WHERE id = ? AND state = 'pending'"
+                             " AND fence_marker IS NULL", [(marker, i) for i in fence_ids])
+            unsure = self._close(conn, unsure_ids, "unsure", now)
             replaced = [Claim(*r) for r in conn.execute(
                 f"SELECT {_CLAIM_COLUMNS} FROM claims WHERE {_SUPERSEDED}")]
             conn.execute(f"UPDATE claims SET state = 'replaced', closed_at = ? WHERE {_SUPERSEDED}",
@@ -343,10 +354,22 @@ class Store:
             conn.execute(
                 "INSERT INTO cursor (name, value, updated_at) VALUES (?, ?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET value = excluded.value, "
-                "updated_at = excluded.updated_at WHERE excluded.value >= cursor.value",
+                "updated_at = excluded.updated_at WHERE excluded.value > cursor.value",
                 (name, marker, now),
             )
-        return PollResult(added, replaced)
+        return PollResult(added, replaced, unsure)
+
+    @staticmethod
+    def _close(conn: sqlite3.Connection, ids: Sequence[int], state: str, now: float) -> list[Claim]:
+        closed = []
+        for claim_id in ids:
+            row = conn.execute(f"SELECT {_CLAIM_COLUMNS} FROM claims WHERE id = ? AND "
+                               "state = 'pending'", (claim_id,)).fetchone()
+            if row:
+                conn.execute("UPDATE claims SET state = ?, closed_at = ? WHERE id = ?",
+                             (state, now, claim_id))
+                closed.append(Claim(*row))
+        return closed
 
     @staticmethod
     def _insert_outbox(conn: sqlite3.Connection, d: NewDelivery, now: float) -> OutboxItem | None:
@@ -380,12 +403,13 @@ class Store:
         return _item(rows[0])
 
     def known_receipts(self, receipt_ids: Sequence[str]) -> set[str]:
-        """Which of these POS receipts already have an outbox row."""
+        """Which of these POS receipts an earlier poll saw already (in the outbox or not)."""
         if not receipt_ids:
             return set()
         marks = ",".join("?" * len(receipt_ids))
-        rows = self._read(f"SELECT receipt_id FROM outbox WHERE receipt_id IN ({marks})",
-                          list(receipt_ids))
+        rows = self._read(
+            f"SELECT receipt_id FROM seen_receipts WHERE receipt_id IN ({marks}) UNION "
+            f"SELECT receipt_id FROM outbox WHERE receipt_id IN ({marks})", [*receipt_ids] * 2)
         return {r[0] for r in rows}
 
     def delivered_customer(self, receipt_id: str) -> tuple[str, str] | None:
@@ -440,19 +464,19 @@ class Store:
         )
 
     def purge_delivered(self, *, delivered_before: float) -> int:
-        """Retention: delivered rows (and the claims they closed) older than the cut-off go."""
+        """Retention: delivered rows, the claims they closed and receipts seen, past the cut-off.
+
+        A credit receipt of a purged sale no longer finds its customer: retention is the promise
+        to customers that their data leaves the till."""
         with self._tx() as conn:
+            purged = conn.execute(
+                "DELETE FROM outbox WHERE state = 'delivered' AND delivered_at < ?",
+                (delivered_before,)).rowcount
             conn.execute(
                 "DELETE FROM claims WHERE state != 'pending' AND closed_at < ? AND id NOT IN "
-                "(SELECT claim_id FROM outbox WHERE claim_id IS NOT NULL AND state != 'delivered')",
-                (delivered_before,),
-            )
-            conn.execute("UPDATE outbox SET claim_id = NULL WHERE claim_id NOT IN "
-                         "(SELECT id FROM claims)")
-            return conn.execute(
-                "DELETE FROM outbox WHERE state = 'delivered' AND delivered_at < ?",
-                (delivered_before,),
-            ).rowcount
+                "(SELECT claim_id FROM outbox WHERE claim_id IS NOT NULL)", (delivered_before,))
+            conn.execute("DELETE FROM seen_receipts WHERE first_seen_at < ?", (delivered_before,))
+            return purged
 
     def _write(self, sql: str, args: Sequence[Any]) -> int:
         with self._tx() as conn:
@@ -487,6 +511,7 @@ class Store:
             "claims_pending": claims.get("pending", 0),
             "claims_expired": claims.get("expired", 0),
             "claims_matched": claims.get("matched", 0),
+            "claims_unsure": claims.get("unsure", 0),
             "outbox_pending": outbox.get("pending", 0),
             "outbox_delivered": outbox.get("delivered", 0),
             "outbox_dead": outbox.get("dead", 0),
@@ -498,6 +523,16 @@ class Store:
 
     def quick_check(self) -> str:
         return str(self._read("PRAGMA quick_check")[0][0])
+
+
+def _refuse_damaged(conn: sqlite3.Connection) -> None:
+    """Nothing is written to a damaged file: some damage only shows on reading the pages it hit,
+    so a writer checks the whole file once before its first write (`doctor` explains recovery)."""
+    result = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
+    if result != "ok":
+        conn.close()
+        raise StoreCorrupt(f"the database file is damaged ({' '.join(result.split())});"
+                           " run `boniq-agent doctor`")
 
 
 def _item(row: tuple) -> OutboxItem:

@@ -26,7 +26,7 @@ from typing import Any, Self
 import requests
 
 import agent
-from agent.errors import CloudAuthError, CloudRejected, CloudTransient
+from agent.errors import CloudAuthError, CloudRejected, CloudTransient, StoreError
 from agent.logs import correlation, fields, get_logger, redact, register_secret
 from agent.queue.store import OutboxItem, Store
 
@@ -63,7 +63,7 @@ class Uploader:
         self,
         store: Store,
         url: str,
-        token: str,
+        token: str | Callable[[], str],
         *,
         ca_bundle: str | None = None,
         timeout: tuple[float, float] = (3.05, 10.0),
@@ -72,8 +72,13 @@ class Uploader:
         max_delay: float = 300.0,
         auth_retry_delay: float = 60.0,
         on_delivered: Callable[[OutboxItem], None] | None = None,
+        on_pass: Callable[[], None] | None = None,
         user_agent: str = f"boniq-agent/{agent.__version__}",
     ) -> None:
+        """`token`: the token, or a function that reads it again (a rotated token file or
+        credential is picked up on the next 401/403). `on_pass`: called once per loop turn."""
+        self._token_source: Callable[[], str] = token if callable(token) else (lambda: token)
+        token = self._token_source()
         register_secret(token)
         self.store = store
         self.endpoint = url.rstrip("/") + "/v1/receipts"
@@ -84,6 +89,8 @@ class Uploader:
         self.max_delay = max_delay
         self.auth_retry_delay = auth_retry_delay
         self.on_delivered = on_delivered
+        self.on_pass = on_pass or (lambda: None)
+        self._deadline = timeout[0] + 2 * timeout[1]
         self._headers = {
             "Authorization": f"Bearer {token}",
             "Content-Type": "application/json",
@@ -133,10 +140,16 @@ class Uploader:
     def run(self, stop: threading.Event, wake: threading.Event | None = None) -> None:
         """Upload until `stop` is set; `wake` (set by the matcher on enqueue) cuts a wait short."""
         self._stop = stop
+        store_error: str | None = None
         try:
             while not stop.is_set():
+                self.on_pass()
                 try:
-                    self.run_once()
+                    if self.run_once().attempted:
+                        store_error = self._store_recovered(store_error)
+                except StoreError as exc:
+                    store_error = self._store_failed(exc, store_error)
+                    stop.wait(1.0)
                 except Exception:
                     log.exception("uploader pass failed; trying again shortly")
                     stop.wait(1.0)
@@ -144,9 +157,22 @@ class Uploader:
         finally:
             self._stop = None
 
+    @staticmethod
+    def _store_failed(exc: StoreError, previous: str | None) -> str:
+        """One line per store outage (disk full, lock), not one traceback per pass."""
+        if str(exc) != previous:
+            log.error("uploader cannot record cloud answers in the store; receipts stay pending"
+                      " and are sent again once it works", extra=fields(reason=str(exc)))
+        return str(exc)
+
+    @staticmethod
+    def _store_recovered(previous: str | None) -> None:
+        if previous is not None:
+            log.warning("uploader records cloud answers in the store again")
+
     def close(self) -> None:
         if self._pool:
-            self._pool.shutdown(wait=True)
+            self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
         with self._lock:
             sessions, self._sessions = self._sessions, []
@@ -207,7 +233,7 @@ class Uploader:
                 self.endpoint, data=item.body, headers=headers, timeout=self.timeout,
                 verify=self.verify, allow_redirects=False, stream=True,
             ) as response:
-                text = _read_capped(response)
+                text = _read_capped(response, time.monotonic() + self._deadline)
         except requests.RequestException as exc:
             raise CloudTransient(f"{type(exc).__name__}: {_short(_root_cause(exc))}") from None
         return _classify(response, text)
@@ -253,6 +279,8 @@ class Uploader:
 
     def _auth_failed(self, item: OutboxItem, reason: str, now: float, stats: UploadStats) -> None:
         delay = self.auth_retry_delay * random.uniform(0.75, 1.25)
+        if self._token_changed():
+            delay = 0.0
         self.store.schedule_retry(item.id, next_attempt_at=now + delay, error=reason)
         with self._lock:
             stats.auth_failed += 1
@@ -262,6 +290,21 @@ class Uploader:
             log.error("the cloud refuses the agent's token; receipts are kept and retried "
                       "every ~%.0f s — check cloud.token", self.auth_retry_delay,
                       extra=fields(reason=reason))
+
+    def _token_changed(self) -> bool:
+        """Read the token again; True when store IT has put a new one in place."""
+        try:
+            token = self._token_source()
+        except Exception as exc:  # a half-written file must not stop the uploader
+            log.warning("cannot read the cloud token again", extra=fields(reason=str(exc)))
+            return False
+        with self._lock:
+            if self._headers["Authorization"] == f"Bearer {token}":
+                return False
+            register_secret(token)
+            self._headers = {**self._headers, "Authorization": f"Bearer {token}"}
+        log.warning("the cloud token changed; retrying with the new one")
+        return True
 
     def _transient(
         self, item: OutboxItem, exc: CloudTransient, now: float, stats: UploadStats
@@ -303,15 +346,18 @@ def _classify(response: requests.Response, text: str) -> _Delivered:
     raise CloudTransient(reason, retry_after=retry_after)
 
 
-def _read_capped(response: requests.Response) -> str:
-    """At most MAX_ANSWER bytes of the answer; a longer one costs its connection."""
+def _read_capped(response: requests.Response, deadline: float) -> str:
+    """At most MAX_ANSWER bytes of the answer, by the deadline; a longer or slower one costs its
+    connection (the read timeout alone restarts with every byte a slow server trickles)."""
     chunks: list[bytes] = []
     size = 0
-    for chunk in response.iter_content(16 * 1024):
+    for chunk in response.iter_content(1024):
         chunks.append(chunk)
         size += len(chunk)
         if size > MAX_ANSWER:
             break
+        if time.monotonic() > deadline:
+            raise CloudTransient("the cloud's answer did not finish within the deadline")
     return b"".join(chunks)[:MAX_ANSWER].decode("utf-8", "replace")
 
 
@@ -327,7 +373,7 @@ def _root_cause(exc: requests.RequestException) -> str:
 def _json(text: str) -> Any:
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: `[[[[…` nested past the C stack guard
         return None
 
 
@@ -349,7 +395,8 @@ def _server_reason(text: str) -> str:
 
 
 def _short(text: str, limit: int = 200) -> str:
-    text = _ANY_EMAIL.sub(r"\1***@\2", redact(" ".join(text.split())))
+    # Cut before masking: _ANY_EMAIL is quadratic on a long run without `@` (25 s for 64 KB).
+    text = _ANY_EMAIL.sub(r"\1***@\2", redact(" ".join(text[: 4 * limit].split())))
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -358,7 +405,7 @@ def _parse_retry_after(value: str | None) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # not `²`: str.isdigit() takes it, float() does not
         return min(float(value), MAX_RETRY_AFTER)
     try:
         when = parsedate_to_datetime(value)

@@ -80,8 +80,10 @@ class HidDecoder:
         return texts
 
     def flush_due(self, now: float) -> list[str]:
-        """The partial code, once no key came for `gap_ms`."""
+        """The partial code, once no key came for `gap_ms`. A modifier still held then is
+        forgotten: its key-up was lost (evdev SYN_DROPPED) and must not shift every later code."""
         if self._last_at is not None and now - self._last_at > self._gap:
+            self._held.clear()
             return self._flush()
         return []
 
@@ -127,7 +129,6 @@ class HidDecoder:
         self._chars.clear()
         self._overflow = False
         self._after_dead = False
-        self._last_at = None
         return [text] if text and not dropped else []
 
 

@@ -146,5 +146,7 @@ class SerialSource:
             opened()
             while not stop.is_set():
                 data = port.read(max(1, port.in_waiting))
-                for text in framer.feed(data):
+                # Quiet for a read timeout: the line is over, terminated or not. So an endless or
+                # unterminated line cannot swallow the next customer's code.
+                for text in framer.feed(data) if data else framer.finish():
                     emit(ScanEvent(text, self.name, self.workplace, time.time()))

@@ -65,9 +65,9 @@ def assert_reconciles(payload):
 def test_scan_then_sale_at_the_same_till_gives_one_valid_row(kassa, store, poller,
                                                              receipt_validator):
     claim = scan(store, ANNA)
-    poller.poll_once()  # the daemon wakes the poller on every scan: this is its fence
+    poller.catch_up()  # the daemon wakes the poller on every scan: this is its fence
     receipt_id = kassa.book_sale(2, payments=[("CASH", 100), "PIN"])
-    poller.poll_once()
+    poller.catch_up()
     (payload,) = payloads(store)
     receipt_validator.validate(payload)
     assert_reconciles(payload)
@@ -81,16 +81,16 @@ def test_scan_then_sale_at_the_same_till_gives_one_valid_row(kassa, store, polle
 def test_a_sale_at_another_till_is_not_taken(kassa, store, poller):
     scan(store, ANNA, workplace=2)
     kassa.book_sale(3)
-    poller.poll_once()
+    poller.catch_up()
     assert store.outbox() == []
     assert len(store.pending_claims()) == 1
 
 
 def test_a_sale_already_seen_before_the_scan_is_not_taken(kassa, store, poller):
     kassa.book_sale(2)
-    poller.poll_once()
+    poller.catch_up()
     scan(store, ANNA)
-    poller.poll_once()
+    poller.catch_up()
     assert store.outbox() == []
 
 
@@ -98,67 +98,67 @@ def test_a_sale_stamped_in_the_scans_own_second_before_the_fence_stays_in_the_sh
         kassa, store, poller):
     scan(store, ANNA, at=time.time() + 0.01)
     kassa.book_sale(2, at=datetime.now(UTC))  # same second, before the fence poll: ambiguous
-    poller.poll_once()
+    poller.catch_up()
     assert store.outbox() == []
 
 
 def test_a_sale_booked_before_the_scan_but_not_yet_polled_is_not_taken(kassa, store, poller):
     kassa.book_sale(2, at=datetime.now(UTC) - timedelta(seconds=20))
     scan(store, ANNA)
-    poller.poll_once()
+    poller.catch_up()
     assert store.outbox() == []
     mine = kassa.book_sale(2)
-    poller.poll_once()
+    poller.catch_up()
     assert [p["pos"]["receipt_id"] for p in payloads(store)] == [mine]
 
 
 def test_a_sale_after_the_fence_matches_even_with_a_lagging_pos_clock(kassa, store, poller):
     scan(store, ANNA)
-    poller.poll_once()  # the fence: everything the POS had at this moment is before the scan
+    poller.catch_up()  # the fence: everything the POS had at this moment is before the scan
     mine = kassa.book_sale(2, at=datetime.now(UTC) - timedelta(seconds=1.5))
-    poller.poll_once()
+    poller.catch_up()
     assert [p["pos"]["receipt_id"] for p in payloads(store)] == [mine]
 
 
 def test_late_scan_window_lets_a_scan_take_a_sale_booked_just_before(kassa, store, tmp_path):
     client = KassaClient(kassa.url, IDENT, SECRET, timeout=(1.0, 2.0))
     poller = Poller(client, store, merchant_id="m", branch=1, late_scan_window=30)
-    poller.poll_once()
+    poller.catch_up()
     earlier = kassa.book_sale(2)
-    poller.poll_once()
+    poller.catch_up()
     scan(store, ANNA)
-    poller.poll_once()
+    poller.catch_up()
     assert [p["pos"]["receipt_id"] for p in payloads(store)] == [earlier]
 
 
 def test_two_tills_each_get_their_own_sale(kassa, store, poller):
     scan(store, ANNA, workplace=1)
     scan(store, BRAM, workplace=3)
-    poller.poll_once()
+    poller.catch_up()
     sale3 = kassa.book_sale(3)
     sale1 = kassa.book_sale(1)
-    poller.poll_once()
+    poller.catch_up()
     got = {p["pos"]["receipt_id"]: p["customer"]["boniq_code"] for p in payloads(store)}
     assert got == {sale1: ANNA, sale3: BRAM}
 
 
 def test_one_claim_takes_one_sale_and_the_next_sale_stays_in_the_shop(kassa, store, poller):
     scan(store, ANNA)
-    poller.poll_once()
+    poller.catch_up()
     first = kassa.book_sale(2)
     kassa.book_sale(2)
-    poller.poll_once()
+    poller.catch_up()
     assert [p["pos"]["receipt_id"] for p in payloads(store)] == [first]
 
 
 def test_credit_receipt_follows_the_original_to_the_same_customer(kassa, store, poller,
                                                                     receipt_validator):
     scan(store, "jan@example.nl", kind="email")
-    poller.poll_once()
+    poller.catch_up()
     sale = kassa.book_sale(2)
-    poller.poll_once()
+    poller.catch_up()
     credit = kassa.book_credit(sale)
-    poller.poll_once()
+    poller.catch_up()
     sale_payload, credit_payload = payloads(store)
     receipt_validator.validate(credit_payload)
     assert credit_payload["kind"] == "credit"
@@ -170,15 +170,15 @@ def test_credit_receipt_follows_the_original_to_the_same_customer(kassa, store, 
 
 def test_credit_of_an_unclaimed_sale_stays_in_the_shop(kassa, store, poller):
     sale = kassa.book_sale(2)
-    poller.poll_once()
+    poller.catch_up()
     kassa.book_credit(sale)
-    poller.poll_once()
+    poller.catch_up()
     assert store.outbox() == []
 
 
 def test_expired_claim_stays_listed_by_status(kassa, store, poller, tmp_path):
     scan(store, ANNA, at=time.time() - 500)
-    poller.poll_once()
+    poller.catch_up()
     assert store.summary()["claims_expired"] == 1
     config = tmp_path / "config.yaml"
     config.write_text(
@@ -197,7 +197,7 @@ def test_a_claim_does_not_expire_while_the_pos_is_unreachable(kassa, store, poll
     scan(store, ANNA, at=time.time() - 500)
     kassa.faults.server_fault_rate = 1.0
     with pytest.raises(Exception):
-        poller.poll_once()
+        poller.catch_up()
     assert len(store.pending_claims()) == 1
 
 
@@ -227,7 +227,7 @@ def test_wrong_credentials_give_one_clear_line_and_a_slow_retry(kassa, store, ca
 
 def test_hostile_xml_does_not_stop_the_poller(kassa, store, poller):
     scan(store, ANNA)
-    poller.poll_once()
+    poller.catch_up()
     kassa.faults.entity_bomb = True
     cycles = []
     poller.on_cycle = cycles.append
@@ -253,12 +253,12 @@ def test_hostile_xml_does_not_stop_the_poller(kassa, store, poller):
 def test_next_customer_scanning_before_the_poll_does_not_steal_the_previous_sale(kassa, store,
                                                                                  poller):
     scan(store, ANNA)
-    poller.poll_once()
+    poller.catch_up()
     anna_sale = kassa.book_sale(2, at=datetime.now(UTC) - timedelta(seconds=1.2))
     scan(store, BRAM)  # Bram steps up about a second later, before the agent polled Anna's sale
-    poller.poll_once()
+    poller.catch_up()
     bram_sale = kassa.book_sale(2)
-    poller.poll_once()
+    poller.catch_up()
     got = {p["pos"]["receipt_id"]: p["customer"]["boniq_code"] for p in payloads(store)}
     assert got == {anna_sale: ANNA, bram_sale: BRAM}
     assert store.pending_claims() == []
@@ -266,12 +266,46 @@ def test_next_customer_scanning_before_the_poll_does_not_steal_the_previous_sale
 
 def test_a_superseded_claim_takes_no_sale_booked_after_the_new_scan(kassa, store, poller):
     scan(store, ANNA)
-    poller.poll_once()
+    poller.catch_up()
     scan(store, BRAM)  # Anna walked away without paying; Bram is next
-    poller.poll_once()
+    poller.catch_up()
     bram_sale = kassa.book_sale(2)
     kassa.book_sale(2)
-    poller.poll_once()
+    poller.catch_up()
     assert [(p["pos"]["receipt_id"], p["customer"]["boniq_code"]) for p in payloads(store)] == [
         (bram_sale, BRAM)]
     assert store.claims("replaced")[0].customer == ANNA
+
+
+def test_a_credit_in_the_same_poll_as_its_sale_follows_it(kassa, store, poller):
+    scan(store, ANNA)
+    poller.catch_up()
+    sale = kassa.book_sale(2)
+    credit = kassa.book_credit(sale)  # an immediate void, or the agent was down meanwhile
+    poller.catch_up()
+    assert [(p["pos"]["receipt_id"], p["customer"]["boniq_code"]) for p in payloads(store)] == [
+        (sale, ANNA), (credit, ANNA)]
+
+
+def test_an_unreadable_receipt_closes_the_waiting_claim_at_its_till_and_polling_goes_on(
+        kassa, store, poller):
+    from agent.kassa.client import ReceiptBatch, Unreadable
+
+    scan(store, ANNA, workplace=2)
+    scan(store, BRAM, workplace=3)
+    poller.catch_up()
+    real_fetch = poller.client.fetch_receipts
+
+    def with_a_broken_receipt(branch, marker, limit):
+        batch = real_fetch(branch, marker, limit)
+        bad = Unreadable("broken-1", None, 2, "no financialDate")
+        return ReceiptBatch(batch.receipts, [bad])
+
+    poller.client.fetch_receipts = with_a_broken_receipt
+    poller.poll_once()
+    poller.client.fetch_receipts = real_fetch
+    assert store.claims("unsure")[0].customer == ANNA
+    assert [c.customer for c in store.pending_claims()] == [BRAM]
+    bram_sale = kassa.book_sale(3, at=datetime.now(UTC) + timedelta(seconds=60))
+    poller.catch_up()
+    assert [p["pos"]["receipt_id"] for p in payloads(store)] == [bram_sale]

@@ -83,3 +83,10 @@ def test_unpaid_and_credit_receipts_are_never_taken_by_a_claim():
     got = owners(m.match([R("open", 11, 1001, is_paid=False), R("credit", 12, 1002, is_credit=True)],
                          [c], poll_started=1004.0))
     assert got == {}
+
+
+def test_an_unsure_sale_is_reported_for_the_log():
+    m = Matcher()
+    c = claim(1, 1000.5, pos_marker=10)
+    assert owners(m.match([R("r", 11, 1000)], [c], poll_started=1300.0)) == {}
+    assert [(u.receipt.receipt_id, u.claim.id) for u in m.unsure] == [("r", 1)]

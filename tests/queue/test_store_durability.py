@@ -106,7 +106,7 @@ def test_same_code_twice_is_one_claim_and_a_new_code_supersedes_the_old(tmp_path
         assert again.duplicate and again.claim.id == first.claim.id
         assert [c.id for c in other.replaced] == [first.claim.id]
         assert len(store.pending_claims()) == 2  # the old one may still take an earlier sale
-        closed = store.commit_poll(marker=9, deliveries=[], fence_before=t + 3).replaced
+        closed = store.commit_poll(marker=9, deliveries=[], fence_ids=[other.claim.id]).replaced
         assert [c.customer for c in closed] == ["a@b.nl"]
         assert [c.customer for c in store.pending_claims()] == ["z@b.nl"]
         assert store.claims("replaced")[0].id == first.claim.id
@@ -171,3 +171,21 @@ def test_retention_purges_only_old_delivered_rows(tmp_path):
         assert store.purge_delivered(delivered_before=5000.0) == 1
         assert {i.receipt_id for i in store.outbox()} == {"r-new", "r-pend"}
         assert pending.state == "pending"
+
+
+def test_a_receipt_seen_once_stays_known_even_without_an_outbox_row(tmp_path):
+    with Store.open(tmp_path) as store:
+        store.commit_poll(marker=3, deliveries=[], seen=["unclaimed-sale"])
+        assert store.known_receipts(["unclaimed-sale", "new-sale"]) == {"unclaimed-sale"}
+
+
+def test_retention_purge_works_with_claims_that_point_at_delivered_rows(tmp_path):
+    with Store.open(tmp_path) as store:
+        claim = store.add_claim(correlation_id="c", customer_kind="email", customer="a@b.nl",
+                                workplace=2, source="t", scanned_at=100.0, pos_marker=0)
+        (item,) = store.commit_poll(marker=1, deliveries=[delivery(1, claim.claim.id)],
+                                    now=100.0, seen=["r-1"]).stored
+        store.mark_delivered(item.id, cloud_id="x", now=200.0)
+        assert store.purge_delivered(delivered_before=10_000.0) == 1
+        assert store.claims() == [] and store.outbox() == []
+        assert store.known_receipts(["r-1"]) == set()

@@ -1,0 +1,51 @@
+"""Shared by the store-fault tests: simulators, a feedback recorder, log-line counting."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.sim.cloud import CloudSimulator
+from agent.sim.kassa import KassaSimulator
+
+
+@pytest.fixture(name="kassa")
+def kassa_fixture() -> Iterator[KassaSimulator]:
+    with KassaSimulator(seed=41) as sim:
+        yield sim
+
+
+@pytest.fixture(name="cloud")
+def cloud_fixture() -> Iterator[CloudSimulator]:
+    with CloudSimulator("demo-token") as sim:
+        yield sim
+
+
+class FeedbackRecorder:
+    """A feedback command that appends its kind (accepted/rejected/delivered) to a file."""
+
+    def __init__(self, folder: Path) -> None:
+        self.file = folder / "feedback.log"
+        self.script = folder / "feedback.sh"
+        self.script.write_text(f'#!/bin/sh\necho "$BONIQ_FEEDBACK" >> "{self.file}"\n')
+        self.script.chmod(0o755)
+
+    def config(self) -> str:
+        command = str(self.script)
+        return (f"feedback: {{accepted: '{command}', rejected: '{command}',"
+                f" delivered: '{command}'}}\n")
+
+    def counts(self) -> Counter[str]:
+        return Counter(self.file.read_text().split()) if self.file.exists() else Counter()
+
+
+def count_lines(log: str, sentence: str) -> int:
+    return sum(1 for line in log.splitlines() if sentence in line)
+
+
+def tracebacks(log: str) -> int:
+    return len(re.findall(r"^(<\d>)?Traceback \(most recent call last\)", log, re.MULTILINE))
