@@ -61,12 +61,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     with Store.open(cfg.data_dir, readonly=True) as store:
         summary = store.summary()
         expired = store.claims("expired", limit=args.limit)
+        unsure = store.claims("unsure", limit=args.limit)
     now = time.time()
     summary["oldest_pending_age_s"] = (
         round(now - summary["oldest_pending_at"], 1) if summary["oldest_pending_at"] else None)
-    summary["expired_claims"] = [
-        {"id": c.id, "workplace": c.workplace, "scanned_at": _iso(c.scanned_at),
-         "customer": logs.mask_code(c.customer), "cid": c.correlation_id} for c in expired]
+    summary["expired_claims"] = [_claim_row(c) for c in expired]
+    summary["unsure_claims"] = [_claim_row(c) for c in unsure]
     if args.json:
         print(json.dumps(summary, indent=2, sort_keys=True))
         return EXIT_OK
@@ -74,10 +74,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _claim_row(c) -> dict:  # noqa: ANN001 - a store Claim
+    return {"id": c.id, "workplace": c.workplace, "scanned_at": _iso(c.scanned_at),
+            "customer": logs.mask_code(c.customer), "cid": c.correlation_id}
+
+
 def _print_status(s: dict) -> None:
     rows = [
         ("claims waiting for a sale", s["claims_pending"]),
         ("claims expired (no sale)", s["claims_expired"]),
+        ("claims closed unsure", s["claims_unsure"]),
         ("receipts pending upload", s["outbox_pending"]),
         ("receipts dead-lettered", s["outbox_dead"]),
         ("receipts delivered", s["outbox_delivered"]),
@@ -89,9 +95,10 @@ def _print_status(s: dict) -> None:
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}")
-    for claim in s["expired_claims"]:
-        print(f"  expired claim #{claim['id']} workplace {claim['workplace']} at "
-              f"{claim['scanned_at']} {claim['customer']} cid={claim['cid']}")
+    for state in ("expired", "unsure"):
+        for claim in s[f"{state}_claims"]:
+            print(f"  {state} claim #{claim['id']} workplace {claim['workplace']} at "
+                  f"{claim['scanned_at']} {claim['customer']} cid={claim['cid']}")
 
 
 def _iso(ts: float | None) -> str | None:

@@ -44,7 +44,7 @@ _MIGRATIONS: list[str] = [
     CREATE TABLE outbox (
         id INTEGER PRIMARY KEY,
         receipt_id TEXT NOT NULL UNIQUE,
-        idempotency_key TEXT NOT NULL UNIQUE,
+        idempotency_key TEXT NOT NULL,  -- derived from receipt_id, so unique with it
         body BLOB NOT NULL,
         correlation_id TEXT NOT NULL,
         kind TEXT NOT NULL DEFAULT 'sale',
@@ -60,7 +60,7 @@ _MIGRATIONS: list[str] = [
         delivered_at REAL,
         cloud_id TEXT
     );
-    CREATE INDEX outbox_due ON outbox (state, next_attempt_at);
+    CREATE INDEX outbox_due ON outbox (next_attempt_at) WHERE state = 'pending';
     CREATE TABLE seen_receipts (
         receipt_id TEXT PRIMARY KEY,
         first_seen_at REAL NOT NULL
@@ -396,10 +396,11 @@ class Store:
                                "boniq_code", "", None)
         with self._tx() as conn:
             item = self._insert_outbox(conn, delivery, now)
-        return item or self._by_key(idempotency_key)
+        return item or self._by_receipt(receipt_id)
 
-    def _by_key(self, key: str) -> OutboxItem:
-        rows = self._read(f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE idempotency_key = ?", (key,))
+    def _by_receipt(self, receipt_id: str) -> OutboxItem:
+        rows = self._read(f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE receipt_id = ?",
+                          (receipt_id,))
         return _item(rows[0])
 
     def known_receipts(self, receipt_ids: Sequence[str]) -> set[str]:
