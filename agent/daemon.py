@@ -55,7 +55,7 @@ class Daemon:
         fb = self.config.feedback
         self.feedback = Feedback(fb.accepted, fb.rejected, fb.delivered)
         self.client = KassaClient(
-            self.config.kassa.url, self.config.kassa.ident, self.config.kassa_secret(),
+            self.config.kassa.url, self.config.kassa.ident, self.config.kassa_secret,
             timeout=(3.05, self.config.kassa.timeout),
             verify=str(self.config.kassa.ca_bundle) if self.config.kassa.ca_bundle else True,
         )
@@ -74,6 +74,7 @@ class Daemon:
             timeout=(3.05, self.config.cloud.timeout), workers=self.config.cloud.workers,
             base_delay=self.config.cloud.retry_base, max_delay=self.config.cloud.retry_max,
             on_delivered=self._delivered, on_pass=lambda: self.heartbeat.beat("uploader"),
+            on_outcome=self.metrics.upload,
         )
         if self.sources is None:
             self.sources = self._build_sources()
@@ -152,7 +153,6 @@ class Daemon:
         self.metrics.pos_poll(ok)
 
     def _delivered(self, item: OutboxItem) -> None:
-        self.metrics.upload("delivered")
         self.feedback.delivered()
 
     # -- lifecycle -----------------------------------------------------------------------------

@@ -10,6 +10,7 @@ trickles its answer forever cannot hold the poller.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -73,7 +74,7 @@ class KassaClient:
         self,
         url: str,
         ident: str,
-        secret: str,
+        secret: str | Callable[[], str],
         *,
         timeout: tuple[float, float] = (3.05, 10.0),
         max_response_bytes: int = 20_000_000,
@@ -81,6 +82,8 @@ class KassaClient:
         verify: bool | str = True,
         deadline: float | None = None,
     ) -> None:
+        self._secret_source: Callable[[], str] = secret if callable(secret) else (lambda: secret)
+        secret = self._secret_source()
         register_secret(secret)
         self._url = url
         self._where = redact_url(url.split("?", 1)[0])
@@ -128,6 +131,20 @@ class KassaClient:
                 "getCurrentSyncMarkersV2 answer holds no receiptSyncMarker"
             )
         return markers
+
+    def reload_secret(self) -> bool:
+        """Read the secret again (a rotated secret file or credential); True when it changed."""
+        try:
+            secret = self._secret_source()
+        except Exception as exc:  # a half-written file: keep the old secret
+            log.warning("cannot read the POS secret again", extra=fields(reason=str(exc)))
+            return False
+        if secret == self._auth["secret"]:
+            return False
+        register_secret(secret)
+        self._auth = {**self._auth, "secret": secret}
+        log.warning("the POS secret changed; polling with the new one")
+        return True
 
     def get_receipts(
         self, branch: int, sync_marker: int, limit: int = 100

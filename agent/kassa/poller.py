@@ -74,7 +74,8 @@ class Poller:
                 self._recovered()
                 self.on_cycle(True)
             except KassaRejected as exc:
-                delay = self._failed(exc, REJECTED_RETRY)
+                reloaded = getattr(self.client, "reload_secret", lambda: False)()
+                delay = self._failed(exc, self.interval if reloaded else REJECTED_RETRY)
                 self.on_cycle(False)
             except (KassaError, StoreError) as exc:
                 delay = self._failed(exc, self._backoff())

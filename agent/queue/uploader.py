@@ -73,10 +73,12 @@ class Uploader:
         auth_retry_delay: float = 60.0,
         on_delivered: Callable[[OutboxItem], None] | None = None,
         on_pass: Callable[[], None] | None = None,
+        on_outcome: Callable[[str], None] | None = None,
         user_agent: str = f"boniq-agent/{agent.__version__}",
     ) -> None:
         """`token`: the token, or a function that reads it again (a rotated token file or
-        credential is picked up on the next 401/403). `on_pass`: called once per loop turn."""
+        credential is picked up on the next 401/403). `on_pass`: called once per loop turn.
+        `on_outcome`: called with delivered, retry, dead or auth after every attempt (metrics)."""
         self._token_source: Callable[[], str] = token if callable(token) else (lambda: token)
         token = self._token_source()
         register_secret(token)
@@ -90,6 +92,7 @@ class Uploader:
         self.auth_retry_delay = auth_retry_delay
         self.on_delivered = on_delivered
         self.on_pass = on_pass or (lambda: None)
+        self.on_outcome = on_outcome or (lambda outcome: None)
         self._deadline = timeout[0] + 2 * timeout[1]
         self._headers = {
             "Authorization": f"Bearer {token}",
@@ -253,6 +256,7 @@ class Uploader:
         self, item: OutboxItem, answer: _Delivered, now: float, stats: UploadStats
     ) -> None:
         self.store.mark_delivered(item.id, cloud_id=answer.cloud_id, now=now)
+        self.on_outcome("delivered")
         with self._lock:
             stats.delivered += 1
             recovered, self._auth_outage = self._auth_outage, False
@@ -270,6 +274,7 @@ class Uploader:
 
     def _dead(self, item: OutboxItem, reason: str, stats: UploadStats) -> None:
         self.store.mark_dead(item.id, reason=reason)
+        self.on_outcome("dead")
         with self._lock:
             stats.dead += 1
         log.error(
@@ -282,6 +287,7 @@ class Uploader:
         if self._token_changed():
             delay = 0.0
         self.store.schedule_retry(item.id, next_attempt_at=now + delay, error=reason)
+        self.on_outcome("auth")
         with self._lock:
             stats.auth_failed += 1
             first, self._auth_outage = not self._auth_outage, True
@@ -312,6 +318,7 @@ class Uploader:
         ceiling = min(self.max_delay, self.base_delay * 2 ** min(item.attempts, 32))
         next_at = now + max(random.uniform(0, ceiling), exc.retry_after or 0.0)
         self.store.schedule_retry(item.id, next_attempt_at=next_at, error=str(exc))
+        self.on_outcome("retry")
         with self._lock:
             stats.retried += 1
             self._paused_until = max(self._paused_until, next_at)

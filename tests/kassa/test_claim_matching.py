@@ -309,3 +309,24 @@ def test_an_unreadable_receipt_closes_the_waiting_claim_at_its_till_and_polling_
     bram_sale = kassa.book_sale(3, at=datetime.now(UTC) + timedelta(seconds=60))
     poller.catch_up()
     assert [p["pos"]["receipt_id"] for p in payloads(store)] == [bram_sale]
+
+
+def test_a_rotated_pos_secret_file_is_read_again_after_a_refusal(kassa, store, tmp_path):
+    secret_file = tmp_path / "kassa-secret"
+    secret_file.write_text("old-Secret-1")
+    client = KassaClient(kassa.url, IDENT, lambda: secret_file.read_text().strip(),
+                         timeout=(1.0, 2.0))
+    cycles = []
+    poller = Poller(client, store, merchant_id="m", branch=1, interval=0.05,
+                    on_cycle=cycles.append)
+    secret_file.write_text(SECRET)  # store IT rotated the secret after the agent started
+    stop = threading.Event()
+    thread = threading.Thread(target=poller.run, args=(stop,), daemon=True)
+    thread.start()
+    deadline = time.time() + 10
+    while True not in cycles and time.time() < deadline:
+        time.sleep(0.02)
+    stop.set()
+    poller.wake.set()
+    thread.join(5)
+    assert cycles[:1] == [False] and True in cycles
