@@ -10,18 +10,21 @@ tell, and by booking times only where they cannot:
 - `fence_marker`: the cursor after the first complete poll that *started* after the scan. A
   receipt above it was committed after the scan, whatever the clocks say: AFTER (unless its
   booking time is older than the scan by more than `clock_skew`: an old receipt re-synced).
-- between the two, in the fence poll itself: committed between the last poll and a moment just
-  after the scan. The daemon wakes the poller on every scan, so when the fence poll started
-  within `PROMPT_FENCE` of the scan that moment is milliseconds after it, and such a receipt is
-  the previous customer's: BEFORE. The same holds for a poll already running when the scan came
-  in (a busy till scans during a poll): its receipts were fetched milliseconds around the scan.
+- between the two, in the first poll after the scan: committed between the last poll and a
+  moment just after the scan. The daemon wakes the poller on every scan, so when that poll
+  started within `PROMPT_FENCE` of the scan that moment is milliseconds after it, and such a
+  receipt is the previous customer's: BEFORE. The same holds for a poll already running when
+  the scan came in. Not for a claim from before this process started (no poller was woken) or
+  one typed with `boniq-agent scan` (it wakes no poller).
 - otherwise (the POS was unreachable, so the fence came late) only the booking time can tell,
   and it is whole seconds (SoapMplusDateTime) on a clock that may differ from ours by
   `clock_skew`: AFTER when clearly after, BEFORE when clearly before, else UNSURE.
 
-A receipt belongs to the newest claim at its till that it is AFTER. It skips a claim it is BEFORE
-(it may be an earlier, superseded claim's sale) and stops at one it is UNSURE of: an unsure
-receipt stays in the shop, visible, rather than going to a customer it may not belong to.
+A receipt belongs to the newest claim at its till that it is AFTER and that was still within its
+`claim_ttl` when the receipt was booked. It skips a claim it is BEFORE (it may be an earlier,
+superseded claim's sale) and stops at one it is UNSURE of: an unsure receipt stays in the shop,
+and its claim takes nothing more (the poller closes it as `unsure`), rather than going to a
+customer it may not belong to.
 """
 
 from __future__ import annotations
@@ -65,12 +68,14 @@ class Matcher:
     """Pairs pending claims with new receipts; remembers recent unclaimed sales for late scans."""
 
     def __init__(self, *, clock_skew: float = 2.0, late_scan_window: float = 0.0,
-                 woken_since: float = 0.0) -> None:
+                 woken_since: float = 0.0, claim_ttl: float = float("inf")) -> None:
         """`woken_since`: from then on the poller is woken by every scan (this process's start);
         a claim from before it (a restart, a crash) gets no prompt fence poll."""
         self.clock_skew = clock_skew
         self.late_scan_window = late_scan_window
         self.woken_since = woken_since
+        self.claim_ttl = claim_ttl
+        self._polled_after: set[int] = set()  # claims a poll started after their scan has seen
         self.unsure: list[Match] = []  # of the last match(): sales left in the shop, undecided
         self._recent: deque[MatchableReceipt] = deque(maxlen=1000)
 
@@ -91,7 +96,9 @@ class Matcher:
             if owner is not None and owner.id not in used:
                 used.add(owner.id)
                 matches.append(Match(receipt, owner))
+            used.update(u.claim.id for u in self.unsure)  # an unsure claim takes nothing more
         matches += self._late_matches([c for c in newest_first if c.id not in used])
+        self._polled_after.update(c.id for c in newest_first if c.scanned_at < poll_started)
         taken = {m.receipt.receipt_id for m in matches}
         self._remember([r for r in fresh if r.receipt_id not in taken], taken)
         return matches
@@ -101,6 +108,9 @@ class Matcher:
         for claim in newest_first:
             if claim.workplace != receipt.workplace:
                 continue
+            if receipt.booked_at.timestamp() - POS_TIME_RESOLUTION > (
+                    claim.scanned_at + self.claim_ttl + self.clock_skew):
+                continue  # booked after this claim's claim_ttl (and an older claim's)
             order = self.order(receipt, claim, poll_started)
             if order is Order.AFTER:
                 return claim
@@ -119,7 +129,9 @@ class Matcher:
         if claim.fence_marker is not None:
             recent = booked + POS_TIME_RESOLUTION >= claim.scanned_at - self.clock_skew
             return Order.AFTER if receipt.sync_marker > claim.fence_marker and recent else Order.BEFORE
-        prompt = abs(poll_started - claim.scanned_at) <= PROMPT_FENCE
+        prompt = (abs(poll_started - claim.scanned_at) <= PROMPT_FENCE
+                  and claim.id not in self._polled_after  # the first poll after the scan only
+                  and claim.source != "manual")  # `boniq-agent scan` wakes no poller
         if prompt and claim.scanned_at >= self.woken_since:
             return Order.BEFORE
         if booked >= claim.scanned_at + self.clock_skew:

@@ -50,7 +50,7 @@ class Poller:
         self.batch = batch
         self.store_name = store_name
         self.matcher = Matcher(clock_skew=clock_skew, late_scan_window=late_scan_window,
-                               woken_since=clock())
+                               woken_since=clock(), claim_ttl=claim_ttl)
         self.on_stored = on_stored or (lambda items: None)
         self.on_expired = on_expired or (lambda claims: None)
         self.on_cycle = on_cycle or (lambda ok: None)
@@ -85,12 +85,12 @@ class Poller:
 
     def poll_once(self) -> bool:
         """One cycle; True when the POS had nothing more to give (caught up: an empty answer)."""
-        started = self.clock()
-        self._refresh_reference(started)
         cursor = self._cursor()
+        started = self.clock()
         batch = self.client.fetch_receipts(self.branch, cursor + 1, self.batch)
+        self._refresh_reference(started)  # after the fetch: `started` is what a fence means
         receipts = batch.receipts
-        caught_up = not batch.receipts and not batch.unreadable
+        caught_up = max([cursor, *batch.markers]) == cursor  # nothing new, or only unreadable
         claims = self.store.pending_claims()
         known = self.store.known_receipts([r.receipt_id for r in receipts])
         matches = self.matcher.match(receipts, claims, known=known, poll_started=started)
@@ -100,7 +100,8 @@ class Poller:
         unsure.update(self._unreadable(batch.unreadable, claims))
         result = self.store.commit_poll(
             marker=max([cursor, *batch.markers]), deliveries=deliveries, now=self.clock(),
-            seen=[r.receipt_id for r in receipts],
+            seen=[r.receipt_id for r in receipts  # an unpaid one comes back once paid
+                  if r.is_paid or not (r.is_sale or r.is_credit)],
             fence_ids=[c.id for c in claims if c.scanned_at < started] if caught_up else (),
             unsure_ids=list(unsure))
         self._log_result(result)
@@ -122,6 +123,8 @@ class Poller:
         cursor = self.store.get_cursor()
         if cursor is None:
             cursor = int(self.client.get_current_sync_markers().get("receipt", 0))
+            if self.store.pending_claims():  # scans came before the cursor existed: look
+                cursor = max(0, cursor - self.batch)  # back and let booking times judge
             self.store.commit_poll(marker=cursor, deliveries=[], now=self.clock())
             log.info("POS cursor initialised from getCurrentSyncMarkersV2",
                      extra=fields(sync_marker=cursor))

@@ -77,7 +77,7 @@ _SUPERSEDED = """
     state = 'pending' AND EXISTS (
         SELECT 1 FROM claims AS newer
         WHERE newer.workplace = claims.workplace AND newer.scanned_at > claims.scanned_at
-          AND (newer.fence_marker IS NOT NULL OR newer.state = 'matched'))
+          AND (newer.fence_marker IS NOT NULL OR newer.state IN ('matched', 'unsure')))
 """
 
 _OUTBOX_COLUMNS = (
