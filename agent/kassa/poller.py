@@ -84,7 +84,7 @@ class Poller:
                 self.wake.clear()
 
     def poll_once(self) -> bool:
-        """One cycle; True when the POS had nothing more to give (caught up: an empty answer)."""
+        """One cycle; True when the POS had nothing more to give (the cursor did not move)."""
         cursor = self._cursor()
         started = self.clock()
         batch = self.client.fetch_receipts(self.branch, cursor + 1, self.batch)
@@ -131,10 +131,18 @@ class Poller:
         return cursor
 
     def _refresh_reference(self, now: float) -> None:
+        """Payment method names and the VAT scale, hourly; a failed refresh keeps the last ones
+        rather than stop the receipts."""
         if self._vat_scale is not None and now - self._reference_at < REFERENCE_REFRESH:
             return
-        self._payment_methods = self.client.get_payment_methods()
-        self._vat_scale = mapping.detect_vat_scale(self.client.get_vat_groups())
+        try:
+            self._payment_methods = self.client.get_payment_methods()
+            self._vat_scale = mapping.detect_vat_scale(self.client.get_vat_groups())
+        except KassaError as exc:
+            if self._vat_scale is None:
+                raise
+            log.warning("POS reference data not refreshed; keeping the last", extra=fields(
+                reason=str(exc)))
         self._reference_at = now
 
     def _credits(self, receipts: Sequence[Any], known: set[str],
