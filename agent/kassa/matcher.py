@@ -24,7 +24,8 @@ A receipt belongs to the newest claim at its till that it is AFTER and that was 
 `claim_ttl` when the receipt was booked. It skips a claim it is BEFORE (it may be an earlier,
 superseded claim's sale) and stops at one it is UNSURE of: an unsure receipt stays in the shop,
 and its claim takes nothing more (the poller closes it as `unsure`), rather than going to a
-customer it may not belong to.
+customer it may not belong to. A sale that is not paid yet (outstanding, partly paid) is
+judged the same way; its claim then waits for that receipt alone, to come back paid.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ class Matcher:
         self.claim_ttl = claim_ttl
         self._polled_after: set[int] = set()  # claims a poll started after their scan has seen
         self.unsure: list[Match] = []  # of the last match(): sales left in the shop, undecided
+        self.reserved: list[Match] = []  # of the last match(): unpaid sales that claims wait for
         self._recent: deque[MatchableReceipt] = deque(maxlen=1000)
 
     def match(
@@ -85,17 +87,20 @@ class Matcher:
     ) -> list[Match]:
         """Match one poll's receipts (in syncMarker order) to the pending claims; each claim
         takes at most one sale, and a sale whose owner already has one stays in the shop."""
-        fresh = [r for r in sorted(receipts, key=lambda r: r.sync_marker)
-                 if _is_sale(r) and r.receipt_id not in known]
+        ordered = sorted(receipts, key=lambda r: r.sync_marker)
+        fresh = [r for r in ordered if _is_sale(r) and r.receipt_id not in known]
         newest_first = sorted(claims, key=lambda c: (c.scanned_at, c.id), reverse=True)
         used: set[int] = set()
         matches = []
-        self.unsure = []
-        for receipt in fresh:
+        self.unsure, self.reserved = [], []
+        for receipt in [r for r in ordered if not r.is_credit and r.receipt_id not in known]:
             owner = self._owner(receipt, newest_first, poll_started)
             if owner is not None and owner.id not in used:
                 used.add(owner.id)
-                matches.append(Match(receipt, owner))
+                if receipt.is_paid:
+                    matches.append(Match(receipt, owner))
+                elif owner.receipt_id is None:
+                    self.reserved.append(Match(receipt, owner))
             used.update(u.claim.id for u in self.unsure)  # an unsure claim takes nothing more
         matches += self._late_matches([c for c in newest_first if c.id not in used])
         self._polled_after.update(c.id for c in newest_first if c.scanned_at < poll_started)
@@ -113,7 +118,8 @@ class Matcher:
                 continue  # booked after this claim's claim_ttl (and an older claim's)
             order = self.order(receipt, claim, poll_started)
             if order is Order.AFTER:
-                return claim
+                reserved_for_another = claim.receipt_id not in (None, receipt.receipt_id)
+                return None if reserved_for_another else claim
             if order is Order.UNSURE:
                 self.unsure.append(Match(receipt, claim))
                 return None

@@ -103,7 +103,8 @@ class Poller:
             seen=[r.receipt_id for r in receipts  # an unpaid one comes back once paid
                   if r.is_paid or not (r.is_sale or r.is_credit)],
             fence_ids=[c.id for c in claims if c.scanned_at < started] if caught_up else (),
-            unsure_ids=list(unsure))
+            unsure_ids=list(unsure),
+            reserve=[(m.claim.id, m.receipt.receipt_id) for m in self.matcher.reserved])
         self._log_result(result)
         if caught_up:
             self._expire(started)

@@ -321,7 +321,7 @@ class Store:
     def commit_poll(
         self, *, marker: int, deliveries: Sequence[NewDelivery], name: str = "receipts",
         now: float | None = None, seen: Sequence[str] = (), fence_ids: Sequence[int] = (),
-        unsure_ids: Sequence[int] = (),
+        unsure_ids: Sequence[int] = (), reserve: Sequence[tuple[int, str]] = (),
     ) -> PollResult:
         """Store what one poll produced and advance the cursor, all or nothing.
 
@@ -329,7 +329,8 @@ class Store:
         `seen`: every receipt id of the poll, so that one changed later (a new syncMarker) is
         not taken for a new sale. `fence_ids`: claims that were pending, scanned before this
         poll started, and matched against it, which caught up: every receipt booked before
-        their scan is at or below `marker`. `unsure_ids`: claims closed as `unsure`."""
+        their scan is at or below `marker`. `unsure_ids`: claims closed as `unsure`.
+        `reserve`: (claim id, receipt id) of unpaid sales a claim waits for."""
         now = time.time() if now is None else now
         added: list[OutboxItem] = []
         with self._tx() as conn:
@@ -347,6 +348,8 @@ class Store:
             conn.executemany("UPDATE claims SET fence_marker = ? WHERE id = ? AND state = 'pending'"
                              " AND fence_marker IS NULL", [(marker, i) for i in fence_ids])
             unsure = self._close(conn, unsure_ids, "unsure", now)
+            conn.executemany("UPDATE claims SET receipt_id = ? WHERE id = ? AND state = 'pending'",
+                             [(receipt_id, claim_id) for claim_id, receipt_id in reserve])
             replaced = [Claim(*r) for r in conn.execute(
                 f"SELECT {_CLAIM_COLUMNS} FROM claims WHERE {_SUPERSEDED}")]
             conn.execute(f"UPDATE claims SET state = 'replaced', closed_at = ? WHERE {_SUPERSEDED}",

@@ -204,3 +204,28 @@ def test_a_superseded_claim_stays_closed_after_a_real_pos_outage(kassa, client, 
     carl = kassa.book_sale(2)
     poller.catch_up()
     assert carl not in got(store), "Carl's sale went to Anna"
+
+
+def test_a_claim_waits_for_its_unpaid_sale_and_the_next_customers_sale_is_not_taken(
+        kassa, client, store, poller):
+    scan(store, ANNA)
+    poller.catch_up()
+    sale = kassa.book_sale(2)
+    real = client.fetch_receipts
+
+    def outstanding(branch, marker, limit):
+        b = real(branch, marker, limit)
+        return ReceiptBatch([dataclasses.replace(r, state="RECEIPT-STATE-PARTLY-PAID")
+                             if r.receipt_id == sale else r for r in b.receipts], b.unreadable)
+
+    client.fetch_receipts = outstanding
+    poller.catch_up()                    # Anna's sale, not paid in full yet
+    carl = kassa.book_sale(2)            # the next customer pays at once, without BONIQ
+    poller.catch_up()
+    assert got(store) == {}
+    client.fetch_receipts = real
+    with kassa._lock:                    # Anna's sale is settled: back with a new syncMarker
+        kassa._marker += 1
+        kassa._receipts[sale] = dataclasses.replace(kassa._receipts[sale], sync_marker=kassa._marker)
+    poller.catch_up()
+    assert got(store) == {sale: ANNA} and carl not in got(store)
