@@ -16,7 +16,6 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from pathlib import Path
 
 from agent import __version__, logs
 from agent.errors import AgentError, CodeRejected, ConfigError, StoreCorrupt, StoreError

@@ -10,28 +10,21 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from matching_support import (  # noqa: F401 - fixtures
+    ANNA,
+    BRAM,
+    IDENT,
+    SECRET,
+    kassa_fixture,
+    scan,
+    store_fixture,
+)
 
 from agent.kassa.client import KassaClient
 from agent.kassa.mapping import idempotency_key
 from agent.kassa.poller import Poller
-from agent.queue.store import Store
-from agent.sim.kassa import KassaSimulator
 
-IDENT, SECRET = "match-ident", "match-Secret-881"
-ANNA, BRAM = "BQ17K3M9QW4RT8ZP2C56", "BQ1M9S346Q3D25VT4F56"
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def kassa():
-    with KassaSimulator(IDENT, SECRET, workplaces=(1, 2, 3), seed=99) as sim:
-        yield sim
-
-
-@pytest.fixture
-def store(tmp_path):
-    with Store.open(tmp_path / "data") as opened:
-        yield opened
 
 
 @pytest.fixture
@@ -41,13 +34,6 @@ def poller(kassa, store):
     p.poll_once()
     yield p
     client.close()
-
-
-def scan(store, customer, workplace=2, at=None, kind="boniq_code"):
-    return store.add_claim(correlation_id=f"c-{customer[:6]}", customer_kind=kind,
-                           customer=customer, workplace=workplace, source="test",
-                           scanned_at=time.time() if at is None else at,
-                           pos_marker=store.get_cursor()).claim
 
 
 def payloads(store):
