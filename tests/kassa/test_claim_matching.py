@@ -1,5 +1,6 @@
 """Claims meet sales over HTTP: the real simulator, the real client, the real store, the poller."""
 
+import contextlib
 import json
 import logging
 import subprocess
@@ -187,15 +188,32 @@ def test_a_claim_does_not_expire_while_the_pos_is_unreachable(kassa, store, poll
     assert len(store.pending_claims()) == 1
 
 
-def run_poller(poller, seconds):
+@contextlib.contextmanager
+def running(poller):
+    """The poller's own loop in a thread, as the daemon runs it; stopped on leaving."""
     stop = threading.Event()
     thread = threading.Thread(target=poller.run, args=(stop,), daemon=True)
     thread.start()
-    time.sleep(seconds)
-    stop.set()
-    poller.wake.set()
-    thread.join(5)
+    try:
+        yield
+    finally:
+        stop.set()
+        poller.wake.set()
+        thread.join(5)
     assert not thread.is_alive()
+
+
+def until(predicate, timeout=10.0, poke=None):
+    deadline = time.time() + timeout
+    while not predicate() and time.time() < deadline:
+        if poke:
+            poke()
+        time.sleep(0.02)
+
+
+def run_poller(poller, seconds):
+    with running(poller):
+        time.sleep(seconds)
 
 
 def test_wrong_credentials_give_one_clear_line_and_a_slow_retry(kassa, store, caplog):
@@ -218,20 +236,11 @@ def test_hostile_xml_does_not_stop_the_poller(kassa, store, poller):
     cycles = []
     poller.on_cycle = cycles.append
     poller.interval = 0.01
-    stop = threading.Event()
-    thread = threading.Thread(target=poller.run, args=(stop,), daemon=True)
-    thread.start()
-    deadline = time.time() + 10
-    while False not in cycles and time.time() < deadline:
-        time.sleep(0.02)
-    kassa.faults.reset()
-    sale = kassa.book_sale(2)
-    while not store.outbox() and time.time() < deadline:
-        poller.wake.set()
-        time.sleep(0.05)
-    stop.set()
-    poller.wake.set()
-    thread.join(5)
+    with running(poller):
+        until(lambda: False in cycles)
+        kassa.faults.reset()
+        sale = kassa.book_sale(2)
+        until(lambda: store.outbox(), poke=poller.wake.set)
     assert False in cycles
     assert [i.receipt_id for i in store.outbox()] == [sale]
 
@@ -306,13 +315,6 @@ def test_a_rotated_pos_secret_file_is_read_again_after_a_refusal(kassa, store, t
     poller = Poller(client, store, merchant_id="m", branch=1, interval=0.05,
                     on_cycle=cycles.append)
     secret_file.write_text(SECRET)  # store IT rotated the secret after the agent started
-    stop = threading.Event()
-    thread = threading.Thread(target=poller.run, args=(stop,), daemon=True)
-    thread.start()
-    deadline = time.time() + 10
-    while True not in cycles and time.time() < deadline:
-        time.sleep(0.02)
-    stop.set()
-    poller.wake.set()
-    thread.join(5)
+    with running(poller):
+        until(lambda: True in cycles)
     assert cycles[:1] == [False] and True in cycles
