@@ -197,7 +197,8 @@ class Daemon:
     def _gauges(self) -> dict[str, Any]:
         s = self.store.summary()
         return {"outbox": {state: s[f"outbox_{state}"] for state in ("pending", "delivered", "dead")},
-                "claims_pending": s["claims_pending"], "oldest_pending": s["oldest_pending_at"],
+                "claims_pending": s["claims_pending"], "claims": s["claims_by_state"],
+                "oldest_pending": s["oldest_pending_at"],
                 "last_delivery": s["last_delivery_at"]}
 
     def supervise(self) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal, TypedDict
 
-from prometheus_client import CollectorRegistry, Counter, Info, disable_created_metrics
+from prometheus_client import CollectorRegistry, Counter, Gauge, Info, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.registry import Collector
@@ -32,6 +32,8 @@ log = get_logger(__name__)
 Source = Literal["serial", "hid", "webcam", "stdin"]
 ScanOutcome = Literal["accepted", "rejected", "duplicate"]
 UploadOutcome = Literal["delivered", "retry", "dead", "auth"]
+ClaimEnd = Literal["delivered", "expired", "unsure", "cancelled", "assigned"]
+_CLAIM_ENDS: tuple[ClaimEnd, ...] = ("delivered", "expired", "unsure", "cancelled", "assigned")
 _SOURCES: tuple[Source, ...] = ("serial", "hid", "webcam", "stdin")
 _SCAN_OUTCOMES: tuple[ScanOutcome, ...] = ("accepted", "rejected", "duplicate")
 _UPLOAD_OUTCOMES: tuple[UploadOutcome, ...] = ("delivered", "retry", "dead", "auth")
@@ -44,6 +46,7 @@ class StoreGauges(TypedDict, total=False):
 
     outbox: Mapping[str, int]  # state → number of rows, e.g. {"pending": 3, "dead": 1}
     claims_pending: int
+    claims: Mapping[str, int]  # claim state → number of claims, e.g. {"pending": 1, "unsure": 2}
     oldest_pending: float | None  # unix time of the oldest undelivered outbox row
     last_delivery: float | None  # unix time of the last 2xx from the cloud
 
@@ -85,6 +88,17 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self._claims_closed = Counter(
+            "boniq_agent_claims_closed",
+            "Claims closed, by how they ended; `reason` says why an unsure claim was not matched.",
+            ["state", "reason"],
+            registry=r,
+        )
+        self._pos_clock_offset = Gauge(
+            "boniq_agent_pos_clock_offset_seconds",
+            "POS clock minus this till's clock, measured at the last reference refresh.",
+            registry=r,
+        )
         self._pos_polls = Counter(
             "boniq_agent_pos_polls", "getReceipts polls of the POS.", registry=r
         )
@@ -96,6 +110,8 @@ class Metrics:
                 self._scans.labels(source, scan_outcome)
         for via in ("claim", "credit"):
             self._receipts_matched.labels(via)
+        for end in _CLAIM_ENDS:
+            self._claims_closed.labels(end, "")
         for upload_outcome in _UPLOAD_OUTCOMES:
             self._uploads.labels(upload_outcome)
         r.register(_StoreCollector(self._store_gauges, lambda: self._last_delivery))
@@ -108,6 +124,13 @@ class Metrics:
 
     def claims_expired(self, count: int = 1) -> None:
         self._claims_expired.inc(count)
+
+    def claim_closed(self, state: ClaimEnd, reason: str = "", count: int = 1) -> None:
+        """`reason`: a short fixed word for unsure claims (never customer data)."""
+        self._claims_closed.labels(state, reason).inc(count)
+
+    def pos_clock_offset(self, seconds: float) -> None:
+        self._pos_clock_offset.set(seconds)
 
     def receipt_matched(self, via: Literal["claim", "credit"] = "claim") -> None:
         self._receipts_matched.labels(via).inc()
@@ -164,6 +187,13 @@ class _StoreCollector(Collector):
                 "Claims waiting for their sale.",
                 value=gauges["claims_pending"],
             )
+        if "claims" in gauges:
+            claims = GaugeMetricFamily(
+                "boniq_agent_claims", "Claims in the store by state.", labels=["state"]
+            )
+            for state, count in sorted(gauges["claims"].items()):
+                claims.add_metric([state], count)
+            yield claims
         if "oldest_pending" in gauges:
             yield GaugeMetricFamily(
                 "boniq_agent_outbox_oldest_pending_timestamp_seconds",

@@ -512,6 +512,7 @@ class Store:
             " ORDER BY id DESC LIMIT 1"
         )
         return {
+            "claims_by_state": claims,
             "claims_pending": claims.get("pending", 0),
             "claims_expired": claims.get("expired", 0),
             "claims_matched": claims.get("matched", 0),
