@@ -55,6 +55,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from agent.queue.store import Store
+    from agent.support import claim_row
 
     cfg = _load_config(args)
     with Store.open(cfg.data_dir, readonly=True) as store:
@@ -64,8 +65,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     now = time.time()
     summary["oldest_pending_age_s"] = (
         round(now - summary["oldest_pending_at"], 1) if summary["oldest_pending_at"] else None)
-    summary["expired_claims"] = [_claim_row(c) for c in expired]
-    summary["unsure_claims"] = [_claim_row(c) for c in unsure]
+    summary["expired_claims"] = [claim_row(c) for c in expired]
+    summary["unsure_claims"] = [claim_row(c) for c in unsure]
     if args.json:
         print(json.dumps(summary, indent=2, sort_keys=True))
         return EXIT_OK
@@ -73,16 +74,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _claim_row(c) -> dict:  # noqa: ANN001 - a store Claim
-    return {"id": c.id, "workplace": c.workplace, "scanned_at": _iso(c.scanned_at),
-            "customer": logs.mask_code(c.customer), "cid": c.correlation_id}
-
-
 def _print_status(s: dict) -> None:
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted(s["claims_unsure_reasons"].items()))
     rows = [
         ("claims waiting for a sale", s["claims_pending"]),
+        ("claims delivered", s["claims_delivered"]),
         ("claims expired (no sale)", s["claims_expired"]),
-        ("claims closed unsure", s["claims_unsure"]),
+        ("claims closed unsure", f"{s['claims_unsure']}" + (f" ({reasons})" if reasons else "")),
         ("receipts pending upload", s["outbox_pending"]),
         ("receipts dead-lettered", s["outbox_dead"]),
         ("receipts delivered", s["outbox_delivered"]),
@@ -97,7 +95,11 @@ def _print_status(s: dict) -> None:
     for state in ("expired", "unsure"):
         for claim in s[f"{state}_claims"]:
             print(f"  {state} claim #{claim['id']} workplace {claim['workplace']} at "
-                  f"{claim['scanned_at']} {claim['customer']} cid={claim['cid']}")
+                  f"{claim['scanned_at']} {claim['customer']} cid={claim['cid']}"
+                  + (f" reason={claim['reason']}" if claim["reason"] else ""))
+    if s["claims_unsure"] or s["claims_expired"]:
+        print("  see `boniq-agent claims show ID`; `claims assign ID RECEIPT` once checked with"
+              " the customer")
 
 
 def _iso(ts: float | None) -> str | None:
@@ -155,6 +157,7 @@ def _outbox_retry(store, args: argparse.Namespace) -> int:  # noqa: ANN001
 
 def cmd_scan(args: argparse.Namespace) -> int:
     from agent import codes
+    from agent.intake import claim_for
     from agent.queue.store import Store
 
     cfg = _load_config(args)
@@ -165,13 +168,27 @@ def cmd_scan(args: argparse.Namespace) -> int:
         return EXIT_FAIL
     workplace = args.workplace if args.workplace is not None else cfg.store.workplace
     with Store.open(cfg.data_dir) as store:
-        result = store.add_claim(
-            correlation_id=logs.new_correlation_id(), customer_kind=code.kind,
-            customer=code.value, workplace=workplace, source="manual", scanned_at=time.time(),
-            pos_marker=store.get_cursor(), dedupe_window=cfg.matching.dedupe_window)
+        result = claim_for(store, cfg, code, workplace=workplace, source="manual",
+                           at=time.time())
     state = "already waiting" if result.duplicate else "accepted"
     print(f"{state}: {logs.mask_code(code.value)} waits for the next sale at workplace "
           f"{workplace} (claim #{result.claim.id}, cid={result.claim.correlation_id})")
+    return EXIT_OK
+
+
+def cmd_claims(args: argparse.Namespace) -> int:
+    from agent import support
+    from agent.queue.store import Store
+
+    cfg = _load_config(args)
+    readonly = args.claims_command != "assign"
+    with Store.open(cfg.data_dir, readonly=readonly) as store:
+        if args.claims_command == "list":
+            print(support.list_claims(store, args.state, args.limit, args.json))
+        elif args.claims_command == "show":
+            print(support.show_claim(store, cfg, args.id))
+        else:
+            print(support.assign(store, cfg, args.claim, args.receipt))
     return EXIT_OK
 
 
@@ -241,6 +258,25 @@ def build_parser() -> argparse.ArgumentParser:
             q.add_argument("id", type=int, nargs="?")
             q.add_argument("--dead", action="store_true", help="re-queue every dead letter")
 
+    p = command("claims", cmd_claims, "claims by state with their reason; assign an unsure one")
+    claims = p.add_subparsers(dest="claims_command", required=True, metavar="ACTION")
+    for name, help_ in (("list", "list claims, newest first"),
+                        ("show", "one claim with its reason and the candidate sales"),
+                        ("assign", "give an unsure or expired claim its receipt (after checking"
+                                   " with the customer)")):
+        q = claims.add_parser(name, help=help_, description=help_)
+        q.add_argument("--config", "-c", default=argparse.SUPPRESS, help="configuration file")
+        if name == "list":
+            q.add_argument("--state", choices=["pending", "delivered", "expired", "unsure",
+                                               "cancelled", "assigned"])
+            q.add_argument("--limit", type=int, default=50)
+            q.add_argument("--json", action="store_true", help="machine-readable output")
+        elif name == "show":
+            q.add_argument("id", type=int)
+        else:
+            q.add_argument("claim", type=int, help="claim id (claims list)")
+            q.add_argument("receipt", help="POS receipt id (claims show lists candidates)")
+
     p = command("scan", cmd_scan, "add a claim by hand (when a scanner fails)")
     p.add_argument("code", help="BONIQ code, BONIQ link or e-mail address")
     p.add_argument("--workplace", type=int, help="till number (default: store.workplace)")
@@ -272,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.setup("info")
-    if not hasattr(args, "config") and args.command == "outbox":
+    if not hasattr(args, "config") and args.command in ("outbox", "claims"):
         args.config = DEFAULT_CONFIG
     try:
         return args.func(args)

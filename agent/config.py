@@ -107,10 +107,11 @@ ScannerConfig = Annotated[
 
 
 class MatchingSection(_Section):
-    claim_ttl: float = Field(default=120.0, gt=0, le=3600)
+    claim_ttl: float = Field(default=30.0, gt=0, le=3600)
     late_scan_window: float = Field(default=0.0, ge=0, le=600)
     clock_skew: float = Field(default=2.0, ge=0, le=60)
     dedupe_window: float = Field(default=5.0, ge=0, le=60)
+    recent_sale_guard: float = Field(default=10.0, ge=0, le=600)
 
 
 class CodesSection(_Section):

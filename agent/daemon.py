@@ -1,8 +1,11 @@
-"""The running agent: scanner sources → claims → POS poller/matcher → outbox → uploader.
+"""The running agent, built in the order data flows (docs/architecture.md):
+
+    sources → scan intake → claims (store) → POS sync + matcher → outbox (store) → uploader
 
 Each stage runs in its own thread and talks to the others only through the SQLite store, so a
 crash anywhere loses nothing that was acknowledged: a scan is acknowledged ("accepted" feedback)
-only after its claim is committed, and a receipt only after its outbox row is.
+only after its claim is committed, and a receipt only after its outbox row is. The stages report
+what happens to one `Reporter`, which keeps the metrics, the heartbeat and the cashier feedback.
 """
 
 from __future__ import annotations
@@ -11,18 +14,20 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from agent import codes, systemd
+from agent import systemd
 from agent.config import Config
-from agent.errors import AgentError, CodeRejected, ScannerError, StoreError
+from agent.errors import AgentError, ScannerError, StoreError
 from agent.feedback import Feedback
+from agent.intake import ScanIntake, ScanResult
 from agent.kassa.client import KassaClient
 from agent.kassa.poller import Poller
-from agent.logs import correlation, fields, get_logger, mask_code, new_correlation_id
+from agent.logs import fields, get_logger
 from agent.metrics import Metrics, serve
-from agent.queue.store import Claim, OutboxItem, Store
+from agent.queue.claims import ClaimState, Close
+from agent.queue.outbox import OutboxItem
+from agent.queue.store import Store
 from agent.queue.uploader import Uploader
 from agent.scanner import build_source
 from agent.scanner.base import ScanEvent, Source
@@ -31,144 +36,109 @@ log = get_logger(__name__)
 
 STOP_GRACE = 8.0
 PURGE_EVERY = 3600.0
+CONNECT_TIMEOUT = 3.05  # a little over a multiple of TCP's 3 s retransmission window
 
 
-@dataclass
-class ScanOutcome:
-    outcome: str  # accepted | duplicate | rejected | failed
-    reason: str = ""
-    claim: Claim | None = None
+class Reporter:
+    """Where the stages report: metrics, the systemd heartbeat, the cashier's feedback."""
 
+    def __init__(self, metrics: Metrics, heartbeat: systemd.Heartbeat, feedback: Feedback,
+                 wake_uploader: Callable[[], None]) -> None:
+        self.metrics = metrics
+        self.heartbeat = heartbeat
+        self.feedback = feedback
+        self.wake_uploader = wake_uploader
 
-@dataclass
-class Daemon:
-    config: Config
-    sources: list[Source] | None = None
-    clock: Callable[[], float] = time.time
-    stop_event: threading.Event = field(default_factory=threading.Event)
-
-    def __post_init__(self) -> None:
-        self.store = Store.open(self.config.data_dir)
-        self.metrics = Metrics()
-        self.heartbeat = systemd.Heartbeat()
-        self.upload_wake = threading.Event()
-        fb = self.config.feedback
-        self.feedback = Feedback(fb.accepted, fb.rejected, fb.delivered)
-        self.client = KassaClient(
-            self.config.kassa.url, self.config.kassa.ident, self.config.kassa_secret,
-            timeout=(3.05, self.config.kassa.timeout),
-            verify=str(self.config.kassa.ca_bundle) if self.config.kassa.ca_bundle else True,
-        )
-        self.poller = Poller(
-            self.client, self.store, merchant_id=self.config.store.merchant_id,
-            branch=self.config.store.branch, claim_ttl=self.config.matching.claim_ttl,
-            clock_skew=self.config.matching.clock_skew,
-            late_scan_window=self.config.matching.late_scan_window,
-            interval=self.config.kassa.poll_interval, batch=self.config.kassa.batch,
-            store_name=self.config.store.name, on_stored=self._stored, on_expired=self._expired,
-            on_cycle=self._polled, clock=self.clock,
-        )
-        self.uploader = Uploader(
-            self.store, self.config.cloud.url, self.config.cloud_token,
-            ca_bundle=str(self.config.cloud.ca_bundle) if self.config.cloud.ca_bundle else None,
-            timeout=(3.05, self.config.cloud.timeout), workers=self.config.cloud.workers,
-            base_delay=self.config.cloud.retry_base, max_delay=self.config.cloud.retry_max,
-            on_delivered=self._delivered, on_pass=lambda: self.heartbeat.beat("uploader"),
-            on_outcome=self.metrics.upload,
-        )
-        if self.sources is None:
-            self.sources = self._build_sources()
-        self._threads: list[threading.Thread] = []
-        self._metrics_server: Any = None
-
-    def _build_sources(self) -> list[Source]:
-        """Every source that can run here; one that cannot is logged and left out."""
-        sources = []
-        for scanner in self.config.scanners:
-            try:
-                sources.append(build_source(scanner))
-            except ScannerError as exc:
-                log.error("scanner source cannot start", extra=fields(
-                    type=scanner.type, device=scanner.device, reason=str(exc)))
-        return sources
-
-    # -- scans ---------------------------------------------------------------------------------
-
-    def on_scan(self, event: ScanEvent) -> ScanOutcome:
-        """A source's scan: parsed, stored durably, and only then acknowledged to the cashier."""
-        source_kind = event.source.split(":", 1)[0]
-        try:
-            code = codes.parse(event.text, url_hosts=self.config.codes.url_hosts)
-        except CodeRejected as exc:
-            log.info("scan rejected", extra=fields(source=event.source, reason=str(exc)))
-            self.metrics.scan(source_kind, "rejected")
-            self.feedback.rejected()
-            return ScanOutcome("rejected", str(exc))
-        workplace = event.workplace if event.workplace is not None else self.config.store.workplace
-        try:
-            result = self.store.add_claim(
-                correlation_id=new_correlation_id(), customer_kind=code.kind,
-                customer=code.value, workplace=workplace, source=event.source,
-                scanned_at=event.at, pos_marker=self.store.get_cursor(),
-                dedupe_window=self.config.matching.dedupe_window,
-            )
-        except StoreError as exc:
-            log.error("scan NOT stored: the store refused it", extra=fields(
-                source=event.source, reason=str(exc)))
-            self.metrics.scan(source_kind, "failed")
-            self.feedback.rejected()
-            return ScanOutcome("failed", str(exc))
-        self.poller.wake.set()
-        return self._acknowledge(result, event, source_kind)
-
-    def _acknowledge(self, result: Any, event: ScanEvent, source_kind: str) -> ScanOutcome:
-        claim = result.claim
-        with correlation(claim.correlation_id):
-            for old in result.replaced:
-                log.info("a new code at this till: the earlier claim now only takes a sale "
-                         "booked before this scan", extra=fields(
-                             workplace=claim.workplace, earlier=mask_code(old.customer)))
-            outcome = "duplicate" if result.duplicate else "accepted"
-            log.info(f"scan {outcome}: claim waits for the sale", extra=fields(
-                source=event.source, workplace=claim.workplace, kind=claim.customer_kind,
-                customer=mask_code(claim.customer)))
-        self.metrics.scan(source_kind, outcome)
-        if not result.duplicate:
+    def scanned(self, source_kind: str, result: ScanResult) -> None:
+        self.metrics.scan(source_kind, result.outcome)
+        if result.outcome == "accepted":
             self.metrics.claim_created()
-        self.feedback.accepted()
-        return ScanOutcome(outcome, claim=claim)
+        (self.feedback.accepted if result.claim else self.feedback.rejected)()
 
-    # -- callbacks from the stages -----------------------------------------------------------
-
-    def _stored(self, items: list[OutboxItem]) -> None:
+    def stored(self, items: list[OutboxItem]) -> None:
         for item in items:
             self.metrics.receipt_matched("credit" if item.claim_id is None else "claim")
-        self.upload_wake.set()
+            if item.claim_id is not None:
+                self.metrics.claim_closed("delivered")
+        self.wake_uploader()
 
-    def _expired(self, claims: list[Claim]) -> None:
-        self.metrics.claims_expired(len(claims))
+    def closed(self, closes: list[Close]) -> None:
+        for close in closes:
+            self.metrics.claim_closed(close.state.value, close.reason.value if close.reason else "")
+            if close.state == ClaimState.EXPIRED:
+                self.metrics.claims_expired()
 
-    def _polled(self, ok: bool) -> None:
+    def polled(self, ok: bool) -> None:
         self.heartbeat.beat("poller")
         self.metrics.pos_poll(ok)
 
-    def _delivered(self, item: OutboxItem) -> None:
+    def clock_offset(self, seconds: float) -> None:
+        self.metrics.pos_clock_offset(seconds)
+
+    def delivered(self, item: OutboxItem) -> None:
         self.feedback.delivered()
+
+
+class Daemon:
+    def __init__(self, config: Config, sources: list[Source] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.clock = clock
+        self.stop_event = threading.Event()
+        self.upload_wake = threading.Event()
+        self.metrics = Metrics()
+        self.heartbeat = systemd.Heartbeat()
+        fb = config.feedback
+        self.reporter = Reporter(self.metrics, self.heartbeat,
+                                 Feedback(fb.accepted, fb.rejected, fb.delivered),
+                                 self.upload_wake.set)
+        self.sources = _build_sources(config) if sources is None else sources
+        self.store = Store.open(config.data_dir)
+        self.poller = self._poller()
+        self.intake = ScanIntake(self.store, config, events=self.reporter,
+                                 wake=self.poller.wake.set)
+        self.uploader = self._uploader()
+        self._threads: dict[str, threading.Thread] = {}
+        self._metrics_server: Any = None
+
+    def _poller(self) -> Poller:
+        kassa = self.config.kassa
+        client = KassaClient(
+            kassa.url, kassa.ident, self.config.kassa_secret,
+            timeout=(CONNECT_TIMEOUT, kassa.timeout),
+            verify=str(kassa.ca_bundle) if kassa.ca_bundle else True)
+        return Poller(client, self.store, merchant_id=self.config.store.merchant_id,
+                      branch=self.config.store.branch, matching=self.config.matching,
+                      interval=kassa.poll_interval, batch=kassa.batch,
+                      store_name=self.config.store.name, events=self.reporter, clock=self.clock)
+
+    def _uploader(self) -> Uploader:
+        cloud = self.config.cloud
+        return Uploader(
+            self.store, cloud.url, self.config.cloud_token,
+            ca_bundle=str(cloud.ca_bundle) if cloud.ca_bundle else None,
+            timeout=(CONNECT_TIMEOUT, cloud.timeout), workers=cloud.workers,
+            base_delay=cloud.retry_base, max_delay=cloud.retry_max,
+            on_delivered=self.reporter.delivered, on_pass=lambda: self.heartbeat.beat("uploader"),
+            on_outcome=self.metrics.upload)
+
+    def on_scan(self, event: ScanEvent) -> ScanResult:
+        return self.intake.take(event)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> None:
+        for source in self.sources:
+            self._spawn(f"source {source.name}", lambda stop, s=source: self._run_source(s, stop))
         self.heartbeat.register("poller", "uploader")
         self._spawn("poller", self.poller.run)
         self._spawn("uploader", lambda stop: self.uploader.run(stop, self.upload_wake))
-        for source in self.sources or []:
-            self._spawn(f"source {source.name}", lambda stop, s=source: self._run_source(s, stop))
         self.metrics.set_collect_callback(self._gauges)
         listen = self.config.metrics.listen
         self._metrics_server = serve(listen, self.metrics, ready=self.ready) if listen else None
         systemd.ready()
         log.info("boniq-agent started", extra=fields(
-            sources=len(self.sources or []), workplace=self.config.store.workplace,
+            sources=len(self.sources), workplace=self.config.store.workplace,
             data_dir=str(self.config.data_dir)))
 
     def _spawn(self, name: str, target: Callable[[threading.Event], None]) -> None:
@@ -183,7 +153,7 @@ class Daemon:
 
         thread = threading.Thread(target=guarded, name=name, daemon=True)
         thread.start()
-        self._threads.append(thread)
+        self._threads[name] = thread
 
     def _run_source(self, source: Source, stop: threading.Event) -> None:
         try:
@@ -198,8 +168,7 @@ class Daemon:
         s = self.store.summary()
         return {"outbox": {state: s[f"outbox_{state}"] for state in ("pending", "delivered", "dead")},
                 "claims_pending": s["claims_pending"], "claims": s["claims_by_state"],
-                "oldest_pending": s["oldest_pending_at"],
-                "last_delivery": s["last_delivery_at"]}
+                "oldest_pending": s["oldest_pending_at"], "last_delivery": s["last_delivery_at"]}
 
     def supervise(self) -> None:
         """The main thread's loop: watchdog, STATUS=, retention purge, until stopped."""
@@ -207,7 +176,7 @@ class Daemon:
         max_age = max(120.0, 3 * self.config.kassa.poll_interval)
         last_purge = 0.0
         while not self.stop_event.wait(min(interval, 5.0)):
-            if all(t.is_alive() for t in self._threads[:2]):  # poller and uploader
+            if all(self._threads[name].is_alive() for name in ("poller", "uploader")):
                 systemd.keep_alive(self.heartbeat, max_age)
             systemd.status(self.status_line())
             if self.clock() - last_purge > PURGE_EVERY:
@@ -230,8 +199,9 @@ class Daemon:
         except AgentError as exc:
             return f"store error: {exc}"
         error = self.poller.last_error or s["last_error"] or "none"
-        return (f"pending claims {s['claims_pending']}, outbox {s['outbox_pending']}, "
-                f"dead {s['outbox_dead']}, delivered {s['outbox_delivered']}, last error: {error}"[:200])
+        return (f"pending claims {s['claims_pending']}, unsure {s['claims_unsure']}, "
+                f"outbox {s['outbox_pending']}, dead {s['outbox_dead']}, "
+                f"delivered {s['outbox_delivered']}, last error: {error}"[:200])
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -239,13 +209,25 @@ class Daemon:
         self.poller.wake.set()
         systemd.stopping()
         deadline = time.monotonic() + STOP_GRACE
-        for thread in self._threads:
+        for thread in self._threads.values():
             thread.join(max(0.0, deadline - time.monotonic()))
         if self._metrics_server is not None:
             self._metrics_server.close()
         self.uploader.close()
         self.store.close()
         log.info("boniq-agent stopped")
+
+
+def _build_sources(config: Config) -> list[Source]:
+    """Every source that can run here; one that cannot is logged and left out."""
+    sources = []
+    for scanner in config.scanners:
+        try:
+            sources.append(build_source(scanner))
+        except ScannerError as exc:
+            log.error("scanner source cannot start", extra=fields(
+                type=scanner.type, device=scanner.device, reason=str(exc)))
+    return sources
 
 
 def run(config: Config) -> int:

@@ -23,6 +23,7 @@ from agent.sim.kassa import KassaSimulator, SimLine, sale_total
 
 TILL = 2
 WAIT = 20.0
+PAYMENT = 3.0  # seconds from the scan to the booked sale: the customer's PIN payment
 
 ANNA = "BQ17K3M9QW4RT8ZP2C56"
 BRAM = "bram.dekker@example.nl"
@@ -90,8 +91,12 @@ class Demo:
     def delivered(self, count: int) -> Callable[[], bool]:
         return lambda: self.cloud.count() >= count
 
+    def _seen(self, marker: int) -> bool:
+        return (self.daemon.store.get_cursor() or 0) >= marker
+
     def pay(self, lines: list[SimLine], payments: list[Any], note: str) -> str:
-        receipt_id = self.kassa.book_sale(TILL, lines=lines, payments=payments)
+        """The payment completes a few seconds after the code was read (booked 3 s on)."""
+        receipt_id = self.kassa.book_sale(TILL, lines=lines, payments=payments, after=PAYMENT)
         self.say(f"   till {TILL}: sale booked — {note}, € {sale_total(lines) / 100:.2f}")
         return receipt_id
 
@@ -112,19 +117,20 @@ class Demo:
         self.say("\n3. Someone scans a bottle's barcode by mistake")
         ok &= not self.scan("8710400011111")
 
-        self.say("\n4. A customer without BONIQ pays at the till")
-        self.unclaimed.add(self.pay([SimLine(2040, "Appeltaart", 450, 9)], ["CASH"], "apple pie, cash"))
-        self.say("   agent: no claim for this sale, so it stays in the shop")
-
-        self.say("\n5. Chris scans the BONIQ link from a printed card")
+        self.say("\n4. Chris scans the BONIQ link from a printed card")
         ok &= self.scan(CHRIS)
         self.pay(BASKET_CHRIS, ["CREDITCARD"], "2 bottles of wine, batteries, credit card")
         ok &= self.wait_for("receipt delivered to Chris", self.delivered(3))
 
-        self.say("\n6. Anna comes back and returns her purchase")
+        self.say("\n5. Anna comes back and returns her purchase")
         self.kassa.book_credit(anna_sale)
         self.say(f"   till {TILL}: credit receipt booked for Anna's sale (no scan needed)")
         ok &= self.wait_for("credit receipt followed the original to Anna", self.delivered(4))
+
+        self.say("\n6. A customer without BONIQ pays at the till")
+        self.unclaimed.add(self.pay([SimLine(2040, "Appeltaart", 450, 9)], ["CASH"], "apple pie, cash"))
+        self.wait_for("the sale seen at the POS", lambda: self._seen(self.kassa.marker))
+        self.say("   agent: no claim for this sale, so it stays in the shop")
         return ok
 
     def interactive(self, stdin: TextIO) -> bool:
@@ -139,7 +145,7 @@ class Demo:
                 return True
             if self.scan(line.strip()):
                 before = self.cloud.count()
-                self.kassa.book_sale(TILL)
+                self.kassa.book_sale(TILL, after=PAYMENT)
                 self.say(f"   till {TILL}: a random sale is booked")
                 self.wait_for("receipt delivered", self.delivered(before + 1))
 
@@ -150,7 +156,8 @@ class Demo:
             self.say(f" - {payload['kind']:<6} receipt {payload['pos']['number']['number']:>3} "
                      f"till {payload['store']['workplace']}  € {payload['totals']['incl'] / 100:>7.2f}"
                      f"  VAT € {payload['totals']['vat'] / 100:.2f}  {len(payload['lines'])} line(s)"
-                     f"  paid {'+'.join(p['method'] for p in payload['payments'])}  → {customer}")
+                     f"  paid {'+'.join(p['method'] for p in payload['payments'])}  → {customer}"
+                     f"  [{payload.get('match', {}).get('evidence', '?')}]")
         sales = len(self.kassa.receipts())
         stored = self.cloud.count()
         self.say(f"\nPOS receipts booked: {sales}; delivered to customers: {stored}; "

@@ -7,6 +7,7 @@
     │   ├── StoreCorrupt       the database file is damaged or not a database
     │   ├── StoreFull          the disk (or file-size limit) is full
     │   └── StoreLocked        another process holds the write lock past busy_timeout
+    ├── ClaimStateError        a claim cannot make the move asked (e.g. assign a delivered one)
     ├── KassaError             talking to the MplusKASSA API failed
     │   ├── KassaTransient     Server.* faults, HTTP 5xx, timeouts, network: retry
     │   ├── KassaRejected      Client.* faults, wrong credentials: fix, retry slowly
@@ -56,6 +57,10 @@ class StoreFull(StoreError):
 
 class StoreLocked(StoreError):
     pass
+
+
+class ClaimStateError(AgentError):
+    """A claim or receipt is not in a state that allows what support asked."""
 
 
 class KassaError(AgentError):

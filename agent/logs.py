@@ -170,3 +170,29 @@ def get_logger(name: str) -> logging.Logger:
     """Loggers live under `boniq.`; pass `__name__` (`agent.x.y` becomes `boniq.x.y`)."""
     short = name.removeprefix("agent").lstrip(".")
     return logging.getLogger(f"boniq.{short}" if short else "boniq")
+
+
+class Problem:
+    """A recurring failure, logged once per change of message and once when it recovers, so a
+    fault that lasts hours leaves two lines rather than one per attempt."""
+
+    def __init__(self, failing: str, recovered: str) -> None:
+        self.failing = failing
+        self.recovered_message = recovered
+        self.count = 0
+        self.last: str | None = None
+
+    def failed(self, logger: logging.Logger, exc: BaseException, *, level: str = "warning",
+               **extra: Any) -> None:
+        self.count += 1
+        message = str(exc)
+        if message != self.last:
+            getattr(logger, level)(self.failing, extra=fields(
+                error=type(exc).__name__, reason=message, **extra))
+        self.last = message
+
+    def recovered(self, logger: logging.Logger, **extra: Any) -> None:
+        if self.count:
+            logger.info(self.recovered_message, extra=fields(after_failures=self.count, **extra))
+        self.count = 0
+        self.last = None

@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent.queue.store import Store
+from agent.queue.store import NewClaim, Store
 
 try:
     import persistqueue
@@ -59,9 +59,9 @@ def ours_claims(folder: Path) -> tuple[Writer, Callable[[], None]]:
     store = Store.open(folder)
 
     def write(n: int, body: bytes) -> None:
-        store.add_claim(correlation_id=f"c-{n}", customer_kind="boniq_code",
+        store.add_claim(NewClaim(correlation_id=f"c-{n}", customer_kind="boniq_code",
                         customer=f"BQ1-{n:036d}", workplace=n, source="bench",
-                        scanned_at=time.time(), pos_marker=None)
+                        scanned_at=time.time(), pos_marker=None), dedupe_window=5.0)
 
     return write, store.close
 

@@ -19,6 +19,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 FIGURES = Path(__file__).resolve().parent / ".figures"
 
+# Tests that serve customers back to back, seconds apart, compress a shop day: the next code is
+# read within `recent_sale_guard` of the previous sale, which a real till cannot do. They turn the
+# guard off; the guard itself is tested in tests/kassa and tests/test_matching_situations.py.
+BACK_TO_BACK = "matching: {recent_sale_guard: 0}\n"
+
 
 def report_figure(name: str, **figures: object) -> str:
     """A measured figure of a reliability run: printed, and collected for the end of the run."""

@@ -110,6 +110,6 @@ def test_missing_secret_is_a_config_error(monkeypatch):
 
 def test_defaults_follow_the_spec():
     cfg = config.parse(MINIMAL)
-    assert cfg.matching.claim_ttl == 120 and cfg.matching.late_scan_window == 0
+    assert cfg.matching.claim_ttl == 30 and cfg.matching.late_scan_window == 0
     assert cfg.metrics.listen == "127.0.0.1:9464"
     assert cfg.kassa.poll_interval == 1.0

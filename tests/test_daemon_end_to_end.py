@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 import requests
-from agent_harness import Agent, customer_code, wait_until
+from agent_harness import BACK_TO_BACK, Agent, customer_code, wait_until
 
 from agent.sim.cloud import CloudSimulator
 from agent.sim.kassa import KassaSimulator
@@ -27,15 +27,17 @@ def cloud():
 
 @pytest.fixture
 def agent(tmp_path, kassa, cloud):
-    running = Agent(tmp_path, kassa.url, cloud.url)
+    running = Agent(tmp_path, kassa.url, cloud.url, extra=BACK_TO_BACK)
     yield running
     running.close()
 
 
 def serve_customer(agent, kassa, code):
+    """The code is read, the agent polls once (the cashier's moment), the payment completes 3 s
+    after the scan on the POS clock."""
     agent.scan(code)
     wait_until(lambda: agent.claim_fenced(code), what="the claim to be stored and fenced")
-    return kassa.book_sale(2)
+    return kassa.book_sale(2, after=3)
 
 
 def test_twenty_customers_get_their_own_receipts_and_nothing_else_leaves(agent, kassa, cloud,
@@ -50,7 +52,7 @@ def test_twenty_customers_get_their_own_receipts_and_nothing_else_leaves(agent, 
             kassa.book_sale(1)  # other tills sell too
         wait_until(lambda: agent.summary()["outbox_pending"] + agent.summary()["outbox_delivered"]
                    > len(expected) - 1, what="the sale to be matched")
-        kassa.book_sale(2)  # a customer without BONIQ: must stay in the shop
+        kassa.book_sale(2, after=-15)  # a customer without BONIQ: must stay in the shop
     wait_until(lambda: cloud.count() >= 20, what="20 receipts in the cloud")
     stored = cloud.receipts()
     for payload in stored:

@@ -17,7 +17,8 @@ def test_scripted_demo_delivers_every_claimed_sale_and_nothing_else():
     out = result.stdout
     assert "POS receipts booked: 5; delivered to customers: 4; unclaimed sales uploaded: 0" in out
     assert "REJECTED (looks like a product barcode" in out
-    assert "credit receipt   5 till 2" in out and "CASH+PIN  → bram.dekker@example.nl" in out
+    assert "credit receipt   4 till 2" in out and "CASH+PIN  → bram.dekker@example.nl" in out
+    assert out.count("[till-sequence]") == 3 and out.count("[credit-link]") == 1
 
 
 def test_interactive_demo_takes_typed_codes():

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from xml.etree.ElementTree import Element
 
@@ -28,6 +29,7 @@ from agent.kassa.receipt import (
     Receipt,
     VatGroup,
     parse_branch,
+    parse_datetime,
     parse_receipt,
     parse_vat_group,
 )
@@ -115,6 +117,11 @@ class KassaClient:
         if not parts[0]:
             raise KassaResponseError("getApiVersion answer holds no majorNumber")
         return ".".join(p for p in parts if p)
+
+    def get_server_time(self) -> datetime | None:
+        """The POS's own clock (`getApiVersion` `serverDateTime`), None when it sends none."""
+        found = soap.child(self._call("getApiVersion"), "serverDateTime")
+        return parse_datetime(found) if found is not None else None
 
     def get_current_sync_markers(self) -> dict[str, int]:
         """`{"receipt": 18232, …}`: every `<entity>SyncMarker` in the answer."""

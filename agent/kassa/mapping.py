@@ -67,7 +67,9 @@ def to_payload(
     agent_version: str,
     host: str | None,
     store_name: str | None = None,
+    match: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """The cloud payload (contracts/receipt.schema.json); `match` says which evidence carried it."""
     if not (receipt.is_sale or receipt.is_credit):
         raise ValueError(f"{receipt.receipt_type} is not a customer receipt")
     return {
@@ -124,6 +126,7 @@ def to_payload(
             "vat": receipt.total_incl - receipt.total_excl,
         },
         "scanned_at": rfc3339(scanned_at) if scanned_at is not None else None,
+        **({"match": dict(match)} if match is not None else {}),
         "agent": {"version": agent_version, "host": host},
     }
 

@@ -1,176 +1,258 @@
-"""Claim ↔ receipt matching (SPEC §5): the transform between the sources and the buffer.
+"""Claim ↔ receipt matching in polling mode: the transform between the sources and the buffer.
 
-A claim made at workplace W attaches to the first unclaimed, paid sale of W booked after the scan.
-Handing one customer's receipt to another is the failure that matters most, so each receipt is
-judged AFTER, BEFORE or UNSURE against each scan, by the POS's own syncMarkers wherever they can
-tell, and by booking times only where they cannot:
+A stranger's receipt in a customer's app cannot be taken back; a receipt that does not arrive can
+be assigned later. So a claim takes a receipt only on evidence (`till-sequence`, docs/matching.md):
+the first matchable sale of its till after the scan, and only when nothing else explains it.
+Where the rules find another explanation the claim closes `unsure` with the `Reason`.
 
-- `pos_marker`: the cursor the agent had stored when the scan came in. A receipt at or below it
-  was seen before the scan: BEFORE.
-- `fence_marker`: the cursor after the first complete poll that *started* after the scan. A
-  receipt above it was committed after the scan, whatever the clocks say: AFTER (unless its
-  booking time is older than the scan by more than `clock_skew`: an old receipt re-synced).
-- between the two, in the first poll after the scan: committed between the last poll and a
-  moment just after the scan. The daemon wakes the poller on every scan, so when that poll
-  started within `PROMPT_FENCE` of the scan that moment is milliseconds after it, and such a
-  receipt is the previous customer's: BEFORE. The same holds for a poll already running when
-  the scan came in. Not for a claim from before this process started (no poller was woken) or
-  one typed with `boniq-agent scan` (it wakes no poller).
-- otherwise (the POS was unreachable, so the fence came late) only the booking time can tell,
-  and it is whole seconds (SoapMplusDateTime) on a clock that may differ from ours by
-  `clock_skew`: AFTER when clearly after, BEFORE when clearly before, else UNSURE.
+"After the scan" needs two proofs to agree, each of them three-valued:
 
-A receipt belongs to the newest claim at its till that it is AFTER and that was still within its
-`claim_ttl` when the receipt was booked. It skips a claim it is BEFORE (it may be an earlier,
-superseded claim's sale) and stops at one it is UNSURE of: an unsure receipt stays in the shop,
-and its claim takes nothing more (the poller closes it as `unsure`), rather than going to a
-customer it may not belong to. A sale that is not paid yet (outstanding, partly paid) is
-judged the same way; its claim then waits for that receipt alone, to come back paid.
+- the POS's own order (syncMarkers): at or below the cursor the agent had when the code was read
+  is BEFORE; above the *fence* (the cursor after the first complete poll that began after the
+  scan) is AFTER, unless the receipt reached the API after a higher marker (late); in between
+  the markers cannot tell.
+- the booking time on this till's clock (the measured POS clock offset removed), whole seconds,
+  with `clock_skew` of margin: AFTER, BEFORE, or too close to tell.
+
+Both AFTER is AFTER; markers AFTER but time BEFORE is a disagreement; where the markers cannot
+tell (the agent or the POS was down at the scan) the time alone decides. The matcher is pure:
+it reads a `PollView` and returns `Decisions`; the poller commits them in one transaction.
 """
 
 from __future__ import annotations
 
 import enum
-from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Protocol
+from dataclasses import dataclass, field
 
-from agent.queue.store import Claim
+from agent.config import MatchingSection
+from agent.kassa.receipt import Receipt
+from agent.queue.claims import Claim, ClaimState, Close, Reason
+from agent.queue.store import PastSale
 
 POS_TIME_RESOLUTION = 1.0
-PROMPT_FENCE = 1.0
-
-
-class MatchableReceipt(Protocol):
-    receipt_id: str
-    sync_marker: int
-    workplace: int
-    is_credit: bool
-    is_paid: bool
-    credited_receipt_id: str | None
-    booked_at: datetime
 
 
 class Order(enum.Enum):
     AFTER = "after"
     BEFORE = "before"
     UNSURE = "unsure"
+    DISAGREE = "disagree"
 
 
 @dataclass(frozen=True)
-class Match:
-    receipt: MatchableReceipt
+class Seen:
+    """A receipt of this poll as the matcher judges it."""
+
+    receipt: Receipt
+    first_marker: int  # its syncMarker when the agent first saw it: a later change moves no proof
+    booked: float  # booking time on this till's clock
+    kind: str  # sale (matchable type and branch, paid or not yet) | credit | other
+    late: bool = False  # it reached the API after a higher syncMarker: its marker proves nothing
+    timed: bool = True  # False until the POS clock was measured: its booking time proves nothing
+
+    @property
+    def receipt_id(self) -> str:
+        return self.receipt.receipt_id
+
+
+@dataclass(frozen=True)
+class PollView:
+    """What one poll gives the matcher: its receipts not judged before, in syncMarker order."""
+
+    seen: Sequence[Seen]
+    claims: Sequence[Claim]  # pending, scanned before the poll began
+    past: Sequence[PastSale] = ()
+    fenced: frozenset[int] = frozenset()  # claims this (complete) poll is the first fence of
+    unreadable: Sequence[int | None] = ()  # workplaces of receipts that cannot be read
+    credited_to: dict[str, str] = field(default_factory=dict)  # original receipt → customer
+
+
+@dataclass(frozen=True)
+class Take:
+    seen: Seen
     claim: Claim
+    evidence: str
+
+
+@dataclass
+class Decisions:
+    takes: list[Take] = field(default_factory=list)
+    late_takes: list[tuple[Claim, str]] = field(default_factory=list)  # receipt ids to fetch
+    reserves: list[tuple[Claim, Seen]] = field(default_factory=list)
+    closes: list[Close] = field(default_factory=list)
+
+    def decided(self) -> set[int]:
+        return ({t.claim.id for t in self.takes} | {c.id for c, _ in self.late_takes}
+                | {c.claim.id for c in self.closes} | {c.id for c, _ in self.reserves})
 
 
 class Matcher:
-    """Pairs pending claims with new receipts; remembers recent unclaimed sales for late scans."""
+    def __init__(self, rules: MatchingSection) -> None:
+        self.rules = rules
 
-    def __init__(self, *, clock_skew: float = 2.0, late_scan_window: float = 0.0,
-                 woken_since: float = 0.0, claim_ttl: float = float("inf")) -> None:
-        """`woken_since`: from then on the poller is woken by every scan (this process's start);
-        a claim from before it (a restart, a crash) gets no prompt fence poll."""
-        self.clock_skew = clock_skew
-        self.late_scan_window = late_scan_window
-        self.woken_since = woken_since
-        self.claim_ttl = claim_ttl
-        self._polled_after: set[int] = set()  # claims a poll started after their scan has seen
-        self.unsure: list[Match] = []  # of the last match(): sales left in the shop, undecided
-        self.reserved: list[Match] = []  # of the last match(): unpaid sales that claims wait for
-        self._recent: deque[MatchableReceipt] = deque(maxlen=1000)
+    def decide(self, view: PollView) -> Decisions:
+        decisions = Decisions()
+        for workplace in sorted({c.workplace for c in view.claims}):
+            claims = sorted((c for c in view.claims if c.workplace == workplace),
+                            key=lambda c: (c.scanned_at, c.id))
+            _Till(self, workplace, claims, view, decisions).decide()
+        return decisions
 
-    def match(
-        self, receipts: Sequence[MatchableReceipt], claims: Iterable[Claim], *,
-        poll_started: float, known: set[str] = frozenset(),  # type: ignore[assignment]
-    ) -> list[Match]:
-        """Match one poll's receipts (in syncMarker order) to the pending claims; each claim
-        takes at most one sale, and a sale whose owner already has one stays in the shop."""
-        ordered = sorted(receipts, key=lambda r: r.sync_marker)
-        fresh = [r for r in ordered if _is_sale(r) and r.receipt_id not in known]
-        newest_first = sorted(claims, key=lambda c: (c.scanned_at, c.id), reverse=True)
-        used: set[int] = set()
-        matches = []
-        self.unsure, self.reserved = [], []
-        for receipt in [r for r in ordered if not r.is_credit and r.receipt_id not in known]:
-            owner = self._owner(receipt, newest_first, poll_started)
-            if owner is not None and owner.id not in used:
-                used.add(owner.id)
-                if receipt.is_paid:
-                    matches.append(Match(receipt, owner))
-                elif owner.receipt_id is None:
-                    self.reserved.append(Match(receipt, owner))
-            used.update(u.claim.id for u in self.unsure)  # an unsure claim takes nothing more
-        matches += self._late_matches([c for c in newest_first if c.id not in used])
-        self._polled_after.update(c.id for c in newest_first if c.scanned_at < poll_started)
-        taken = {m.receipt.receipt_id for m in matches}
-        self._remember([r for r in fresh if r.receipt_id not in taken], taken)
-        return matches
-
-    def _owner(self, receipt: MatchableReceipt, newest_first: list[Claim],
-               poll_started: float) -> Claim | None:
-        for claim in newest_first:
-            if claim.workplace != receipt.workplace:
-                continue
-            if receipt.booked_at.timestamp() - POS_TIME_RESOLUTION > (
-                    claim.scanned_at + self.claim_ttl + self.clock_skew):
-                continue  # booked after this claim's claim_ttl (and an older claim's)
-            order = self.order(receipt, claim, poll_started)
-            if order is Order.AFTER:
-                reserved_for_another = claim.receipt_id not in (None, receipt.receipt_id)
-                return None if reserved_for_another else claim
-            if order is Order.UNSURE:
-                self.unsure.append(Match(receipt, claim))
-                return None
-        return None
-
-    def order(self, receipt: MatchableReceipt, claim: Claim, poll_started: float) -> Order:
+    def order(self, seen: Seen, claim: Claim) -> Order:
         """Was this receipt booked after this claim's scan?"""
-        if self._late_ok(receipt, claim):
-            return Order.AFTER
-        if claim.pos_marker is not None and receipt.sync_marker <= claim.pos_marker:
+        if claim.pos_marker is not None and seen.first_marker <= claim.pos_marker:
             return Order.BEFORE
-        booked = receipt.booked_at.timestamp()
-        if claim.fence_marker is not None:
-            recent = booked + POS_TIME_RESOLUTION >= claim.scanned_at - self.clock_skew
-            return Order.AFTER if receipt.sync_marker > claim.fence_marker and recent else Order.BEFORE
-        prompt = (abs(poll_started - claim.scanned_at) <= PROMPT_FENCE
-                  and claim.id not in self._polled_after  # the first poll after the scan only
-                  and claim.source != "manual")  # `boniq-agent scan` wakes no poller
-        if prompt and claim.scanned_at >= self.woken_since:
-            return Order.BEFORE
-        if booked >= claim.scanned_at + self.clock_skew:
+        by_time = self.time_order(seen.booked, claim.scanned_at) if seen.timed else Order.UNSURE
+        if claim.fence_marker is not None and seen.first_marker > claim.fence_marker \
+                and not seen.late:
+            return {Order.AFTER: Order.AFTER, Order.BEFORE: Order.DISAGREE}.get(by_time,
+                                                                                Order.UNSURE)
+        return by_time
+
+    def time_order(self, booked: float, scanned_at: float) -> Order:
+        margin = self.rules.clock_skew
+        if booked >= scanned_at + margin:
             return Order.AFTER
-        if booked + POS_TIME_RESOLUTION <= claim.scanned_at - self.clock_skew:
+        if booked + POS_TIME_RESOLUTION <= scanned_at - margin:
             return Order.BEFORE
         return Order.UNSURE
 
-    def _late_matches(self, claims: list[Claim]) -> list[Match]:
-        """With `late_scan_window`, a claim left without a sale may take a recent unclaimed one."""
-        matches = []
-        for claim in claims if self.late_scan_window > 0 else []:
-            for receipt in self._recent:
-                if self._late_ok(receipt, claim) and all(
-                        m.receipt.receipt_id != receipt.receipt_id for m in matches):
-                    matches.append(Match(receipt, claim))
-                    break
-        return matches
-
-    def _late_ok(self, receipt: MatchableReceipt, claim: Claim) -> bool:
-        return (
-            self.late_scan_window > 0
-            and receipt.workplace == claim.workplace
-            and receipt.booked_at.timestamp() >= claim.scanned_at - self.late_scan_window
-        )
-
-    def _remember(self, unclaimed: list[MatchableReceipt], taken: set[str]) -> None:
-        if taken:
-            self._recent = deque((r for r in self._recent if r.receipt_id not in taken),
-                                 maxlen=self._recent.maxlen)
-        if self.late_scan_window > 0:
-            self._recent.extend(unclaimed)
+    def too_late(self, booked: float, claim: Claim) -> bool:
+        return booked - POS_TIME_RESOLUTION > claim.scanned_at + self.rules.claim_ttl + \
+            self.rules.clock_skew
 
 
-def _is_sale(receipt: MatchableReceipt) -> bool:
-    return receipt.is_paid and not receipt.is_credit
+class _Till:
+    """The claims and receipts of one workplace in one poll, oldest claim first."""
+
+    def __init__(self, matcher: Matcher, workplace: int, claims: list[Claim], view: PollView,
+                 decisions: Decisions) -> None:
+        self.m = matcher
+        self.claims = claims
+        self.view = view
+        self.d = decisions
+        self.events = [s for s in view.seen if s.receipt.workplace == workplace
+                       and s.kind in ("sale", "credit")]
+        self.past = [p for p in view.past if p.workplace == workplace]
+        self.owned = {c.receipt_id for c in claims if c.receipt_id}  # awaited unpaid sales
+        self.unreadable = workplace in view.unreadable or None in view.unreadable
+
+    def decide(self) -> None:
+        if self.unreadable:
+            self._close(self.claims, Reason.UNREADABLE)
+            return
+        for claim in self.claims:
+            if claim.receipt_id:
+                self._awaited(claim)
+        for claim in self.claims:
+            if claim.id not in self.d.decided() and not claim.receipt_id:
+                self._judge(claim)
+
+    def _open(self) -> list[Claim]:
+        decided = self.d.decided()
+        return [c for c in self.claims if c.id not in decided and not c.receipt_id]
+
+    def _awaited(self, claim: Claim) -> None:
+        """A claim waiting for an unpaid sale takes that receipt once paid, and nothing else."""
+        seen = next((s for s in self.events if s.receipt_id == claim.receipt_id), None)
+        if seen is not None and seen.receipt.is_paid:
+            self.d.takes.append(Take(seen, claim, "till-sequence"))
+
+    def _judge(self, claim: Claim) -> None:
+        candidates = [s for s in self.events if s.receipt_id not in self.owned
+                      and self.m.order(s, claim) is not Order.BEFORE
+                      and not self.m.too_late(s.booked, claim)]
+        if not candidates:
+            self._nothing_after(claim)
+            return
+        first = candidates[0]
+        order = self.m.order(first, claim)
+        if order is not Order.AFTER:
+            reason = Reason.PROOFS_DISAGREE if order is Order.DISAGREE else Reason.ORDER_UNCLEAR
+            self._close([claim], reason)
+        elif first.kind == "credit":
+            self._return(claim, first)
+        else:
+            self._sale(claim, first)
+
+    def _sale(self, claim: Claim, first: Seen) -> None:
+        could = [c for c in self._open() if c.id != claim.id
+                 and self.m.order(first, c) is not Order.BEFORE
+                 and not self.m.too_late(first.booked, c)]
+        rivals = [c for c in could if c.customer != claim.customer]
+        if rivals:
+            self._close([claim, *rivals], Reason.TWO_CODES)
+        elif self._recent_sale(claim, first):
+            self._close([claim], Reason.RECENT_SALE)
+        elif not first.receipt.is_paid:
+            self.d.reserves.append((claim, first))
+            self.owned.add(first.receipt_id)
+        else:
+            self.d.takes.append(Take(first, claim, "till-sequence"))
+            self.owned.add(first.receipt_id)
+            self.d.closes.extend(Close(c, ClaimState.DELIVERED, receipt_id=first.receipt_id)
+                                 for c in could)  # the same customer read again
+
+    def _return(self, claim: Claim, credit: Seen) -> None:
+        """A code shown at a return is consumed by it: the credit goes to the customer when its
+        sale is theirs, else the claim closes unsure; it never waits for the next sale."""
+        original = credit.receipt.credited_receipt_id or ""
+        if self.view.credited_to.get(original) == claim.customer and credit.receipt.is_paid:
+            self.d.takes.append(Take(credit, claim, "credit-link"))
+            self.owned.add(credit.receipt_id)
+        else:
+            self._close([claim], Reason.RETURN)
+
+    def _recent_sale(self, claim: Claim, candidate: Seen | None) -> bool:
+        """A sale booked shortly before the scan: the code may be its late scan. Also when that
+        sale went to another claim: if the code was its late scan, that claim was the wrong one,
+        and taking the next sale would make a second mistake."""
+        since = claim.scanned_at - self.m.rules.recent_sale_guard - POS_TIME_RESOLUTION
+        return any(since <= booked for booked in self._sales_before(claim, candidate))
+
+    def _sales_before(self, claim: Claim, candidate: Seen | None) -> Iterable[float]:
+        mine = {t.seen.receipt_id for t in self.d.takes if t.claim.customer == claim.customer}
+        latest = claim.scanned_at + self.m.rules.clock_skew
+        for s in self.events:
+            if (s is not candidate and s.kind == "sale" and s.receipt_id not in mine
+                    and self.m.order(s, claim) is Order.BEFORE):
+                booked = s.booked if s.timed else claim.scanned_at  # unknown: maybe just now
+                if booked <= latest:
+                    yield booked
+        for p in self.past:
+            if p.taken_by != claim.customer and p.receipt_id not in mine and p.booked_at <= latest:
+                yield p.booked_at
+
+    def _nothing_after(self, claim: Claim) -> None:
+        """No sale after the scan yet. Once every sale before it is known (the claim is fenced),
+        a recent sale with no owner makes it unsure at once rather than wait for the next sale
+        (and keep the next customer's claim from being taken for a rival)."""
+        fenced = claim.fence_marker is not None or claim.id in self.view.fenced
+        if self.m.rules.late_scan_window > 0:
+            self._late_scan(claim)
+        elif fenced and self._recent_sale(claim, None):
+            self._close([claim], Reason.RECENT_SALE)
+
+    def _late_scan(self, claim: Claim) -> None:
+        """`late_scan_window`, checked last and once, at the claim's first complete poll."""
+        window = self.m.rules.late_scan_window
+        if claim.id not in self.view.fenced:
+            return
+        since = claim.scanned_at - window
+        taken = self.owned | {t.seen.receipt_id for t in self.d.takes}
+        recent = [s.receipt_id for s in self.events if s.kind == "sale" and s.receipt.is_paid
+                  and s.receipt_id not in taken and s.timed and s.booked >= since
+                  and self.m.order(s, claim) is Order.BEFORE]
+        recent += [p.receipt_id for p in self.past if not p.taken and p.booked_at >= since
+                    and p.receipt_id not in taken and p.receipt_id not in recent
+                    and p.booked_at <= claim.scanned_at + self.m.rules.clock_skew]
+        others = [c for c in self._open() if c.id != claim.id and c.scanned_at >= since]
+        if len(recent) == 1 and not others:
+            self.d.late_takes.append((claim, recent[0]))
+            self.owned.add(recent[0])
+        elif recent:
+            self._close([claim], Reason.LATE_SCAN_AMBIGUOUS)
+
+    def _close(self, claims: Iterable[Claim], reason: Reason) -> None:
+        self.d.closes.extend(Close(c, ClaimState.UNSURE, reason) for c in claims)

@@ -1,118 +1,36 @@
 """The durable buffer: one SQLite file holding claims, the outbox and the POS cursor.
 
-WAL with synchronous=FULL: measured in reference/reliability.md §3, the only WAL setting that kept
-every acknowledged row through simulated power loss, at ~3,500 commits/s. Every write is one
-explicit `BEGIN IMMEDIATE … COMMIT`; the POS cursor only moves inside `commit_poll`, in the same
-transaction that stores the deliveries it produced. The store knows no source and no sink.
+The POS cursor only moves inside `commit_poll`, in the same transaction that stores the
+deliveries and claim decisions it produced. The store knows no source and no sink.
 """
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from agent.errors import StoreCorrupt, StoreError, StoreFull, StoreLocked
+from agent.errors import ClaimStateError
+from agent.queue import outbox
+from agent.queue.claims import Claim, ClaimState, Close, check_assignable
+from agent.queue.database import DB_NAME, Database, translate
+from agent.queue.outbox import NewDelivery, OutboxItem, OutboxStore
 
-DB_NAME = "boniq-agent.db"
-BUSY_TIMEOUT_MS = 5000
+__all__ = ["DB_NAME", "Claim", "ClaimResult", "NewClaim", "NewDelivery", "OutboxItem",
+           "PastSale", "PollCommit", "PollResult", "Sighting", "Store", "translate"]
 
-_MIGRATIONS: list[str] = [
-    """
-    CREATE TABLE claims (
-        id INTEGER PRIMARY KEY,
-        correlation_id TEXT NOT NULL,
-        customer_kind TEXT NOT NULL CHECK (customer_kind IN ('boniq_code', 'email')),
-        customer TEXT NOT NULL,
-        workplace INTEGER NOT NULL,
-        source TEXT NOT NULL,
-        scanned_at REAL NOT NULL,
-        pos_marker INTEGER,
-        fence_marker INTEGER,
-        state TEXT NOT NULL DEFAULT 'pending'
-            CHECK (state IN ('pending', 'matched', 'expired', 'replaced', 'unsure')),
-        receipt_id TEXT,
-        closed_at REAL
-    );
-    CREATE INDEX claims_pending ON claims (state, workplace, scanned_at);
-    CREATE TABLE outbox (
-        id INTEGER PRIMARY KEY,
-        receipt_id TEXT NOT NULL UNIQUE,
-        idempotency_key TEXT NOT NULL,  -- derived from receipt_id, so unique with it
-        body BLOB NOT NULL,
-        correlation_id TEXT NOT NULL,
-        kind TEXT NOT NULL DEFAULT 'sale',
-        customer_kind TEXT,
-        customer TEXT,
-        claim_id INTEGER REFERENCES claims (id),
-        state TEXT NOT NULL DEFAULT 'pending'
-            CHECK (state IN ('pending', 'delivered', 'dead')),
-        attempts INTEGER NOT NULL DEFAULT 0,
-        next_attempt_at REAL NOT NULL,
-        last_error TEXT,
-        created_at REAL NOT NULL,
-        delivered_at REAL,
-        cloud_id TEXT
-    );
-    CREATE INDEX outbox_due ON outbox (next_attempt_at) WHERE state = 'pending';
-    CREATE TABLE seen_receipts (
-        receipt_id TEXT PRIMARY KEY,
-        first_seen_at REAL NOT NULL
-    ) WITHOUT ROWID;
-    CREATE TABLE cursor (
-        name TEXT PRIMARY KEY,
-        value INTEGER NOT NULL,
-        updated_at REAL NOT NULL
-    );
-    """,
-]
-
-_SUPERSEDED = """
-    state = 'pending' AND EXISTS (
-        SELECT 1 FROM claims AS newer
-        WHERE newer.workplace = claims.workplace AND newer.scanned_at > claims.scanned_at
-          AND (newer.fence_marker IS NOT NULL OR newer.state IN ('matched', 'unsure')))
-"""
-
-_OUTBOX_COLUMNS = (
-    "id, receipt_id, idempotency_key, body, correlation_id, state, attempts, next_attempt_at,"
-    " last_error, created_at, delivered_at, cloud_id, kind, customer_kind, customer, claim_id"
-)
 _CLAIM_COLUMNS = (
     "id, correlation_id, customer_kind, customer, workplace, source, scanned_at, pos_marker,"
-    " state, receipt_id, closed_at, fence_marker"
+    " state, receipt_id, closed_at, fence_marker, reason, session_id"
 )
 
 
 @dataclass(frozen=True)
-class OutboxItem:
-    id: int
-    receipt_id: str
-    idempotency_key: str
-    body: bytes
-    correlation_id: str
-    state: str
-    attempts: int
-    next_attempt_at: float
-    last_error: str | None
-    created_at: float
-    delivered_at: float | None
-    cloud_id: str | None
-    kind: str = "sale"
-    customer_kind: str | None = None
-    customer: str | None = None
-    claim_id: int | None = None
+class NewClaim:
+    """A code read at a till, as the scan intake hands it to the store."""
 
-
-@dataclass(frozen=True)
-class Claim:
-    id: int
     correlation_id: str
     customer_kind: str
     customer: str
@@ -120,171 +38,105 @@ class Claim:
     source: str
     scanned_at: float
     pos_marker: int | None
-    state: str
-    receipt_id: str | None
-    closed_at: float | None
-    fence_marker: int | None = None
-
-
-@dataclass(frozen=True)
-class NewDelivery:
-    """What the matcher hands to `commit_poll`: one receipt bound for one customer."""
-
-    receipt_id: str
-    idempotency_key: str
-    body: bytes
-    correlation_id: str
-    kind: str
-    customer_kind: str
-    customer: str
-    claim_id: int | None = None
-
-
-@dataclass(frozen=True)
-class PollResult:
-    stored: list[OutboxItem]  # new outbox rows
-    replaced: list[Claim]     # superseded claims closed: their till moved on without their sale
-    unsure: list[Claim]       # claims closed because their sale could not be told apart
+    session_id: str | None = None
 
 
 @dataclass(frozen=True)
 class ClaimResult:
     claim: Claim
     duplicate: bool
-    replaced: list[Claim]
 
 
-def translate(exc: sqlite3.Error) -> StoreError:
-    """An sqlite3 error as a StoreError that says what store IT can do about it."""
-    text = str(exc).lower()
-    if "full" in text or getattr(exc, "sqlite_errorcode", None) == 13:
-        return StoreFull(f"the disk holding the database is full ({exc}); free space there;"
-                         " everything already stored is kept")
-    if "locked" in text or "busy" in text:
-        return StoreLocked(f"another process holds the database lock ({exc})")
-    if "not a database" in text or "malformed" in text or "corrupt" in text:
-        return StoreCorrupt(f"the database file is damaged ({exc}); run `boniq-agent doctor`")
-    return StoreError(f"database error: {exc}")
+@dataclass(frozen=True)
+class Sighting:
+    """A receipt a poll saw. `kind` is `sale` for a sale this till's claims could take (right
+    type and branch, paid or not yet), `credit`, or `other`; `done` is False for an unpaid sale,
+    which is judged again when it comes back paid."""
+
+    receipt_id: str
+    workplace: int | None
+    booked_at: float | None  # on this till's clock: the POS clock offset removed
+    marker: int
+    kind: str
+    done: bool = True
+    total: int | None = None  # incl. VAT, cents: for support's list of candidates
+    late: bool = False  # first seen below a syncMarker seen before it: it reached the API late
 
 
-class Store:
-    """Thread-safe: one connection guarded by a lock; every public write is one transaction."""
+@dataclass(frozen=True)
+class SeenBefore:
+    first_marker: int | None
+    done: bool
+    late: bool
 
-    def __init__(self, path: Path, *, readonly: bool = False) -> None:
-        self.path = Path(path)
-        self.readonly = readonly
-        self._lock = threading.RLock()
-        try:
-            self._conn = self._connect()
-            if not readonly:
-                self._migrate()
-            else:
-                self._conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        except sqlite3.Error as exc:
-            raise translate(exc) from None
 
-    @classmethod
-    def open(cls, data_dir: Path | str, *, readonly: bool = False) -> Store:
-        data_dir = Path(data_dir)
-        path = data_dir / DB_NAME
-        if readonly:
-            if not path.exists():
-                raise StoreError(f"no database at {path}: the agent has not run with this data_dir")
-            return cls(path, readonly=True)
-        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if not path.exists():
-            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-        return cls(path)
+@dataclass(frozen=True)
+class PastSale:
+    """A sale an earlier poll saw at a till: what the recent-sale and late-scan rules look at."""
 
-    def _connect(self) -> sqlite3.Connection:
-        if self.readonly:
-            conn = sqlite3.connect(
-                f"file:{self.path}?mode=ro", uri=True, isolation_level=None,
-                check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000,
-            )
-        else:
-            conn = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False,
-                timeout=BUSY_TIMEOUT_MS / 1000,
-            )
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        if not self.readonly:
-            _refuse_damaged(conn)
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if mode.lower() != "wal":
-                raise StoreError(f"cannot switch {self.path} to WAL (got {mode})")
-            conn.execute("PRAGMA synchronous = FULL")
-            conn.execute("PRAGMA foreign_keys = ON")
-        return conn
+    receipt_id: str
+    workplace: int
+    booked_at: float
+    first_marker: int
+    taken_by: str | None = None  # the customer whose claim took it
 
-    def _migrate(self) -> None:
-        version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-        for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
-            with self._tx() as conn:
-                for statement in filter(str.strip, script.split(";")):
-                    conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {number}")
+    @property
+    def taken(self) -> bool:
+        return self.taken_by is not None
 
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
 
-    def __enter__(self) -> Store:
-        return self
+@dataclass(frozen=True)
+class PollCommit:
+    """Everything one poll decided, stored with the new cursor all or nothing."""
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    marker: int
+    deliveries: Sequence[NewDelivery] = ()
+    sightings: Sequence[Sighting] = ()
+    fences: Sequence[int] = ()  # claims whose every earlier receipt is at or below `marker`
+    closes: Sequence[Close] = ()
+    reserves: Sequence[tuple[int, str]] = ()  # (claim id, receipt id) of unpaid sales awaited
+    now: float | None = None
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield self._conn
-                except BaseException:
-                    if self._conn.in_transaction:
-                        self._conn.execute("ROLLBACK")
-                    raise
-                self._conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                raise translate(exc) from None
 
-    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[tuple]:
-        with self._lock:
-            try:
-                return self._conn.execute(sql, args).fetchall()
-            except sqlite3.Error as exc:
-                raise translate(exc) from None
+@dataclass(frozen=True)
+class PollResult:
+    stored: list[OutboxItem] = field(default_factory=list)
+    closed: list[Close] = field(default_factory=list)  # claims still pending until this commit
 
+
+class Store(OutboxStore):
     # -- claims -------------------------------------------------------------------------------
 
-    def add_claim(
-        self, *, correlation_id: str, customer_kind: str, customer: str, workplace: int,
-        source: str, scanned_at: float, pos_marker: int | None, dedupe_window: float = 5.0,
-    ) -> ClaimResult:
-        """Store a claim durably. The same customer at the same till within `dedupe_window`
-        seconds is the same claim. Other pending claims at that till are superseded (returned
-        as `replaced`): they may still take a sale booked before this scan, and are closed
-        as `replaced` by the first poll that proves no such sale is left (`commit_poll`)."""
+    def add_claim(self, new: NewClaim, *, dedupe_window: float, rescan_guard: float = 0.0
+                  ) -> ClaimResult:
+        """Store a claim durably. The same customer at the same till is the same claim while its
+        claim is pending, when it was scanned within `dedupe_window` seconds (in any state), or
+        took its sale within `rescan_guard` seconds (the phone read again after its sale)."""
         with self._tx() as conn:
-            pending = [Claim(*r) for r in conn.execute(
-                f"SELECT {_CLAIM_COLUMNS} FROM claims WHERE state = 'pending' AND workplace = ?",
-                (workplace,),
-            )]
-            for claim in pending:
-                if claim.customer == customer and scanned_at - claim.scanned_at <= dedupe_window:
-                    return ClaimResult(claim, duplicate=True, replaced=[])
+            row = conn.execute(
+                f"SELECT {_CLAIM_COLUMNS} FROM claims WHERE customer = ? AND workplace = ? AND"
+                " (state = 'pending' OR scanned_at >= ? OR (state = 'delivered' AND closed_at >= ?))"
+                " ORDER BY scanned_at DESC LIMIT 1",
+                (new.customer, new.workplace, new.scanned_at - dedupe_window,
+                 new.scanned_at - rescan_guard)).fetchone()
+            if row is not None:
+                return ClaimResult(Claim(*row), duplicate=True)
             cur = conn.execute(
                 "INSERT INTO claims (correlation_id, customer_kind, customer, workplace, source,"
-                " scanned_at, pos_marker) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (correlation_id, customer_kind, customer, workplace, source, scanned_at, pos_marker),
-            )
-            claim = Claim(cur.lastrowid, correlation_id, customer_kind, customer, workplace,
-                          source, scanned_at, pos_marker, "pending", None, None, None)
-            return ClaimResult(claim, duplicate=False, replaced=pending)
+                " scanned_at, pos_marker, session_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (new.correlation_id, new.customer_kind, new.customer, new.workplace, new.source,
+                 new.scanned_at, new.pos_marker, new.session_id))
+            assert cur.lastrowid is not None
+            return ClaimResult(self._claim(conn, cur.lastrowid), duplicate=False)
+
+    @staticmethod
+    def _claim(conn: sqlite3.Connection, claim_id: int) -> Claim:
+        return Claim(*conn.execute(f"SELECT {_CLAIM_COLUMNS} FROM claims WHERE id = ?",
+                                   (claim_id,)).fetchone())
+
+    def claim(self, claim_id: int) -> Claim | None:
+        rows = self._read(f"SELECT {_CLAIM_COLUMNS} FROM claims WHERE id = ?", (claim_id,))
+        return Claim(*rows[0]) if rows else None
 
     def pending_claims(self) -> list[Claim]:
         rows = self._read(
@@ -299,210 +151,154 @@ class Store:
         )
         return [Claim(*r) for r in rows]
 
-    def expire_claims(self, *, scanned_before: float, now: float) -> list[Claim]:
-        """Pending claims scanned before the cut-off become `expired`: kept and countable."""
+    def expire_claims(self, *, scanned_before: float, reserved_before: float, now: float
+                      ) -> list[Claim]:
+        """Pending claims past their time become `expired`: kept and countable. A claim that
+        waits for an unpaid sale (`receipt_id` set) has the longer `reserved_before`."""
+        where = ("state = 'pending' AND ((receipt_id IS NULL AND scanned_at < ?)"
+                 " OR scanned_at < ?)")
+        args = (scanned_before, reserved_before)
         with self._tx() as conn:
             rows = [Claim(*r) for r in conn.execute(
-                f"SELECT {_CLAIM_COLUMNS} FROM claims WHERE state = 'pending' AND scanned_at < ?",
-                (scanned_before,),
-            )]
-            conn.execute(
-                "UPDATE claims SET state = 'expired', closed_at = ? "
-                "WHERE state = 'pending' AND scanned_at < ?", (now, scanned_before),
-            )
+                f"SELECT {_CLAIM_COLUMNS} FROM claims WHERE {where}", args)]
+            conn.execute(f"UPDATE claims SET state = 'expired', closed_at = ? WHERE {where}",
+                         (now, *args))
         return rows
+
+    def close_claims(self, closes: Sequence[Close], now: float | None = None) -> list[Close]:
+        """End pending claims outside a poll (a cancelled POS session); the ones that were
+        still pending."""
+        with self._tx() as conn:
+            return self._close(conn, closes, time.time() if now is None else now)
+
+    @staticmethod
+    def _close(conn: sqlite3.Connection, closes: Sequence[Close], now: float) -> list[Close]:
+        done = []
+        for close in closes:
+            cur = conn.execute(
+                "UPDATE claims SET state = ?, reason = ?, closed_at = ?,"
+                " receipt_id = coalesce(?, receipt_id) WHERE id = ? AND state = 'pending'",
+                (close.state.value, close.reason and close.reason.value, now, close.receipt_id,
+                 close.claim.id))
+            if cur.rowcount:
+                done.append(close)
+        return done
+
+    def assign(self, claim_id: int, delivery: NewDelivery, now: float | None = None
+               ) -> OutboxItem:
+        """Support hands an unsure or expired claim its receipt; refused when the claim is not
+        assignable or the receipt already went to a customer."""
+        now = time.time() if now is None else now
+        with self._tx() as conn:
+            row = conn.execute(f"SELECT {_CLAIM_COLUMNS} FROM claims WHERE id = ?",
+                               (claim_id,)).fetchone()
+            if row is None:
+                raise ClaimStateError(f"no claim {claim_id}")
+            check_assignable(Claim(*row))
+            item = outbox.insert(conn, delivery, now)
+            if item is None:
+                raise ClaimStateError(f"receipt {delivery.receipt_id} already went to a customer;"
+                                      " it cannot be assigned to another")
+            conn.execute("UPDATE claims SET state = 'assigned', receipt_id = ?, closed_at = ?"
+                         " WHERE id = ?", (delivery.receipt_id, now, claim_id))
+            return item
+
+    # -- what polls saw -----------------------------------------------------------------------
+
+    def seen_before(self, receipt_ids: Sequence[str]) -> dict[str, SeenBefore]:
+        """What earlier polls saw of these receipts; a receipt in the outbox counts as done."""
+        if not receipt_ids:
+            return {}
+        marks = ",".join("?" * len(receipt_ids))
+        found = {r[0]: SeenBefore(r[1], bool(r[2]), bool(r[3])) for r in self._read(
+            f"SELECT receipt_id, first_marker, done, late FROM seen_receipts"
+            f" WHERE receipt_id IN ({marks})", receipt_ids)}
+        for (receipt_id,) in self._read(
+                f"SELECT receipt_id FROM outbox WHERE receipt_id IN ({marks})", receipt_ids):
+            earlier = found.get(receipt_id, SeenBefore(None, True, False))
+            found[receipt_id] = SeenBefore(earlier.first_marker, True, earlier.late)
+        return found
+
+    def past_sales(self, workplaces: Sequence[int], booked_since: float) -> list[PastSale]:
+        """Sales seen at these tills booked since then (this till's clock), oldest first."""
+        if not workplaces:
+            return []
+        marks = ",".join("?" * len(workplaces))
+        rows = self._read(
+            "SELECT s.receipt_id, s.workplace, s.booked_at, s.first_marker, o.customer"
+            " FROM seen_receipts s LEFT JOIN outbox o ON o.receipt_id = s.receipt_id"
+            " AND o.claim_id IS NOT NULL"
+            f" WHERE s.kind = 'sale' AND s.workplace IN ({marks})"
+            " AND s.booked_at >= ? ORDER BY s.booked_at", [*workplaces, booked_since])
+        return [PastSale(r[0], r[1], r[2], r[3] or 0, r[4]) for r in rows]
+
+    def candidates(self, claim: Claim, before: float, after: float) -> list[dict[str, Any]]:
+        """Sales seen at the claim's till booked from `before` s before its scan to `after` s
+        after it, with who has each: what support weighs before `claims assign`."""
+        rows = self._read(
+            "SELECT s.receipt_id, s.booked_at, s.total, s.done, o.customer, o.claim_id"
+            " FROM seen_receipts s LEFT JOIN outbox o ON o.receipt_id = s.receipt_id"
+            " WHERE s.kind = 'sale' AND s.workplace = ? AND s.booked_at BETWEEN ? AND ?"
+            " ORDER BY s.booked_at", (claim.workplace, claim.scanned_at - before,
+                                      claim.scanned_at + after))
+        return [{"receipt_id": r[0], "booked_at": r[1], "total": r[2], "paid": bool(r[3]),
+                 "workplace": claim.workplace, "taken": bool(r[4]), "claim_id": r[5]}
+                for r in rows]
 
     # -- cursor and the poll transaction --------------------------------------------------------
 
     def get_cursor(self, name: str = "receipts") -> int | None:
         rows = self._read("SELECT value FROM cursor WHERE name = ?", (name,))
-        return rows[0][0] if rows else None
+        return int(rows[0][0]) if rows else None
 
-    def commit_poll(
-        self, *, marker: int, deliveries: Sequence[NewDelivery], name: str = "receipts",
-        now: float | None = None, seen: Sequence[str] = (), fence_ids: Sequence[int] = (),
-        unsure_ids: Sequence[int] = (), reserve: Sequence[tuple[int, str]] = (),
-    ) -> PollResult:
-        """Store what one poll produced and advance the cursor, all or nothing.
-
-        A receipt already in the outbox (seen again under a new syncMarker) is not added twice.
-        `seen`: every receipt id of the poll, so that one changed later (a new syncMarker) is
-        not taken for a new sale. `fence_ids`: claims that were pending, scanned before this
-        poll started, and matched against it, which caught up: every receipt booked before
-        their scan is at or below `marker`. `unsure_ids`: claims closed as `unsure`.
-        `reserve`: (claim id, receipt id) of unpaid sales a claim waits for."""
-        now = time.time() if now is None else now
-        added: list[OutboxItem] = []
+    def commit_poll(self, poll: PollCommit) -> PollResult:
+        """Store what one poll produced and advance the cursor, all or nothing. A receipt
+        already in the outbox (seen again under a new syncMarker) is not added twice."""
+        now = time.time() if poll.now is None else poll.now
         with self._tx() as conn:
-            for d in deliveries:
-                item = self._insert_outbox(conn, d, now)
-                if item is not None:
-                    added.append(item)
-                    if d.claim_id is not None:
-                        conn.execute(
-                            "UPDATE claims SET state = 'matched', receipt_id = ?, closed_at = ? "
-                            "WHERE id = ?", (d.receipt_id, now, d.claim_id),
-                        )
-            conn.executemany("INSERT OR IGNORE INTO seen_receipts VALUES (?, ?)",
-                             [(receipt_id, now) for receipt_id in seen])
+            stored = self._deliver(conn, poll.deliveries, now)
+            conn.executemany(
+                "INSERT INTO seen_receipts (receipt_id, first_seen_at, workplace, booked_at,"
+                " first_marker, kind, done, total, late) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT DO UPDATE SET done = max(done, excluded.done), total = excluded.total",
+                [(s.receipt_id, now, s.workplace, s.booked_at, s.marker, s.kind, int(s.done),
+                  s.total, int(s.late)) for s in poll.sightings])
             conn.executemany("UPDATE claims SET fence_marker = ? WHERE id = ? AND state = 'pending'"
-                             " AND fence_marker IS NULL", [(marker, i) for i in fence_ids])
-            unsure = self._close(conn, unsure_ids, "unsure", now)
+                             " AND fence_marker IS NULL", [(poll.marker, i) for i in poll.fences])
+            closed = self._close(conn, poll.closes, now)
             conn.executemany("UPDATE claims SET receipt_id = ? WHERE id = ? AND state = 'pending'",
-                             [(receipt_id, claim_id) for claim_id, receipt_id in reserve])
-            replaced = [Claim(*r) for r in conn.execute(
-                f"SELECT {_CLAIM_COLUMNS} FROM claims WHERE {_SUPERSEDED}")]
-            conn.execute(f"UPDATE claims SET state = 'replaced', closed_at = ? WHERE {_SUPERSEDED}",
-                         (now,))
+                             [(receipt_id, claim_id) for claim_id, receipt_id in poll.reserves])
             conn.execute(
-                "INSERT INTO cursor (name, value, updated_at) VALUES (?, ?, ?) "
+                "INSERT INTO cursor (name, value, updated_at) VALUES ('receipts', ?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET value = excluded.value, "
                 "updated_at = excluded.updated_at WHERE excluded.value > cursor.value",
-                (name, marker, now),
+                (poll.marker, now),
             )
-        return PollResult(added, replaced, unsure)
+        return PollResult(stored, closed)
 
     @staticmethod
-    def _close(conn: sqlite3.Connection, ids: Sequence[int], state: str, now: float) -> list[Claim]:
-        closed = []
-        for claim_id in ids:
-            row = conn.execute(f"SELECT {_CLAIM_COLUMNS} FROM claims WHERE id = ? AND "
-                               "state = 'pending'", (claim_id,)).fetchone()
-            if row:
-                conn.execute("UPDATE claims SET state = ?, closed_at = ? WHERE id = ?",
-                             (state, now, claim_id))
-                closed.append(Claim(*row))
-        return closed
-
-    @staticmethod
-    def _insert_outbox(conn: sqlite3.Connection, d: NewDelivery, now: float) -> OutboxItem | None:
-        cur = conn.execute(
-            "INSERT INTO outbox (receipt_id, idempotency_key, body, correlation_id, kind,"
-            " customer_kind, customer, claim_id, next_attempt_at, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            (d.receipt_id, d.idempotency_key, d.body, d.correlation_id, d.kind,
-             d.customer_kind, d.customer, d.claim_id, now, now),
-        )
-        if cur.rowcount == 0:
-            return None
-        return OutboxItem(cur.lastrowid, d.receipt_id, d.idempotency_key, d.body,
-                          d.correlation_id, "pending", 0, now, None, now, None, None,
-                          d.kind, d.customer_kind, d.customer, d.claim_id)
-
-    def enqueue(
-        self, receipt_id: str, idempotency_key: str, body: bytes, correlation_id: str,
-        now: float | None = None,
-    ) -> OutboxItem:
-        """Add one outbox row outside a poll (tests, tools); the existing row if the key exists."""
-        now = time.time() if now is None else now
-        delivery = NewDelivery(receipt_id, idempotency_key, body, correlation_id, "sale",
-                               "boniq_code", "", None)
-        with self._tx() as conn:
-            item = self._insert_outbox(conn, delivery, now)
-        return item or self._by_receipt(receipt_id)
-
-    def _by_receipt(self, receipt_id: str) -> OutboxItem:
-        rows = self._read(f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE receipt_id = ?",
-                          (receipt_id,))
-        return _item(rows[0])
-
-    def known_receipts(self, receipt_ids: Sequence[str]) -> set[str]:
-        """Which of these POS receipts an earlier poll saw already (in the outbox or not)."""
-        if not receipt_ids:
-            return set()
-        marks = ",".join("?" * len(receipt_ids))
-        rows = self._read(
-            f"SELECT receipt_id FROM seen_receipts WHERE receipt_id IN ({marks}) UNION "
-            f"SELECT receipt_id FROM outbox WHERE receipt_id IN ({marks})", [*receipt_ids] * 2)
-        return {r[0] for r in rows}
-
-    def delivered_customer(self, receipt_id: str) -> tuple[str, str] | None:
-        """The customer a receipt went (or is going) to, for credit receipts that follow it."""
-        rows = self._read(
-            "SELECT customer_kind, customer FROM outbox WHERE receipt_id = ? AND customer != ''",
-            (receipt_id,),
-        )
-        return (rows[0][0], rows[0][1]) if rows else None
-
-    # -- the sink's side -----------------------------------------------------------------------
-
-    def due(self, now: float, limit: int = 100) -> list[OutboxItem]:
-        rows = self._read(
-            f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE state = 'pending' AND next_attempt_at <= ?"
-            " ORDER BY next_attempt_at, id LIMIT ?", (now, limit),
-        )
-        return [_item(r) for r in rows]
-
-    def next_due_at(self) -> float | None:
-        return self._read("SELECT min(next_attempt_at) FROM outbox WHERE state = 'pending'")[0][0]
-
-    def mark_delivered(self, item_id: int, *, cloud_id: str | None, now: float) -> None:
-        self._write(
-            "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, delivered_at = ?,"
-            " cloud_id = ?, last_error = NULL WHERE id = ?", (now, cloud_id, item_id),
-        )
-
-    def schedule_retry(self, item_id: int, *, next_attempt_at: float, error: str) -> None:
-        self._write(
-            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?"
-            " WHERE id = ? AND state = 'pending'", (next_attempt_at, error[:1000], item_id),
-        )
-
-    def mark_dead(self, item_id: int, *, reason: str) -> None:
-        self._write(
-            "UPDATE outbox SET state = 'dead', attempts = attempts + 1, last_error = ?"
-            " WHERE id = ?", (reason[:2000], item_id),
-        )
-
-    def requeue(self, item_id: int, now: float | None = None) -> bool:
-        now = time.time() if now is None else now
-        return self._write(
-            "UPDATE outbox SET state = 'pending', next_attempt_at = ? "
-            "WHERE id = ? AND state IN ('dead', 'pending')", (now, item_id),
-        ) > 0
-
-    def requeue_dead(self, now: float | None = None) -> int:
-        now = time.time() if now is None else now
-        return self._write(
-            "UPDATE outbox SET state = 'pending', next_attempt_at = ? WHERE state = 'dead'", (now,)
-        )
-
-    def purge_delivered(self, *, delivered_before: float) -> int:
-        """Retention: delivered rows, the claims they closed and receipts seen, past the cut-off.
-
-        A credit receipt of a purged sale no longer finds its customer: retention is the promise
-        to customers that their data leaves the till."""
-        with self._tx() as conn:
-            purged = conn.execute(
-                "DELETE FROM outbox WHERE state = 'delivered' AND delivered_at < ?",
-                (delivered_before,)).rowcount
-            conn.execute(
-                "DELETE FROM claims WHERE state != 'pending' AND closed_at < ? AND id NOT IN "
-                "(SELECT claim_id FROM outbox WHERE claim_id IS NOT NULL)", (delivered_before,))
-            conn.execute("DELETE FROM seen_receipts WHERE first_seen_at < ?", (delivered_before,))
-            return purged
-
-    def _write(self, sql: str, args: Sequence[Any]) -> int:
-        with self._tx() as conn:
-            return conn.execute(sql, args).rowcount
-
-    def get(self, item_id: int) -> OutboxItem | None:
-        rows = self._read(f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE id = ?", (item_id,))
-        return _item(rows[0]) if rows else None
-
-    def outbox(self, state: str | None = None, limit: int = 100) -> list[OutboxItem]:
-        where, args = ("WHERE state = ?", [state]) if state else ("", [])
-        rows = self._read(
-            f"SELECT {_OUTBOX_COLUMNS} FROM outbox {where} ORDER BY id DESC LIMIT ?", [*args, limit]
-        )
-        return [_item(r) for r in rows]
+    def _deliver(conn: sqlite3.Connection, deliveries: Sequence[NewDelivery], now: float
+                 ) -> list[OutboxItem]:
+        added = []
+        for d in deliveries:
+            item = outbox.insert(conn, d, now)
+            if item is None:
+                continue
+            added.append(item)
+            if d.claim_id is not None:
+                conn.execute("UPDATE claims SET state = 'delivered', receipt_id = ?, closed_at = ?"
+                             " WHERE id = ? AND state = 'pending'", (d.receipt_id, now, d.claim_id))
+        return added
 
     # -- support -------------------------------------------------------------------------------
 
     def summary(self) -> dict[str, Any]:
         """The figures `status` shows and metrics export."""
-        claims = dict(self._read("SELECT state, count(*) FROM claims GROUP BY state"))
-        outbox = dict(self._read("SELECT state, count(*) FROM outbox GROUP BY state"))
+        claims = {state.value: 0 for state in ClaimState}
+        claims.update(self._read("SELECT state, count(*) FROM claims GROUP BY state"))
+        reasons = dict(self._read(
+            "SELECT reason, count(*) FROM claims WHERE state = 'unsure' GROUP BY reason"))
+        outbox_states = dict(self._read("SELECT state, count(*) FROM outbox GROUP BY state"))
         oldest, last_delivery = self._read(
             "SELECT (SELECT min(created_at) FROM outbox WHERE state = 'pending'),"
             " (SELECT max(delivered_at) FROM outbox WHERE state = 'delivered')"
@@ -513,32 +309,16 @@ class Store:
         )
         return {
             "claims_by_state": claims,
-            "claims_pending": claims.get("pending", 0),
-            "claims_expired": claims.get("expired", 0),
-            "claims_matched": claims.get("matched", 0),
-            "claims_unsure": claims.get("unsure", 0),
-            "outbox_pending": outbox.get("pending", 0),
-            "outbox_delivered": outbox.get("delivered", 0),
-            "outbox_dead": outbox.get("dead", 0),
+            "claims_pending": claims["pending"],
+            "claims_expired": claims["expired"],
+            "claims_delivered": claims["delivered"],
+            "claims_unsure": claims["unsure"],
+            "claims_unsure_reasons": {str(k): v for k, v in reasons.items()},
+            "outbox_pending": outbox_states.get("pending", 0),
+            "outbox_delivered": outbox_states.get("delivered", 0),
+            "outbox_dead": outbox_states.get("dead", 0),
             "oldest_pending_at": oldest,
             "last_delivery_at": last_delivery,
             "last_error": last_error[0][0] if last_error else None,
             "cursor": self.get_cursor(),
         }
-
-    def quick_check(self) -> str:
-        return str(self._read("PRAGMA quick_check")[0][0])
-
-
-def _refuse_damaged(conn: sqlite3.Connection) -> None:
-    """Nothing is written to a damaged file: some damage only shows on reading the pages it hit,
-    so a writer checks the whole file once before its first write (`doctor` explains recovery)."""
-    result = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
-    if result != "ok":
-        conn.close()
-        raise StoreCorrupt(f"the database file is damaged ({' '.join(result.split())});"
-                           " run `boniq-agent doctor`")
-
-
-def _item(row: tuple) -> OutboxItem:
-    return OutboxItem(row[0], row[1], row[2], bytes(row[3]), *row[4:])

@@ -9,8 +9,15 @@ Sales are built so that they reconcile the way a till does: line totals sum to t
 incl. total, VAT groups sum to incl − excl, payments sum to incl. A credit receipt negates every
 quantity and amount of the receipt it credits (the sign convention is unverified, §3.6).
 
-Control endpoints for other processes (JSON): `POST /_sim/book {"workplace": 2}`,
-`POST /_sim/credit {"receipt_id": …}`, `POST /_sim/faults {"hang": true, …}`,
+The POS clock can run off the real one (`clock_offset`, and `timezone_field` for the ways the
+official PHP clients read `SoapMplusDateTime.timezone`); a receipt can be booked at a given POS
+time, become visible late under the syncMarker it was given at booking (a till that replicates
+late), be a cash inflow, unpaid or partly paid, or belong to another branch.
+
+Control endpoints for other processes (JSON): `POST /_sim/book {"workplace": 2, "after": 3,
+"delay": 0, "type": "RECEIPT-TYPE-RECEIPT", "state": "RECEIPT-STATE-PAID", "branch": 1}`,
+`POST /_sim/credit {"receipt_id": …, "after": 3}`, `POST /_sim/settle {"receipt_id": …}`,
+`POST /_sim/clock {"offset": -5, "timezone": "zero"}`, `POST /_sim/faults {"hang": true, …}`,
 `GET /_sim/faults`, `GET /_sim/receipts`.
 """
 
@@ -25,7 +32,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
@@ -156,6 +163,10 @@ class _Receipt:
     vat: tuple[tuple[int, int, int], ...]
     payments: tuple[tuple[str, int], ...]
     credited_receipt_id: str | None = None
+    receipt_type: str = "RECEIPT-TYPE-RECEIPT"
+    state: str = "RECEIPT-STATE-PAID"
+    branch: int | None = None  # None: the simulator's branch
+    visible_at: float = 0.0  # real time from which the API shows it (late replication)
 
     @property
     def total_incl(self) -> int:
@@ -251,6 +262,8 @@ class KassaSimulator:
         self._receipts: dict[str, _Receipt] = {}
         self._numbers: dict[tuple[int, int], int] = {}
         self._marker = 18_000
+        self.clock_offset = 0.0  # the POS clock minus the real clock, seconds
+        self.timezone_field = "offset"  # offset | zero | negated: how SoapMplusDateTime says it
         self._stopping = threading.Event()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -306,8 +319,19 @@ class KassaSimulator:
         lines: list[SimLine | Mapping[str, Any]] | None = None,
         payments: list[Any] | None = None,
         at: datetime | None = None,
+        after: float | None = None,
+        delay: float = 0.0,
+        receipt_type: str = "RECEIPT-TYPE-RECEIPT",
+        state: str = "RECEIPT-STATE-PAID",
+        branch: int | None = None,
     ) -> str:
-        """Book a paid sale at `workplace`; random realistic content unless given."""
+        """Book a sale at `workplace`; random realistic content unless given.
+
+        `at` is the booking time on the POS clock (default: now on the POS clock); `after`
+        books it that many seconds from now instead (a payment that completes a moment later).
+        `delay`: the API shows it only that many seconds from now, under the syncMarker it got
+        now (a till that replicates late). `receipt_type`, `state` and `branch` make cash
+        inflows, unpaid or partly paid sales and other branches' receipts."""
         if workplace not in self.workplaces:
             raise ValueError(
                 f"workplace {workplace} is not one of {list(self.workplaces)}"
@@ -321,12 +345,19 @@ class KassaSimulator:
                 if payments
                 else self._random_payments(total)
             )
-            return self._store(workplace, priced, _vat_groups(priced), paid, at, None)
+            if after is not None:
+                at = self.pos_now() + timedelta(seconds=after)
+            return self._store(workplace, priced, _vat_groups(priced), paid, at, None,
+                               receipt_type=receipt_type, state=state, branch=branch,
+                               visible_at=time.time() + delay)
 
     def book_credit(
-        self, original_receipt_id: str, *, at: datetime | None = None
+        self, original_receipt_id: str, *, at: datetime | None = None,
+        after: float | None = None,
     ) -> str:
         """Credit a whole receipt: same articles and payment methods, every amount negated."""
+        if after is not None:
+            at = self.pos_now() + timedelta(seconds=after)
         with self._lock:
             original = self._receipts.get(original_receipt_id)
             if original is None or original.credited_receipt_id is not None:
@@ -345,7 +376,8 @@ class KassaSimulator:
             vat = tuple((rate, -excl, -v) for rate, excl, v in original.vat)
             payments = tuple((method, -amount) for method, amount in original.payments)
             return self._store(
-                original.workplace, lines, vat, payments, at, original.receipt_id
+                original.workplace, lines, vat, payments, at, original.receipt_id,
+                receipt_type="RECEIPT-TYPE-CREDIT-RECEIPT",
             )
 
     def receipts(self) -> list[dict[str, Any]]:
@@ -356,6 +388,24 @@ class KassaSimulator:
                 for r in sorted(self._receipts.values(), key=lambda r: r.sync_marker)
             ]
 
+    def pos_now(self) -> datetime:
+        """Now on the POS clock."""
+        return datetime.now(POS_ZONE) + timedelta(seconds=self.clock_offset)
+
+    def settle(self, receipt_id: str, state: str = "RECEIPT-STATE-PAID") -> None:
+        """The POS changes a receipt's state (a partly paid sale paid in full, …): it comes
+        back under a new syncMarker."""
+        with self._lock:
+            self._marker += 1
+            self._receipts[receipt_id] = replace(
+                self._receipts[receipt_id], state=state, sync_marker=self._marker)
+
+    @property
+    def marker(self) -> int:
+        """The highest syncMarker the POS has given out."""
+        with self._lock:
+            return self._marker
+
     def _store(
         self,
         workplace: int,
@@ -364,9 +414,10 @@ class KassaSimulator:
         payments: tuple[tuple[str, int], ...],
         at: datetime | None,
         credited: str | None,
+        **extra: Any,
     ) -> str:
         if at is None:
-            moment = datetime.now(POS_ZONE)
+            moment = self.pos_now()
         elif at.tzinfo is None:
             moment = at.replace(tzinfo=POS_ZONE)
         else:
@@ -385,6 +436,7 @@ class KassaSimulator:
             vat=vat,
             payments=payments,
             credited_receipt_id=credited,
+            **extra,
         )
         self._receipts[receipt.receipt_id] = receipt
         return receipt.receipt_id
@@ -440,6 +492,8 @@ class KassaSimulator:
             "majorNumber": 67,
             "minorNumber": 1,
             "revisionNumber": 3,
+            "serverDateTime": self._datetime_xml(self.pos_now()),
+            "inDebugMode": False,
             "isSlaveApi": False,
             "slaveApiType": "NO-SLAVE-API",
         }
@@ -458,13 +512,15 @@ class KassaSimulator:
             int((e.text or "").strip()) for e in children(request, "branchNumbers")
         }
         with_lines = (text(request, "includeLineList") or "").lower() in ("true", "1")
+        now = time.time()
         with self._lock:
             found = sorted(
-                (r for r in self._receipts.values() if r.sync_marker >= since),
+                (r for r in self._receipts.values() if r.sync_marker >= since
+                 and r.visible_at <= now
+                 and (not branches or (self.branch if r.branch is None else r.branch)
+                      in branches)),
                 key=lambda r: r.sync_marker,
             )
-        if branches and self.branch not in branches:
-            found = []
         return {
             "receiptList": {
                 "receipt": [self._receipt_xml(r, with_lines) for r in found[:limit]]
@@ -519,40 +575,26 @@ class KassaSimulator:
 
     def _receipt_xml(self, r: _Receipt, with_lines: bool) -> dict[str, Any]:
         scale = self.vat_percentage_scale
-        offset = r.at.utcoffset()
-        dst = r.at.dst()
+        branch = self.branch if r.branch is None else r.branch
         receipt: dict[str, Any] = {
             "receiptId": r.receipt_id,
-            "transactionString": f"{self.branch}.{r.workplace}.{r.at.year}.{r.number:06d}",
+            "transactionString": f"{branch}.{r.workplace}.{r.at.year}.{r.number:06d}",
             "syncMarker": r.sync_marker,
             "receiptNumber": {
-                "branchNumber": self.branch,
+                "branchNumber": branch,
                 "workplaceNumber": r.workplace,
                 "year": r.at.year,
                 "number": r.number,
             },
-            "receiptBarcode": f"{self.branch:02d}{r.workplace:02d}{r.at.year}{r.number:05d}",
-            "receiptType": "RECEIPT-TYPE-CREDIT-RECEIPT"
-            if r.credited_receipt_id
-            else "RECEIPT-TYPE-RECEIPT",
+            "receiptBarcode": f"{branch:02d}{r.workplace:02d}{r.at.year}{r.number:05d}",
+            "receiptType": r.receipt_type,
             "employeeNumber": r.employee[0],
             "employeeName": r.employee[1],
-            "entryTimestamp": {
-                "sec": r.at.second,
-                "min": r.at.minute,
-                "hour": r.at.hour,
-                "day": r.at.day,
-                "mon": r.at.month,
-                "year": r.at.year,
-                "isdst": bool(dst),
-                "timezone": int(offset.total_seconds() // 60)
-                if offset is not None
-                else 0,
-            },
+            "entryTimestamp": self._datetime_xml(r.at),
             "financialDate": {"day": r.at.day, "mon": r.at.month, "year": r.at.year},
-            "financialBranchNumber": self.branch,
+            "financialBranchNumber": branch,
             "workplaceNumber": r.workplace,
-            "entryBranchNumber": self.branch,
+            "entryBranchNumber": branch,
             "totalInclAmount": r.total_incl,
             "totalExclAmount": r.total_excl,
             "vatMethod": "VAT-METHOD-INCLUSIVE",
@@ -569,7 +611,7 @@ class KassaSimulator:
             },
             "changeCounter": 1,
             "paidAmount": sum(amount for _, amount in r.payments),
-            "state": "RECEIPT-STATE-PAID",
+            "state": r.state,
             "lineList": {"line": [self._line_xml(x) for x in r.lines]}
             if with_lines
             else None,
@@ -591,6 +633,15 @@ class KassaSimulator:
             "creditedReceiptId": r.credited_receipt_id,
         }
         return receipt
+
+    def _datetime_xml(self, moment: datetime) -> dict[str, Any]:
+        """SoapMplusDateTime in WSDL order; `timezone_field` plays the PHP clients' readings."""
+        offset = moment.utcoffset()
+        minutes = int(offset.total_seconds() // 60) if offset is not None else 0
+        zone = {"offset": minutes, "zero": 0, "negated": -minutes}[self.timezone_field]
+        return {"sec": moment.second, "min": moment.minute, "hour": moment.hour,
+                "day": moment.day, "mon": moment.month, "year": moment.year,
+                "isdst": bool(moment.dst()), "timezone": zone}
 
     @staticmethod
     def _payment_id(r: _Receipt, index: int) -> str:
@@ -627,9 +678,11 @@ class KassaSimulator:
         return {
             "receipt_id": r.receipt_id,
             "sync_marker": r.sync_marker,
-            "branch": self.branch,
+            "branch": self.branch if r.branch is None else r.branch,
             "workplace": r.workplace,
             "number": r.number,
+            "type": r.receipt_type,
+            "state": r.state,
             "kind": "credit" if r.credited_receipt_id else "sale",
             "credited_receipt_id": r.credited_receipt_id,
             "booked_at": r.at.isoformat(),
@@ -715,8 +768,12 @@ class _Handler(BaseHTTPRequestHandler):
         actions: dict[str, Callable[[dict[str, Any]], Any]] = {
             "/_sim/book": self._book,
             "/_sim/credit": lambda data: {
-                "receipt_id": self.sim.book_credit(str(data.get("receipt_id")))
+                "receipt_id": self.sim.book_credit(
+                    str(data.get("receipt_id")), after=_number(data.get("after")))
             },
+            "/_sim/settle": lambda data: self.sim.settle(
+                str(data.get("receipt_id")), str(data.get("state", "RECEIPT-STATE-PAID"))),
+            "/_sim/clock": self._set_clock,
             "/_sim/faults": self._set_faults,
         }
         action = actions.get(path)
@@ -738,10 +795,27 @@ class _Handler(BaseHTTPRequestHandler):
         payments = [
             p if isinstance(p, str) else tuple(p) for p in data.get("payments") or []
         ]
+        at = data.get("at")
         receipt_id = self.sim.book_sale(
-            workplace, lines=data.get("lines"), payments=payments or None
+            workplace, lines=data.get("lines"), payments=payments or None,
+            at=datetime.fromisoformat(at) if at else None, after=_number(data.get("after")),
+            delay=float(data.get("delay", 0.0)),
+            receipt_type=str(data.get("type", "RECEIPT-TYPE-RECEIPT")),
+            state=str(data.get("state", "RECEIPT-STATE-PAID")),
+            branch=None if data.get("branch") is None else int(data["branch"]),
         )
         return {"receipt_id": receipt_id}
+
+    def _set_clock(self, data: dict[str, Any]) -> dict[str, Any]:
+        """`{"offset": seconds}` sets the POS clock against the real one; `{"timezone": "zero"}`
+        writes the timezone field as 0 (or `negated`, or `offset`, the default)."""
+        if "offset" in data:
+            self.sim.clock_offset = float(data["offset"])
+        if "timezone" in data:
+            if data["timezone"] not in ("offset", "zero", "negated"):
+                raise ValueError("timezone is offset, zero or negated")
+            self.sim.timezone_field = str(data["timezone"])
+        return {"offset": self.sim.clock_offset, "timezone": self.sim.timezone_field}
 
     def _set_faults(self, data: dict[str, Any]) -> dict[str, Any]:
         self.sim.faults.update(data)
@@ -837,6 +911,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(chunk)
         except (BrokenPipeError, ConnectionResetError, TimeoutError):
             self.close_connection = True
+
+
+def _number(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def _padding(size: int) -> Iterator[bytes]:

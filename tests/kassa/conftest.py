@@ -33,3 +33,74 @@ def client(clean_sim: KassaSimulator) -> Iterator[KassaClient]:
     )
     yield kassa
     kassa.close()
+
+
+# -- matching: a fresh simulator per test, the real client, a real store, the real poller ---------
+
+MATCH_IDENT, MATCH_SECRET = "match-ident", "match-Secret-881"
+
+
+class Recorder:
+    """The poller's events, kept for assertions."""
+
+    def __init__(self) -> None:
+        self.cycles: list[bool] = []
+        self.closes: list = []
+        self.offsets: list[float] = []
+
+    def stored(self, items: list) -> None:
+        pass
+
+    def closed(self, closes: list) -> None:
+        self.closes.extend(closes)
+
+    def polled(self, ok: bool) -> None:
+        self.cycles.append(ok)
+
+    def clock_offset(self, seconds: float) -> None:
+        self.offsets.append(seconds)
+
+
+@pytest.fixture(name="kassa")
+def kassa_fixture() -> Iterator[KassaSimulator]:
+    with KassaSimulator(MATCH_IDENT, MATCH_SECRET, workplaces=(1, 2, 3), seed=99) as running:
+        yield running
+
+
+@pytest.fixture(name="store")
+def store_fixture(tmp_path):
+    from agent.queue.store import Store
+
+    with Store.open(tmp_path / "data") as opened:
+        yield opened
+
+
+@pytest.fixture(name="pos_client")
+def pos_client_fixture(kassa: KassaSimulator) -> Iterator[KassaClient]:
+    c = KassaClient(kassa.url, MATCH_IDENT, MATCH_SECRET, timeout=(1.0, 2.0))
+    yield c
+    c.close()
+
+
+@pytest.fixture(name="events")
+def events_fixture() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture(name="make_poller")
+def make_poller_fixture(pos_client, store, events):
+    from agent.config import MatchingSection
+    from agent.kassa.poller import Poller
+
+    def make(client=None, **matching):
+        return Poller(client or pos_client, store, merchant_id="shop-1", branch=1,
+                      matching=MatchingSection(**matching), interval=0.05, events=events)
+
+    return make
+
+
+@pytest.fixture(name="poller")
+def poller_fixture(make_poller):
+    p = make_poller()
+    p.poll_once()
+    return p

@@ -30,7 +30,7 @@ from store_fault_support import (
     tracebacks,
 )
 
-from agent.queue.store import DB_NAME, Store
+from agent.queue.store import NewClaim, DB_NAME, Store
 
 TILLS = (1, 2, 3, 4)
 SHORT_LOCK = 2.0
@@ -52,9 +52,9 @@ def garbage_db(path: Path) -> None:
 def real_db(path: Path) -> None:
     with Store.open(path.parent) as store:
         for n in range(200):
-            store.add_claim(correlation_id=f"c-{n}", customer_kind="boniq_code",
+            store.add_claim(NewClaim(correlation_id=f"c-{n}", customer_kind="boniq_code",
                             customer=customer_code(n), workplace=n, source="test",
-                            scanned_at=time.time(), pos_marker=None)
+                            scanned_at=time.time(), pos_marker=None), dedupe_window=5.0)
 
 
 def truncated_db(path: Path) -> None:
@@ -147,7 +147,7 @@ class WriteLock:
 def serve(agent: Agent, kassa, codes: dict[int, str]) -> dict[str, str]:
     wait_until(lambda: all(agent.claim_fenced(code) for code in codes.values()),
                what="every claim stored and fenced")
-    return {kassa.book_sale(till): code for till, code in codes.items()}
+    return {kassa.book_sale(till, after=3): code for till, code in codes.items()}
 
 
 def delivered(cloud) -> dict[str, str]:

@@ -9,7 +9,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import pytest
-from agent_harness import Agent, customer_code, report_figure, wait_until
+from agent_harness import BACK_TO_BACK, Agent, customer_code, report_figure, wait_until
 
 from agent.sim.cloud import CloudSimulator
 from agent.sim.kassa import KassaSimulator
@@ -38,13 +38,13 @@ def cloud():
 @pytest.fixture
 def agent(tmp_path, kassa, cloud):
     running = Agent(tmp_path, kassa.url, cloud.url, poll_interval=0.05,
-                    cloud_options="retry_base: 0.05, retry_max: 0.5")
+                    cloud_options="retry_base: 0.05, retry_max: 0.5", extra=BACK_TO_BACK)
     yield running
     running.close()
 
 
 def has_matched_claim(agent: Agent, customer: str) -> bool:
-    return any(c.state == "matched" for c in agent.claims_of(customer))
+    return any(c.state == "delivered" for c in agent.claims_of(customer))
 
 
 @dataclass
@@ -121,10 +121,10 @@ class Shop:
         self.scan_until_acknowledged(n, code)
         self.wait(lambda: self.agent.claim_fenced(code), f"customer {n}'s claim to be fenced")
         self.maybe_kill(n, "after_fence")
-        self.expected[self.kassa.book_sale(2)] = code
+        self.expected[self.kassa.book_sale(2, after=3)] = code  # the payment, 3 s on
         self.maybe_kill(n, "after_book")
         if self.rng.random() < 0.15:  # a customer without BONIQ right after
-            self.unclaimed.append(self.kassa.book_sale(2))
+            self.unclaimed.append(self.kassa.book_sale(2, after=-15))
         if self.rng.random() < 0.2:
             self.unclaimed.append(self.kassa.book_sale(self.rng.choice(OTHER_TILLS)))
         self.wait(lambda: has_matched_claim(self.agent, code),
@@ -168,7 +168,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(agent, kassa, cl
         assert sorted((p["method"], p["amount"]) for p in payload["payments"]) == sorted(
             (p["method"], p["amount"]) for p in sales[receipt_id]["payments"])
     for receipt_id, code in shop.expected.items():
-        assert ("matched", receipt_id) in [(c.state, c.receipt_id) for c in agent.claims_of(code)]
+        assert ("delivered", receipt_id) in [(c.state, c.receipt_id) for c in agent.claims_of(code)]
     assert agent.summary()["claims_pending"] == 0
     assert replays > 0, "no upload was ever replayed: the retry path went untested"
     assert agent.terminate() == 0

@@ -33,7 +33,8 @@ from agent.errors import CodeRejected, ConfigError, KassaError
 from agent.kassa import soap
 from agent.kassa.client import KassaClient
 from agent.kassa.poller import Poller
-from agent.queue.store import Store
+from agent.config import MatchingSection
+from agent.queue.store import NewClaim, Store
 from agent.queue.uploader import Uploader
 from agent.scanner.hid import HidDecoder
 from agent.scanner.serial import LineFramer
@@ -317,11 +318,12 @@ def poll_once_against(stub: Stub, answers: Answers, spoiled: str,
     client = kassa_client(stub.url)
     with tempfile.TemporaryDirectory() as folder, Store.open(folder) as store:
         for till in (1, 2, 3, 4):
-            store.add_claim(correlation_id=f"c-{till}", customer_kind="boniq_code",
+            store.add_claim(NewClaim(correlation_id=f"c-{till}", customer_kind="boniq_code",
                             customer=customer_code(till), workplace=till, source="t",
-                            scanned_at=1.0, pos_marker=None)
+                            scanned_at=1.0, pos_marker=None), dedupe_window=5.0)
         try:
-            Poller(client, store, merchant_id="m", branch=1, claim_ttl=1e12).poll_once()
+            Poller(client, store, merchant_id="m", branch=1,
+                   matching=MatchingSection.model_construct(claim_ttl=1e12)).poll_once()
         except KassaError:
             pass
         finally:
