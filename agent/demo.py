@@ -47,6 +47,9 @@ def _config(kassa: KassaSimulator, cloud: CloudSimulator, data_dir: Path) -> Con
         "cloud": {"url": cloud.url, "token": cloud.token},
         "data_dir": str(data_dir),
         "metrics": {"listen": ""},
+        # the scripted customers follow each other within seconds, which a real till cannot:
+        # the next code comes within recent_sale_guard of the previous sale
+        "matching": {"recent_sale_guard": 0},
     })
 
 

@@ -208,8 +208,9 @@ class _Till:
         """A sale booked shortly before the scan: the code may be its late scan. Also when that
         sale went to another claim: if the code was its late scan, that claim was the wrong one,
         and taking the next sale would make a second mistake."""
-        since = claim.scanned_at - self.m.rules.recent_sale_guard - POS_TIME_RESOLUTION
-        return any(since <= booked for booked in self._sales_before(claim, candidate))
+        guard = self.m.rules.recent_sale_guard
+        since = claim.scanned_at - guard - POS_TIME_RESOLUTION
+        return guard > 0 and any(since <= booked for booked in self._sales_before(claim, candidate))
 
     def _sales_before(self, claim: Claim, candidate: Seen | None) -> Iterable[float]:
         mine = {t.seen.receipt_id for t in self.d.takes if t.claim.customer == claim.customer}

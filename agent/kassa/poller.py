@@ -148,9 +148,11 @@ class Poller:
                                       one.first_marker, one.kind,
                                       done=receipt.is_paid or one.kind == "other",
                                       total=receipt.total_incl, late=late))
-        unreadable = [u for u in fetched.unreadable if u.receipt_id not in before]
-        sightings += [Sighting(u.receipt_id, u.workplace, None, u.sync_marker or 0, "other")
-                      for u in unreadable if u.receipt_id]
+        unreadable = [u for u in fetched.unreadable  # once each, though the overlap reads it again
+                      if u.receipt_id is None or u.receipt_id not in before
+                      or before[u.receipt_id].kind != "unreadable"]
+        sightings += [Sighting(u.receipt_id, u.workplace, None, u.sync_marker or 0, "unreadable")
+                      for u in unreadable if u.receipt_id and u.receipt_id not in before]
         self._log_unreadable(unreadable)
         claims = [c for c in self.store.pending_claims() if c.scanned_at < fetched.started]
         view = PollView(

@@ -68,6 +68,7 @@ class SeenBefore:
     first_marker: int | None
     done: bool
     late: bool
+    kind: str | None = None
 
 
 @dataclass(frozen=True)
@@ -210,13 +211,13 @@ class Store(OutboxStore):
         if not receipt_ids:
             return {}
         marks = ",".join("?" * len(receipt_ids))
-        found = {r[0]: SeenBefore(r[1], bool(r[2]), bool(r[3])) for r in self._read(
-            f"SELECT receipt_id, first_marker, done, late FROM seen_receipts"
+        found = {r[0]: SeenBefore(r[1], bool(r[2]), bool(r[3]), r[4]) for r in self._read(
+            f"SELECT receipt_id, first_marker, done, late, kind FROM seen_receipts"
             f" WHERE receipt_id IN ({marks})", receipt_ids)}
         for (receipt_id,) in self._read(
                 f"SELECT receipt_id FROM outbox WHERE receipt_id IN ({marks})", receipt_ids):
             earlier = found.get(receipt_id, SeenBefore(None, True, False))
-            found[receipt_id] = SeenBefore(earlier.first_marker, True, earlier.late)
+            found[receipt_id] = SeenBefore(earlier.first_marker, True, earlier.late, earlier.kind)
         return found
 
     def past_sales(self, workplaces: Sequence[int], booked_since: float) -> list[PastSale]:
