@@ -56,7 +56,7 @@ class Daemon:
         self.feedback = Feedback(fb.accepted, fb.rejected, fb.delivered)
         self.client = KassaClient(
             self.config.kassa.url, self.config.kassa.ident, self.config.kassa_secret,
-            timeout=(3.05, self.config.kassa.timeout),
+            timeout=self.config.kassa.timeout,
             verify=str(self.config.kassa.ca_bundle) if self.config.kassa.ca_bundle else True,
         )
         self.poller = Poller(
@@ -71,7 +71,7 @@ class Daemon:
         self.uploader = Uploader(
             self.store, self.config.cloud.url, self.config.cloud_token,
             ca_bundle=str(self.config.cloud.ca_bundle) if self.config.cloud.ca_bundle else None,
-            timeout=(3.05, self.config.cloud.timeout), workers=self.config.cloud.workers,
+            timeout=self.config.cloud.timeout, workers=self.config.cloud.workers,
             base_delay=self.config.cloud.retry_base, max_delay=self.config.cloud.retry_max,
             on_delivered=self._delivered, on_pass=lambda: self.heartbeat.beat("uploader"),
             on_outcome=self.metrics.upload,
