@@ -42,7 +42,8 @@ from agent.logs import fields, get_logger, redact_url, register_secret
 
 log = get_logger(__name__)
 
-MAX_ANSWER = 20_000_000
+MAX_ANSWER = 8_000_000
+"""Bytes of one POS answer: 100 receipts with 40 lines each are 2.4 MB, with 1–6 lines 0.4 MB."""
 
 
 @dataclass(frozen=True)
