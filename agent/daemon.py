@@ -18,6 +18,7 @@ from agent import codes, systemd
 from agent.config import Config
 from agent.errors import AgentError, CodeRejected, ScannerError, StoreError
 from agent.feedback import Feedback
+from agent.http import cleartext
 from agent.kassa.client import KassaClient
 from agent.kassa.poller import Poller
 from agent.logs import correlation, fields, get_logger, mask_code, new_correlation_id
@@ -58,7 +59,11 @@ class Daemon:
             self.config.kassa.url, self.config.kassa.ident, self.config.kassa_secret,
             timeout=self.config.kassa.timeout,
             verify=str(self.config.kassa.ca_bundle) if self.config.kassa.ca_bundle else True,
+            proxy=self.config.kassa.proxy,
         )
+        if cleartext(self.config.kassa.url):  # allowed by kassa.allow_http, else config refused it
+            log.warning("kassa.allow_http: the POS secret and receipts travel in clear on the "
+                        "shop network; prefer https:// if the POS API offers it")
         self.poller = Poller(
             self.client, self.store, merchant_id=self.config.store.merchant_id,
             branch=self.config.store.branch, claim_ttl=self.config.matching.claim_ttl,
@@ -71,7 +76,7 @@ class Daemon:
         self.uploader = Uploader(
             self.store, self.config.cloud.url, self.config.cloud_token,
             ca_bundle=str(self.config.cloud.ca_bundle) if self.config.cloud.ca_bundle else None,
-            timeout=self.config.cloud.timeout, workers=self.config.cloud.workers,
+            timeout=self.config.cloud.timeout, proxy=self.config.cloud.proxy, workers=self.config.cloud.workers,
             base_delay=self.config.cloud.retry_base, max_delay=self.config.cloud.retry_max,
             on_delivered=self._delivered, on_pass=lambda: self.heartbeat.beat("uploader"),
             on_outcome=self.metrics.upload,

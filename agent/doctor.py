@@ -143,7 +143,8 @@ def _kassa(config: Config) -> Iterator[Check]:
 
     client = KassaClient(config.kassa.url, config.kassa.ident, config.kassa_secret(),
                          timeout=min(config.kassa.timeout, 10.0),
-                         verify=str(config.kassa.ca_bundle) if config.kassa.ca_bundle else True)
+                         verify=str(config.kassa.ca_bundle) if config.kassa.ca_bundle else True,
+                         proxy=config.kassa.proxy)
     try:
         version = client.get_api_version()
     except KassaRejected as exc:
@@ -177,7 +178,8 @@ def _branch(client, config: Config) -> Check:  # noqa: ANN001
 def _cloud(config: Config) -> Check:
     url = urljoin(config.cloud.url.rstrip("/") + "/", "v1/health")
     transport = Transport(timeout=min(config.cloud.timeout, 10.0), max_bytes=64 * 1024,
-                          ca_bundle=config.cloud.ca_bundle, truncate=True)
+                          ca_bundle=config.cloud.ca_bundle, proxy=config.cloud.proxy,
+                          truncate=True)
     try:
         response = transport.request("GET", url, headers={
             "Authorization": f"Bearer {config.cloud_token()}",

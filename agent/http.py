@@ -18,6 +18,7 @@ Failures are `HttpError` subclasses whose messages hold no URL (URLs carry crede
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import threading
 import time
@@ -25,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -194,6 +196,20 @@ class Transport:
                     return bytes(body[: self.max_bytes])
                 raise HttpTooLarge(f"answer exceeds the {self.max_bytes} byte limit")
         return bytes(body)
+
+
+def cleartext(url: str) -> bool:
+    """An http:// URL to anything but this machine: credentials and customer data in clear."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "http":
+        return False
+    host = (parts.hostname or "").rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
 
 
 def new_session() -> requests.Session:
