@@ -33,8 +33,9 @@ def _load_config(args: argparse.Namespace):  # noqa: ANN202 - returns agent.conf
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from agent import daemon
+    from agent import daemon, hardening
 
+    hardening.forbid_core_dumps()
     return daemon.run(_load_config(args))
 
 
@@ -88,7 +89,7 @@ def _print_status(s: dict) -> None:
         ("receipts delivered", s["outbox_delivered"]),
         ("oldest pending age", f"{s['oldest_pending_age_s']} s" if s["oldest_pending_age_s"] is not None else "-"),
         ("last delivery", _iso(s["last_delivery_at"]) or "-"),
-        ("last error", s["last_error"] or "-"),
+        ("last error", printable(s["last_error"] or "-")),
         ("POS sync marker", s["cursor"] if s["cursor"] is not None else "-"),
     ]
     width = max(len(k) for k, _ in rows)
@@ -113,8 +114,8 @@ def cmd_outbox(args: argparse.Namespace) -> int:
         if args.outbox_command == "list":
             for item in store.outbox(args.state, limit=args.limit):
                 print(f"{item.id:>6}  {item.state:<9} {item.kind:<6} attempts={item.attempts:<3} "
-                      f"receipt={item.receipt_id} cid={item.correlation_id} "
-                      f"error={(item.last_error or '-')[:80]}")
+                      f"receipt={printable(item.receipt_id)} cid={item.correlation_id} "
+                      f"error={printable((item.last_error or '-')[:80])}")
             return EXIT_OK
         if args.outbox_command == "show":
             return _outbox_show(store, args.id)

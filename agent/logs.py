@@ -21,6 +21,8 @@ import time
 from collections.abc import Iterator
 from typing import Any, TextIO
 
+from agent.printable import printable
+
 _cid: contextvars.ContextVar[str | None] = contextvars.ContextVar("boniq_cid", default=None)
 _registered_secrets: set[str] = set()
 
@@ -102,9 +104,7 @@ def redact_url(url: str) -> str:
 def _logfmt_value(value: Any) -> str:
     text = "" if value is None else str(value)
     if text == "" or any(c in text for c in ' "=\\') or not text.isprintable():
-        escaped = text.replace("\\", "\\\\").replace('"', '\\"')
-        escaped = escaped.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
-        return f'"{escaped}"'
+        return '"' + printable(text.replace("\\", "\\\\").replace('"', '\\"')) + '"'
     return text
 
 
@@ -116,7 +116,7 @@ class LogfmtFormatter(logging.Formatter):
         self.terminal = terminal
 
     def format(self, record: logging.LogRecord) -> str:
-        parts = [record.getMessage()]
+        parts = [printable(record.getMessage())]
         for key, value in getattr(record, "fields", {}).items():
             parts.append(f"{key}={_logfmt_value(value)}")
         cid = getattr(record, "cid", None)
@@ -127,7 +127,8 @@ class LogfmtFormatter(logging.Formatter):
         line = redact(" ".join(parts))
         extra_lines = []
         if record.exc_info:
-            extra_lines = redact(self.formatException(record.exc_info)).splitlines()
+            extra_lines = [printable(x) for x in
+                           redact(self.formatException(record.exc_info)).splitlines()]
         if self.terminal:
             stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
             head = f"{stamp} {record.levelname:<7} "

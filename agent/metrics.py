@@ -22,6 +22,7 @@ from prometheus_client.registry import Collector
 from agent import __version__, listener
 from agent.listener import Handler, Limits, Server
 from agent.logs import fields, get_logger
+from agent.printable import printable
 
 log = get_logger(__name__)
 
@@ -35,7 +36,7 @@ _SCAN_OUTCOMES: tuple[ScanOutcome, ...] = ("accepted", "rejected", "duplicate")
 _UPLOAD_OUTCOMES: tuple[UploadOutcome, ...] = ("delivered", "retry", "dead", "auth")
 
 DEFAULT_LISTEN = "127.0.0.1:9464"
-LIMITS = Limits(max_connections=32, header_bytes=8 * 1024, body_bytes=0, timeout=5.0)
+LIMITS = Limits(max_connections=32, header_bytes=8 * 1024, body_bytes=0, timeout=5.0, backlog=1024)
 """A scrape is one short GET: no body, small headers, a Prometheus scrape_timeout of seconds."""
 
 __all__ = ["DEFAULT_LISTEN", "LIMITS", "Metrics", "Server", "StoreGauges", "parse_listen", "serve"]
@@ -62,7 +63,7 @@ class Metrics:
         self._last_delivery = 0.0
         r = self.registry
         Info("boniq_agent_build", "Version of the running agent.", registry=r).info(
-            {"version": version}
+            {"version": printable(version)}
         )
         self._scans = Counter(
             "boniq_agent_scans",
@@ -127,7 +128,7 @@ class Metrics:
 
     def claim_closed(self, state: ClaimEnd, reason: str = "", count: int = 1) -> None:
         """`reason`: a short fixed word for unsure claims (never customer data)."""
-        self._claims_closed.labels(state, reason).inc(count)
+        self._claims_closed.labels(state, printable(reason)).inc(count)
 
     def pos_clock_offset(self, seconds: float) -> None:
         self._pos_clock_offset.set(seconds)
