@@ -19,6 +19,7 @@ from datetime import datetime
 
 from agent import __version__, logs
 from agent.errors import AgentError, CodeRejected, ConfigError, StoreCorrupt, StoreError
+from agent.printable import PrintableStream, printable
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_CORRUPT, EXIT_STORE, EXIT_CONFIG = 0, 1, 2, 65, 74, 78
 DEFAULT_CONFIG = "/etc/boniq-agent/config.yaml"
@@ -271,6 +272,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Every line printed goes through `printable`: store data and server text reach terminals."""
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = PrintableStream(out), PrintableStream(err)  # type: ignore[assignment]
+    try:
+        return _main(argv)
+    finally:
+        sys.stdout, sys.stderr = out, err
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     logs.setup("info")
     if not hasattr(args, "config") and args.command == "outbox":
