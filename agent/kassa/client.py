@@ -14,6 +14,7 @@ from collections.abc import Callable
 import uuid
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote, quote_plus
 from xml.etree.ElementTree import Element
 
 import requests
@@ -288,7 +289,9 @@ class KassaClient:
         message = str(exc)
         for value in self._auth.values():
             if len(value) >= 3:
-                message = message.replace(value, "[REDACTED]")
+                for form in sorted({value, quote(value, safe=""), quote_plus(value)}, key=len,
+                                   reverse=True):  # a fault may echo the query %-encoded
+                    message = message.replace(form, "[REDACTED]")
         return type(exc)(redact_url(message))
 
 
