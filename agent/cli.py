@@ -37,7 +37,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from agent import daemon, hardening
 
     hardening.forbid_core_dumps()
-    return daemon.run(_load_config(args))
+    config = _load_config(args)
+    hardening.keep_private(config.data_dir)
+    return daemon.run(config)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -221,3 +221,21 @@ def test_2000_idle_connections_to_the_metrics_port_stop_no_receipt(tmp_path: Pat
         for sock in idle:
             sock.close()
         agent.close()
+
+
+def test_a_database_opened_up_to_others_is_made_private_again(tmp_path: Path, shop) -> None:
+    from agent.queue.store import DB_NAME, Store
+
+    kassa, cloud = shop
+    data = tmp_path / "data"
+    Store.open(data).close()
+    (data / DB_NAME).chmod(0o644)  # a restore from a backup, a copy with cp
+    agent = Agent(tmp_path, kassa.url, cloud.url, data_dir=data)
+    try:
+        agent.start()
+        agent.wait_ready()
+        assert (data / DB_NAME).stat().st_mode & 0o777 == 0o600
+        assert "made it 0600" in agent.log_text()
+        assert agent.terminate() == 0
+    finally:
+        agent.close()
