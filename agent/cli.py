@@ -37,9 +37,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from agent import daemon, hardening
 
     hardening.forbid_core_dumps()
-    config = _load_config(args)
-    hardening.keep_private(config.data_dir)
-    return daemon.run(config)
+    return daemon.run(_load_config(args))
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

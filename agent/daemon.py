@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent import codes, systemd
+from agent import codes, hardening, systemd
 from agent.config import Config
 from agent.errors import AgentError, CodeRejected, ScannerError, StoreError
 from agent.feedback import Feedback
@@ -50,6 +50,7 @@ class Daemon:
 
     def __post_init__(self) -> None:
         self.store = Store.open(self.config.data_dir)
+        hardening.keep_private(self.config.data_dir)
         self.metrics = Metrics()
         self.heartbeat = systemd.Heartbeat()
         self.upload_wake = threading.Event()

@@ -130,6 +130,11 @@ class Transport:
         self.verify: str | bool = str(ca_bundle) if ca_bundle else True
         self._proxies = {"http": proxy, "https": proxy} if proxy else {}
         self._given = session
+        if session is not None:  # a caller's session gets the same rules
+            session.trust_env = False
+            adapter = _DeadlineAdapter()
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
         self._local = threading.local()
         self._lock = threading.Lock()
         self._sessions: list[requests.Session] = []
