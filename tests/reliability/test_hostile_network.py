@@ -239,3 +239,78 @@ def test_a_database_opened_up_to_others_is_made_private_again(tmp_path: Path, sh
         assert agent.terminate() == 0
     finally:
         agent.close()
+
+
+class HostilePos:
+    """Forwards the daemon's SOAP calls to the simulator, but answers the next `hostile`
+    getReceipts calls with memory-hungry XML."""
+
+    def __init__(self, target: str, answers: list[bytes]) -> None:
+        self.hostile = list(answers)
+        self.served_hostile = 0
+        pos = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                operation = self.headers.get("SOAPAction", "")
+                if operation == "getReceipts" and pos.hostile:
+                    content = pos.hostile.pop(0)
+                    pos.served_hostile += 1
+                else:
+                    content = requests.post(target + self.path.lstrip("/"), data=body, timeout=10,
+                                            headers={"SOAPAction": operation}).content
+                self.send_response(200)
+                self.send_header("Content-Type", "text/xml")
+                self.send_header("Content-Length", str(len(content)))
+                self.end_headers()
+                try:
+                    self.wfile.write(content)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_hostile_pos_answers_cost_bounded_memory_and_the_poller_goes_on(tmp_path: Path,
+                                                                        shop) -> None:
+    from agent.kassa.client import MAX_ANSWER
+    from kassa.test_hostile_xml import shaped
+
+    kassa, cloud = shop
+    shapes = ["dense", "deep", "attributes", "text"]
+    pos = HostilePos(kassa.url, [])
+    agent = Agent(tmp_path, pos.url, cloud.url)
+    try:
+        agent.start()
+        agent.wait_ready()
+        time.sleep(0.5)  # a few good polls first: the baseline
+        base_mib = int(proc_status(agent.process.pid)["VmHWM"].split()[0]) // 1024
+        pos.hostile.extend(shaped(shape, MAX_ANSWER - 1000) for shape in shapes)
+        wait_until(lambda: pos.served_hostile == len(shapes) and "POS poll works again"
+                   in agent.log_text(), timeout=30, what="every hostile answer, then a good poll")
+        refused = agent.log_text().count("refused an oversized answer")  # a repeat is not logged
+        status = proc_status(agent.process.pid)
+        peak_mib = int(status["VmHWM"].split()[0]) // 1024
+        receipt = serve_customer(agent, kassa, CODE, cloud.count)
+        assert [p["pos"]["receipt_id"] for p in cloud.receipts()] == [receipt]
+        report_figure("hostile pos answers", shapes=len(shapes), bytes_each=MAX_ANSWER - 1000,
+                      log_lines=refused, daemon_rss_before_mib=base_mib,
+                      daemon_peak_rss_mib=peak_mib, receipt_delivered=1)
+        assert refused >= len(set(shapes)) - 1
+        assert peak_mib - base_mib < 100
+        assert "Traceback" not in agent.log_text()
+        assert agent.terminate() == 0
+    finally:
+        agent.close()
+        pos.close()
