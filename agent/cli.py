@@ -19,6 +19,7 @@ from datetime import datetime
 
 from agent import __version__, logs
 from agent.errors import AgentError, CodeRejected, ConfigError, StoreCorrupt, StoreError
+from agent.printable import PrintableStream, printable
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_CORRUPT, EXIT_STORE, EXIT_CONFIG = 0, 1, 2, 65, 74, 78
 DEFAULT_CONFIG = "/etc/boniq-agent/config.yaml"
@@ -33,8 +34,9 @@ def _load_config(args: argparse.Namespace):  # noqa: ANN202 - returns agent.conf
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from agent import daemon
+    from agent import daemon, hardening
 
+    hardening.forbid_core_dumps()
     return daemon.run(_load_config(args))
 
 
@@ -86,7 +88,7 @@ def _print_status(s: dict) -> None:
         ("receipts delivered", s["outbox_delivered"]),
         ("oldest pending age", f"{s['oldest_pending_age_s']} s" if s["oldest_pending_age_s"] is not None else "-"),
         ("last delivery", _iso(s["last_delivery_at"]) or "-"),
-        ("last error", s["last_error"] or "-"),
+        ("last error", printable(s["last_error"] or "-")),
         ("POS sync marker", s["cursor"] if s["cursor"] is not None else "-"),
     ]
     width = max(len(k) for k, _ in rows)
@@ -115,8 +117,8 @@ def cmd_outbox(args: argparse.Namespace) -> int:
         if args.outbox_command == "list":
             for item in store.outbox(args.state, limit=args.limit):
                 print(f"{item.id:>6}  {item.state:<9} {item.kind:<6} attempts={item.attempts:<3} "
-                      f"receipt={item.receipt_id} cid={item.correlation_id} "
-                      f"error={(item.last_error or '-')[:80]}")
+                      f"receipt={printable(item.receipt_id)} cid={item.correlation_id} "
+                      f"error={printable((item.last_error or '-')[:80])}")
             return EXIT_OK
         if args.outbox_command == "show":
             return _outbox_show(store, args.id)
@@ -306,6 +308,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Every line printed goes through `printable`: store data and server text reach terminals."""
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = PrintableStream(out), PrintableStream(err)  # type: ignore[assignment]
+    try:
+        return _main(argv)
+    finally:
+        sys.stdout, sys.stderr = out, err
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     logs.setup("info")
     if not hasattr(args, "config") and args.command in ("outbox", "claims"):

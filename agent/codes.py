@@ -77,12 +77,29 @@ def _from_url(text: str, url_hosts: Iterable[str]) -> str | None:
 
 
 def _email(text: str) -> str | None:
+    """Decode first (`mailto:` percent-escapes), then check: what is validated is what is stored."""
     if text.lower().startswith("mailto:"):
-        text = unquote(text[7:].split("?", 1)[0])
+        try:
+            text = unquote(text[7:].split("?", 1)[0], errors="strict")
+        except UnicodeDecodeError:
+            raise CodeRejected("an e-mail address with a broken %-escape") from None
+    if not text.isprintable():
+        raise CodeRejected("control or text-direction characters in an e-mail address")
     if len(text) > 254 or not _EMAIL.match(text):
         return None
     local, _, domain = text.rpartition("@")
     return f"{local}@{domain.lower()}"
+
+
+def _trimmed(raw: str) -> str:
+    """`raw` without the whitespace and control characters a scanner adds around a code; inside,
+    an e-mail address keeps them, so that they are refused rather than silently dropped."""
+    start, end = 0, len(raw)
+    while start < end and (raw[start].isspace() or not raw[start].isprintable()):
+        start += 1
+    while end > start and (raw[end - 1].isspace() or not raw[end - 1].isprintable()):
+        end -= 1
+    return raw[start:end]
 
 
 def parse(raw: str | bytes, *, url_hosts: Iterable[str] = ("boniq.nl", "app.boniq.nl")) -> CustomerCode:
@@ -104,7 +121,7 @@ def parse(raw: str | bytes, *, url_hosts: Iterable[str] = ("boniq.nl", "app.boni
             return CustomerCode("boniq_code", code)
         raise CodeRejected("not a BONIQ link (unknown host, path or check character)")
     if "@" in text:
-        email = _email(text)
+        email = _email(_trimmed(raw))
         if email:
             return CustomerCode("email", email)
         raise CodeRejected("not a valid e-mail address")

@@ -18,12 +18,16 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from agent.errors import ConfigError
+from agent.http import cleartext
 from agent.logs import fields, get_logger, register_secret
 
 log = get_logger(__name__)
 
 KASSA_CREDENTIAL = "kassa-secret"
 CLOUD_CREDENTIAL = "cloud-token"
+
+
+_PROXY = r"^https?://[^\s/?#]+/?$"
 
 
 class _Section(BaseModel):
@@ -46,6 +50,8 @@ class KassaSection(_Section):
     timeout: float = Field(default=10.0, gt=0, le=300)
     batch: int = Field(default=100, ge=1, le=1000)
     ca_bundle: Path | None = None
+    allow_http: bool = False
+    proxy: str | None = Field(default=None, pattern=_PROXY)
 
 
 class CloudSection(_Section):
@@ -57,6 +63,7 @@ class CloudSection(_Section):
     ca_bundle: Path | None = None
     retry_base: float = Field(default=1.0, gt=0, le=3600)
     retry_max: float = Field(default=300.0, gt=0, le=86400)
+    proxy: str | None = Field(default=None, pattern=_PROXY)
 
 
 class _Scanner(_Section):
@@ -220,9 +227,35 @@ def parse(text: str, *, name: str = "config.yaml", source: Path | None = None) -
         config = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, node, name)) from None
+    problems = _transport_problems(config, node, name)
+    if problems:
+        raise ConfigError(problems)
     if source is not None and (config.kassa.secret or config.cloud.token):
         warn_if_readable_by_others(source, what="inline secret")
     return config
+
+
+def _transport_problems(config: Config, root: yaml.Node, name: str) -> list[str]:
+    """Clear-text URLs and CA bundles that cannot be read, at the line that names them."""
+    problems = []
+
+    def problem(keys: tuple[str, ...], message: str) -> None:
+        problems.append(f"{name}:{_locate(root, keys)[1]}: {'.'.join(keys)}: {message}")
+
+    if cleartext(config.kassa.url) and not config.kassa.allow_http:
+        problem(("kassa", "url"), "http:// sends the POS secret and customer data in clear; use "
+                "https://, or set kassa.allow_http: true for a POS API on the shop LAN")
+    if cleartext(config.cloud.url):
+        problem(("cloud", "url"), "must be https:// (http:// only for a loopback test cloud)")
+    for section, bundle in (("kassa", config.kassa.ca_bundle), ("cloud", config.cloud.ca_bundle)):
+        if bundle is None:
+            continue
+        try:
+            with bundle.open("rb") as handle:
+                handle.read(1)
+        except OSError as exc:
+            problem((section, "ca_bundle"), f"cannot read {bundle}: {exc.strerror or exc}")
+    return problems
 
 
 def _syntax_problem(exc: yaml.YAMLError, text: str, name: str) -> str:

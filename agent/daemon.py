@@ -16,10 +16,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from agent import systemd
+from agent import hardening, systemd
 from agent.config import Config
 from agent.errors import AgentError, ScannerError, StoreError
 from agent.feedback import Feedback
+from agent.http import cleartext
 from agent.intake import ScanIntake, ScanResult
 from agent.kassa.client import KassaClient
 from agent.kassa.poller import Poller
@@ -36,7 +37,6 @@ log = get_logger(__name__)
 
 STOP_GRACE = 8.0
 PURGE_EVERY = 3600.0
-CONNECT_TIMEOUT = 3.05  # a little over a multiple of TCP's 3 s retransmission window
 
 
 class Reporter:
@@ -94,6 +94,7 @@ class Daemon:
                                  self.upload_wake.set)
         self.sources = _build_sources(config) if sources is None else sources
         self.store = Store.open(config.data_dir)
+        hardening.keep_private(config.data_dir)
         self.poller = self._poller()
         self.intake = ScanIntake(self.store, config, events=self.reporter,
                                  wake=self.poller.wake.set)
@@ -104,9 +105,11 @@ class Daemon:
     def _poller(self) -> Poller:
         kassa = self.config.kassa
         client = KassaClient(
-            kassa.url, kassa.ident, self.config.kassa_secret,
-            timeout=(CONNECT_TIMEOUT, kassa.timeout),
-            verify=str(kassa.ca_bundle) if kassa.ca_bundle else True)
+            kassa.url, kassa.ident, self.config.kassa_secret, timeout=kassa.timeout,
+            verify=str(kassa.ca_bundle) if kassa.ca_bundle else True, proxy=kassa.proxy)
+        if cleartext(kassa.url):  # allowed by kassa.allow_http, else the config refused it
+            log.warning("kassa.allow_http: the POS secret and receipts travel in clear on the "
+                        "shop network; prefer https:// if the POS API offers it")
         return Poller(client, self.store, merchant_id=self.config.store.merchant_id,
                       branch=self.config.store.branch, matching=self.config.matching,
                       interval=kassa.poll_interval, batch=kassa.batch,
@@ -117,7 +120,7 @@ class Daemon:
         return Uploader(
             self.store, cloud.url, self.config.cloud_token,
             ca_bundle=str(cloud.ca_bundle) if cloud.ca_bundle else None,
-            timeout=(CONNECT_TIMEOUT, cloud.timeout), workers=cloud.workers,
+            timeout=cloud.timeout, proxy=cloud.proxy, workers=cloud.workers,
             base_delay=cloud.retry_base, max_delay=cloud.retry_max,
             on_delivered=self.reporter.delivered, on_pass=lambda: self.heartbeat.beat("uploader"),
             on_outcome=self.metrics.upload)

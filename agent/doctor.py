@@ -15,11 +15,10 @@ from importlib.util import find_spec
 from pathlib import Path
 from urllib.parse import urljoin
 
-import requests
-
 from agent import __version__
 from agent.config import Config, load
 from agent.errors import AgentError, ConfigError, KassaRejected
+from agent.http import HttpError, Transport
 from agent.logs import redact
 from agent.queue.store import DB_NAME
 
@@ -143,8 +142,9 @@ def _kassa(config: Config) -> Iterator[Check]:
     from agent.kassa.client import KassaClient
 
     client = KassaClient(config.kassa.url, config.kassa.ident, config.kassa_secret(),
-                         timeout=(3.05, min(config.kassa.timeout, 10.0)),
-                         verify=str(config.kassa.ca_bundle) if config.kassa.ca_bundle else True)
+                         timeout=min(config.kassa.timeout, 10.0),
+                         verify=str(config.kassa.ca_bundle) if config.kassa.ca_bundle else True,
+                         proxy=config.kassa.proxy)
     try:
         version = client.get_api_version()
     except KassaRejected as exc:
@@ -177,20 +177,22 @@ def _branch(client, config: Config) -> Check:  # noqa: ANN001
 
 def _cloud(config: Config) -> Check:
     url = urljoin(config.cloud.url.rstrip("/") + "/", "v1/health")
-    verify = str(config.cloud.ca_bundle) if config.cloud.ca_bundle else True
-    session = requests.Session()
-    session.trust_env = False  # as the uploader: no proxy or CA from the environment
+    transport = Transport(timeout=min(config.cloud.timeout, 10.0), max_bytes=64 * 1024,
+                          ca_bundle=config.cloud.ca_bundle, proxy=config.cloud.proxy,
+                          truncate=True)
     try:
-        response = session.get(url, timeout=(3.05, 10), verify=verify, headers={
+        response = transport.request("GET", url, headers={
             "Authorization": f"Bearer {config.cloud_token()}",
             "User-Agent": f"boniq-agent/{__version__}"})
-    except requests.RequestException as exc:
-        return Check("cloud", False, f"not reachable: {type(exc).__name__}",
+    except HttpError as exc:
+        return Check("cloud", False, f"not reachable: {exc.label}: {exc}",
                      f"check cloud.url ({config.cloud.url}), DNS, proxy and TLS (cloud.ca_bundle)")
-    if response.status_code in (401, 403):
-        return Check("cloud", False, f"token refused (HTTP {response.status_code})",
+    finally:
+        transport.close()
+    if response.status in (401, 403):
+        return Check("cloud", False, f"token refused (HTTP {response.status})",
                      "put the current store token in place; receipts wait meanwhile")
-    if response.status_code != 200:
-        return Check("cloud", False, f"health answered HTTP {response.status_code}",
+    if response.status != 200:
+        return Check("cloud", False, f"health answered HTTP {response.status}",
                      "the cloud has trouble; receipts wait in the outbox meanwhile")
     return Check("cloud", True, "reachable, token accepted")

@@ -23,6 +23,18 @@ log = get_logger(__name__)
 KINDS = ("accepted", "rejected", "delivered")
 
 
+_PASSED_ON = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "HOME", "USER", "LOGNAME",
+              "XDG_RUNTIME_DIR", "PULSE_SERVER", "DISPLAY")
+
+
+def minimal_environment() -> dict[str, str]:
+    """What a sound or light command needs, and nothing of the agent's own: no
+    CREDENTIALS_DIRECTORY (the POS secret, the token), no NOTIFY_SOCKET, no proxy settings."""
+    env = {k: os.environ[k] for k in _PASSED_ON if k in os.environ}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    return env
+
+
 def _split(kind: str, command: str | None) -> list[str] | None:
     if not command or not command.strip():
         return None
@@ -78,7 +90,7 @@ class Feedback:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,
-                env=os.environ | {"BONIQ_FEEDBACK": kind},
+                env=minimal_environment() | {"BONIQ_FEEDBACK": kind},
             )
         except (OSError, ValueError) as exc:
             self._finished(kind, f"cannot start: {exc}")

@@ -20,6 +20,9 @@ import sys
 import time
 from collections.abc import Iterator
 from typing import Any, TextIO
+from urllib.parse import quote, quote_plus
+
+from agent.printable import printable
 
 _cid: contextvars.ContextVar[str | None] = contextvars.ContextVar("boniq_cid", default=None)
 _registered_secrets: set[str] = set()
@@ -40,7 +43,9 @@ _AUTH_HEADER = re.compile(r"(?i)('authorization':\s*')[^']*(')")
 # Any address codes.parse accepts (umlauts, `o'neil`, `a!b`); the local part is bounded so a long
 # run without `@` costs linear, not quadratic, time.
 _EMAIL = re.compile(r"([^\s\"@:;,=<>()\[\]{}])[^\s\"@:;,=<>()\[\]{}]{0,63}@([^\s\"'@<>()\[\],;]+)")
-_CODE = re.compile(r"(?i)\bBQ1[-\s]?(?:[0-9A-Z][-\s]?){13}([0-9A-Z]{4})\b")
+# No \b: `id_BQ1…` and `BQ1…x` are codes glued to other text, masked all the same.
+_CODE = re.compile(r"(?i)BQ1[-\s]?(?:[0-9A-Z][-\s]?){13}([0-9A-Z]{4})")
+_ENCODED_EMAIL = re.compile(r"(?i)([^\s\"@:;,=<>()\[\]{}%&?/])[^\s\"@:;,=<>()\[\]{}&?/]{0,63}%40([^\s\"'@<>()\[\],;&]+)")
 
 
 def fields(**values: Any) -> dict[str, Any]:
@@ -66,9 +71,10 @@ def correlation(cid: str | None) -> Iterator[str | None]:
 
 
 def register_secret(value: str | None) -> None:
-    """Redact this exact value wherever it appears in a log line (config secrets, tokens)."""
+    """Redact this value wherever it appears in a log line (config secrets, tokens), also in
+    the %-encoded forms a server echoes from a query string."""
     if value and len(value) >= 4:
-        _registered_secrets.add(value)
+        _registered_secrets.update({value, quote(value, safe=""), quote_plus(value, safe="")})
 
 
 def mask_email(address: str) -> str:
@@ -84,13 +90,14 @@ def mask_code(code: str) -> str:
 
 
 def redact(text: str) -> str:
-    for value in _registered_secrets:
+    for value in sorted(_registered_secrets, key=len, reverse=True):
         if value in text:
             text = text.replace(value, "[REDACTED]")
     text = _QUERY_SECRET.sub(lambda m: f"{m.group(1)}=[REDACTED]", text)
     text = _BEARER.sub(r"\1 [REDACTED]", text)
     text = _AUTH_HEADER.sub(r"\1[REDACTED]\2", text)
     text = _EMAIL.sub(lambda m: f"{m.group(1)}***@{m.group(2)}", text)
+    text = _ENCODED_EMAIL.sub(lambda m: f"{m.group(1)}***%40{m.group(2)}", text)
     return _CODE.sub(lambda m: f"BQ1…{m.group(1).upper()}", text)
 
 
@@ -102,9 +109,7 @@ def redact_url(url: str) -> str:
 def _logfmt_value(value: Any) -> str:
     text = "" if value is None else str(value)
     if text == "" or any(c in text for c in ' "=\\') or not text.isprintable():
-        escaped = text.replace("\\", "\\\\").replace('"', '\\"')
-        escaped = escaped.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
-        return f'"{escaped}"'
+        return '"' + printable(text.replace("\\", "\\\\").replace('"', '\\"')) + '"'
     return text
 
 
@@ -116,7 +121,7 @@ class LogfmtFormatter(logging.Formatter):
         self.terminal = terminal
 
     def format(self, record: logging.LogRecord) -> str:
-        parts = [record.getMessage()]
+        parts = [printable(record.getMessage())]
         for key, value in getattr(record, "fields", {}).items():
             parts.append(f"{key}={_logfmt_value(value)}")
         cid = getattr(record, "cid", None)
@@ -127,7 +132,8 @@ class LogfmtFormatter(logging.Formatter):
         line = redact(" ".join(parts))
         extra_lines = []
         if record.exc_info:
-            extra_lines = redact(self.formatException(record.exc_info)).splitlines()
+            extra_lines = [printable(x) for x in
+                           redact(self.formatException(record.exc_info)).splitlines()]
         if self.terminal:
             stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
             head = f"{stamp} {record.levelname:<7} "

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 
 from agent.logs import fields, get_logger
+from agent.printable import printable
 
 log = get_logger(__name__)
 
@@ -80,7 +81,7 @@ def watchdog_interval() -> float | None:
 
 
 def _status_line(text: str) -> str:
-    return "STATUS=" + " ".join(text.split())
+    return "STATUS=" + printable(" ".join(text.split()))
 
 
 class Heartbeat:

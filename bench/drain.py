@@ -18,6 +18,7 @@ from pathlib import Path
 
 import requests
 
+from agent.http import CONNECT_TIMEOUT
 from agent.queue.store import Store
 from agent.queue.uploader import Uploader
 from agent.sim.cloud import CloudSimulator, canonical, example_receipt
@@ -36,7 +37,7 @@ def baseline_rate(count: int, latency: float) -> float:
         for key, body in requests_:
             headers = {"Authorization": f"Bearer {TOKEN}", "Idempotency-Key": key,
                        "Content-Type": "application/json"}
-            session.post(url, data=body, headers=headers, timeout=(3.05, 10)).raise_for_status()
+            session.post(url, data=body, headers=headers, timeout=(CONNECT_TIMEOUT, 10)).raise_for_status()
         return count / (time.perf_counter() - started)
 
 

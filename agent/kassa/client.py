@@ -3,8 +3,8 @@
 Every failure is one of KassaTransient (retry), KassaRejected (fix request or credentials) or
 KassaResponseError (malformed, hostile, oversized answer). Messages never carry the URL query:
 `ident` and `secret` travel as query parameters, so requests' own exceptions are replaced, not
-chained. Each call has a total deadline besides requests' per-read timeout, so a server that
-trickles its answer forever cannot hold the poller.
+chained. The transport (`agent.http`) gives each call one wall-clock deadline, connect to last
+byte, so a server that trickles its headers or answer cannot hold the poller.
 """
 
 from __future__ import annotations
@@ -15,13 +15,21 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote, quote_plus
 from xml.etree.ElementTree import Element
 
 import requests
-from urllib3.exceptions import HTTPError as Urllib3Error
-from urllib3.exceptions import ReadTimeoutError
 
 from agent.errors import KassaError, KassaRejected, KassaResponseError, KassaTransient
+from agent.http import (
+    HttpError,
+    HttpTimeout,
+    HttpTLSError,
+    HttpTooLarge,
+    HttpUnreachable,
+    Transport,
+    timeouts,
+)
 from agent.kassa import soap
 from agent.kassa.receipt import (
     INTEGER,
@@ -37,8 +45,8 @@ from agent.logs import fields, get_logger, redact_url, register_secret
 
 log = get_logger(__name__)
 
-_READ_CHUNK = 16_384
-_DEADLINE_FACTOR = 3.0
+MAX_ANSWER = 8_000_000
+"""Bytes of one POS answer: 100 receipts with 40 lines each are 2.4 MB, with 1–6 lines 0.4 MB."""
 
 
 @dataclass(frozen=True)
@@ -78,33 +86,34 @@ class KassaClient:
         ident: str,
         secret: str | Callable[[], str],
         *,
-        timeout: tuple[float, float] = (3.05, 10.0),
-        max_response_bytes: int = 20_000_000,
+        timeout: float | tuple[float, float] = 10.0,
+        max_response_bytes: int = MAX_ANSWER,
         session: requests.Session | None = None,
         verify: bool | str = True,
         deadline: float | None = None,
+        proxy: str | None = None,
     ) -> None:
+        """`timeout`: seconds for a whole call (see `agent.http.timeouts`); `deadline` overrides
+        its total. `verify`: True or the path of a CA bundle."""
         self._secret_source: Callable[[], str] = secret if callable(secret) else (lambda: secret)
         secret = self._secret_source()
         register_secret(secret)
         self._url = url
         self._where = redact_url(url.split("?", 1)[0])
         self._auth = {"ident": ident, "secret": secret}
-        self._timeout = timeout
-        self._deadline = (
-            deadline
-            if deadline is not None
-            else timeout[0] + _DEADLINE_FACTOR * timeout[1]
+        self._transport = Transport(
+            timeout=timeout if deadline is None else _with_total(timeout, deadline),
+            max_bytes=max_response_bytes,
+            ca_bundle=verify if isinstance(verify, str) else None,
+            proxy=proxy,
+            session=session,
         )
-        self._max_bytes = max_response_bytes
-        self._session = session or requests.Session()
-        self._verify = verify
 
     def __repr__(self) -> str:
         return f"KassaClient({self._where!r})"
 
     def close(self) -> None:
-        self._session.close()
+        self._transport.close()
 
     # -- calls -------------------------------------------------------------------------------
 
@@ -244,77 +253,32 @@ class KassaClient:
             "SOAPAction": operation,
             "X-Request-Id": f"boniq-{uuid.uuid4().hex[:16]}",
         }
-        deadline = time.monotonic() + self._deadline
-        failure: KassaError | None = None
         try:
-            response = self._session.post(
-                self._url,
-                params=self._auth,
-                data=envelope,
-                headers=headers,
-                timeout=self._timeout,
-                stream=True,
-                verify=self._verify,
+            answer = self._transport.request(
+                "POST", self._url, params=self._auth, data=envelope, headers=headers
             )
-        except requests.Timeout:
-            failure = KassaTransient(
-                f"MplusKASSA API at {self._where} did not answer {operation} in time"
+        except HttpError as exc:
+            failure = self._failure(operation, exc)
+        else:
+            return answer.status, answer.body
+        raise failure
+
+    def _failure(self, operation: str, exc: HttpError) -> KassaError:
+        if isinstance(exc, HttpTooLarge):
+            return KassaResponseError(f"MplusKASSA answer to {operation}: {exc}")
+        if isinstance(exc, HttpTimeout):
+            return KassaTransient(
+                f"MplusKASSA API at {self._where} did not answer {operation} in time ({exc})"
             )
-        except requests.exceptions.SSLError:
-            failure = KassaTransient(
-                f"TLS with the MplusKASSA API at {self._where} failed for {operation}"
+        if isinstance(exc, HttpTLSError):
+            return KassaTransient(
+                f"TLS with the MplusKASSA API at {self._where} failed for {operation}: {exc}"
             )
-        except requests.ConnectionError:
-            failure = KassaTransient(
+        if isinstance(exc, HttpUnreachable):
+            return KassaTransient(
                 f"MplusKASSA API at {self._where} unreachable or hung up on {operation}"
             )
-        except requests.RequestException as exc:
-            failure = KassaTransient(
-                f"MplusKASSA API request {operation} failed ({type(exc).__name__})"
-            )
-        if failure is not None:
-            raise failure
-        with response:
-            return response.status_code, self._read_body(response, operation, deadline)
-
-    def _read_body(
-        self, response: requests.Response, operation: str, deadline: float
-    ) -> bytes:
-        declared = response.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > self._max_bytes:
-            raise KassaResponseError(
-                f"MplusKASSA answer to {operation} is {int(declared)} bytes, over the {self._max_bytes} limit"
-            )
-        body = bytearray()
-        failure: KassaError | None = None
-        try:
-            while chunk := response.raw.read1(_READ_CHUNK, decode_content=True):
-                body += chunk
-                if len(body) > self._max_bytes:
-                    failure = KassaResponseError(
-                        f"MplusKASSA answer to {operation} exceeds the {self._max_bytes} byte limit"
-                    )
-                    break
-                if time.monotonic() > deadline:
-                    failure = KassaTransient(
-                        f"MplusKASSA answer to {operation} still incomplete after {self._deadline:.1f} s"
-                    )
-                    break
-        except ReadTimeoutError:
-            failure = KassaTransient(
-                f"MplusKASSA API stalled while sending {operation}"
-            )
-        except Urllib3Error as exc:
-            failure = KassaTransient(
-                f"MplusKASSA API broke off its answer to {operation} ({type(exc).__name__})"
-            )
-        except OSError as exc:
-            failure = KassaTransient(
-                f"MplusKASSA connection lost during {operation} ({type(exc).__name__})"
-            )
-        if failure is not None:
-            raise failure
-        return bytes(body)
+        return KassaTransient(f"MplusKASSA API request {operation} failed: {exc}")
 
     def _interpret(self, operation: str, status: int, body: bytes) -> Element:
         try:
@@ -332,7 +296,9 @@ class KassaClient:
         message = str(exc)
         for value in self._auth.values():
             if len(value) >= 3:
-                message = message.replace(value, "[REDACTED]")
+                for form in sorted({value, quote(value, safe=""), quote_plus(value)}, key=len,
+                                   reverse=True):  # a fault may echo the query %-encoded
+                    message = message.replace(form, "[REDACTED]")
         return type(exc)(redact_url(message))
 
 
@@ -346,6 +312,11 @@ def _status_error(operation: str, status: int) -> KassaError:
     return KassaRejected(
         f"MplusKASSA API answered {operation} with HTTP {status}; check kassa.url"
     )
+
+
+def _with_total(timeout: float | tuple[float, float], total: float) -> tuple[float, float]:
+    t = timeouts(timeout)
+    return (min(t.connect, total), total - min(t.connect, total))
 
 
 def _ms(started: float) -> int:

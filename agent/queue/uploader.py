@@ -23,10 +23,9 @@ from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any, Self
 
-import requests
-
 import agent
 from agent.errors import CloudAuthError, CloudRejected, CloudTransient, StoreError
+from agent.http import Answer, HttpError, Transport
 from agent.logs import correlation, fields, get_logger, redact, register_secret
 from agent.queue.store import OutboxItem, Store
 
@@ -66,7 +65,8 @@ class Uploader:
         token: str | Callable[[], str],
         *,
         ca_bundle: str | None = None,
-        timeout: tuple[float, float] = (3.05, 10.0),
+        timeout: float | tuple[float, float] = 10.0,
+        proxy: str | None = None,
         workers: int = 4,
         base_delay: float = 1.0,
         max_delay: float = 300.0,
@@ -85,7 +85,9 @@ class Uploader:
         self.store = store
         self.endpoint = url.rstrip("/") + "/v1/receipts"
         self.timeout = timeout
-        self.verify: str | bool = ca_bundle or True
+        self._transport = Transport(
+            timeout=timeout, max_bytes=MAX_ANSWER, ca_bundle=ca_bundle, proxy=proxy, truncate=True
+        )
         self.workers = max(1, workers)
         self.base_delay = base_delay
         self.max_delay = max_delay
@@ -93,15 +95,12 @@ class Uploader:
         self.on_delivered = on_delivered
         self.on_pass = on_pass or (lambda: None)
         self.on_outcome = on_outcome or (lambda outcome: None)
-        self._deadline = timeout[0] + 2 * timeout[1]
         self._headers = {
             "Authorization": f"Bearer {token}",
             "Content-Type": "application/json",
             "User-Agent": user_agent,
         }
         self._pool: ThreadPoolExecutor | None = None
-        self._local = threading.local()
-        self._sessions: list[requests.Session] = []
         self._lock = threading.Lock()
         self._paused_until = 0.0
         self._auth_outage = False
@@ -177,10 +176,7 @@ class Uploader:
         if self._pool:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
-        with self._lock:
-            sessions, self._sessions = self._sessions, []
-        for session in sessions:
-            session.close()
+        self._transport.close()
 
     def __enter__(self) -> Self:
         return self
@@ -232,23 +228,10 @@ class Uploader:
     def _post(self, item: OutboxItem) -> _Delivered:
         headers = {**self._headers, "Idempotency-Key": item.idempotency_key}
         try:
-            with self._session().post(
-                self.endpoint, data=item.body, headers=headers, timeout=self.timeout,
-                verify=self.verify, allow_redirects=False, stream=True,
-            ) as response:
-                text = _read_capped(response, time.monotonic() + self._deadline)
-        except requests.RequestException as exc:
-            raise CloudTransient(f"{type(exc).__name__}: {_short(_root_cause(exc))}") from None
-        return _classify(response, text)
-
-    def _session(self) -> requests.Session:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = requests.Session()
-            session.trust_env = False
-            with self._lock:
-                self._sessions.append(session)
-        return session
+            answer = self._transport.request("POST", self.endpoint, data=item.body, headers=headers)
+        except HttpError as exc:
+            raise CloudTransient(f"{exc.label}: {_short(str(exc))}") from None
+        return _classify(answer)
 
     # -- outcomes -------------------------------------------------------------------------------
 
@@ -340,8 +323,9 @@ class Uploader:
                 return
 
 
-def _classify(response: requests.Response, text: str) -> _Delivered:
-    status = response.status_code
+def _classify(answer: Answer) -> _Delivered:
+    status = answer.status
+    text = answer.body.decode("utf-8", "replace")
     if status in DELIVERED:
         return _Delivered(status, _cloud_id(text))
     reason = f"HTTP {status}: {_server_reason(text)}"
@@ -349,32 +333,8 @@ def _classify(response: requests.Response, text: str) -> _Delivered:
         raise CloudRejected(reason)
     if status in AUTH_FAILED:
         raise CloudAuthError(reason)
-    retry_after = _parse_retry_after(response.headers.get("Retry-After"))
+    retry_after = _parse_retry_after(answer.headers.get("Retry-After"))
     raise CloudTransient(reason, retry_after=retry_after)
-
-
-def _read_capped(response: requests.Response, deadline: float) -> str:
-    """At most MAX_ANSWER bytes of the answer, by the deadline; a longer or slower one costs its
-    connection (the read timeout alone restarts with every byte a slow server trickles)."""
-    chunks: list[bytes] = []
-    size = 0
-    for chunk in response.iter_content(1024):
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > MAX_ANSWER:
-            break
-        if time.monotonic() > deadline:
-            raise CloudTransient("the cloud's answer did not finish within the deadline")
-    return b"".join(chunks)[:MAX_ANSWER].decode("utf-8", "replace")
-
-
-def _root_cause(exc: requests.RequestException) -> str:
-    """`Connection refused` rather than urllib3's pool and retry wrappers around it."""
-    inner: Any = exc.args[0] if exc.args else exc
-    inner = getattr(inner, "reason", inner)
-    text = str(inner)
-    wrapped = text.startswith(("HTTP", "<urllib3")) and "): " in text
-    return text.split("): ", 1)[1] if wrapped else text
 
 
 def _json(text: str) -> Any:

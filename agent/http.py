@@ -1,0 +1,389 @@
+"""One transport for every outgoing request of the agent (the POS API, the BONIQ cloud, doctor).
+
+The rules, in one place:
+
+- **One wall-clock deadline per request**, connect to last byte (`Timeouts.total`). requests'
+  own read timeout restarts with every byte, so a server trickling one header byte a second
+  would hold a call for ever; here a reaper thread shuts the socket down when the deadline
+  passes, whatever phase the request is in (TLS handshake, headers, body).
+- **Timeouts from one figure**: the configured `timeout` is the total; the TCP connect gets
+  `min(CONNECT_TIMEOUT, timeout)`, each read may wait up to the total (`timeouts()`).
+- **A capped answer**: at most `max_bytes`, refused early by Content-Length, cut while reading.
+- **No ambient configuration**: no proxy, `.netrc` or CA bundle from the environment
+  (`trust_env=False`), no redirects (the POS secret travels in the query string); an explicit
+  proxy and CA bundle are parameters.
+
+Failures are `HttpError` subclasses whose messages hold no URL (URLs carry credentials).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import HTTPError as Urllib3Error
+
+from agent.errors import AgentError
+
+CONNECT_TIMEOUT = 3.0
+"""Seconds for a TCP connect: a POS on the shop LAN or a cloud edge answers a SYN in far less;
+longer means the host is down or the route is broken, and the rest of the budget is better spent
+trying again."""
+
+_READ_CHUNK = 16_384
+
+
+class HttpError(AgentError):
+    """An outgoing request failed; the message is safe to log (no URL, no credentials)."""
+
+    label = "HTTPError"  # the short name operators know from requests' exceptions
+
+
+class HttpTimeout(HttpError):
+    """The request did not complete within its deadline."""
+
+    label = "Timeout"
+
+
+class HttpUnreachable(HttpError):
+    """No connection could be made, or the server hung up before answering."""
+
+    label = "ConnectionError"
+
+
+class HttpTLSError(HttpError):
+    """TLS failed: the certificate, the handshake or the CA bundle."""
+
+    label = "SSLError"
+
+
+class HttpBroken(HttpError):
+    """The server broke off its answer."""
+
+    label = "ConnectionError"
+
+
+class HttpTooLarge(HttpError):
+    """The answer is longer than the cap; `declared` is its Content-Length if that said so."""
+
+    label = "TooLarge"
+
+    def __init__(self, message: str, declared: int | None = None) -> None:
+        super().__init__(message)
+        self.declared = declared
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect: float
+    read: float
+    total: float
+
+
+def timeouts(timeout: float | tuple[float, float]) -> Timeouts:
+    """The one rule: `timeout` seconds, wall clock, for a whole request.
+
+    A `(connect, read)` pair (the older form) gives a total of connect + read.
+    """
+    if isinstance(timeout, tuple):
+        connect, read = (float(t) for t in timeout)
+        return Timeouts(connect, read, connect + read)
+    total = float(timeout)
+    return Timeouts(min(CONNECT_TIMEOUT, total), total, total)
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+class Transport:
+    """Thread-safe: each thread gets its own connection pool (requests.Session is not)."""
+
+    def __init__(
+        self,
+        *,
+        timeout: float | tuple[float, float],
+        max_bytes: int,
+        ca_bundle: str | Path | None = None,
+        proxy: str | None = None,
+        session: requests.Session | None = None,
+        truncate: bool = False,
+    ) -> None:
+        """`truncate`: keep the first `max_bytes` of a longer answer instead of HttpTooLarge."""
+        self.timeouts = timeouts(timeout)
+        self.max_bytes = max_bytes
+        self.truncate = truncate
+        self.verify: str | bool = str(ca_bundle) if ca_bundle else True
+        self._proxies = {"http": proxy, "https": proxy} if proxy else {}
+        self._given = session
+        if session is not None:  # a caller's session gets the same rules
+            session.trust_env = False
+            adapter = _DeadlineAdapter()
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._sessions: list[requests.Session] = []
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        data: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Answer:
+        t = self.timeouts
+        failure: HttpError | None = None
+        with _Deadline(t.total) as deadline:
+            try:
+                response = self._session().request(
+                    method, url, params=params, data=data, headers=dict(headers or {}),
+                    timeout=(t.connect, min(t.read, t.total)), stream=True,
+                    allow_redirects=False, verify=self.verify, proxies=self._proxies,
+                )
+                with response:
+                    body = self._read(response)
+            except HttpError as exc:
+                failure = exc
+            except Exception as exc:
+                failure = _translated(exc, deadline.expired, t.total)
+            if failure is None and deadline.expired:  # a cut socket reads as the answer's end
+                failure = HttpTimeout(f"answer incomplete after {t.total:g} s")
+        if failure is not None:
+            failure.__traceback__ = None
+            raise failure  # outside `except`: requests' exceptions hold the URL and its query
+        return Answer(response.status_code, response.headers, body)
+
+    def close(self) -> None:
+        with self._lock:
+            sessions, self._sessions = self._sessions, []
+        for session in sessions:
+            session.close()
+
+    def _session(self) -> requests.Session:
+        if self._given is not None:
+            return self._given
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = new_session()
+            with self._lock:
+                self._sessions.append(session)
+        return session
+
+    def _read(self, response: requests.Response) -> bytes:
+        declared = response.headers.get("Content-Length", "")
+        too_long = declared.isascii() and declared.isdigit() and int(declared) > self.max_bytes
+        if too_long and not self.truncate:
+            raise HttpTooLarge(
+                f"answer is {int(declared)} bytes, over the {self.max_bytes} limit", int(declared)
+            )
+        body = bytearray()
+        while chunk := response.raw.read1(_READ_CHUNK, decode_content=True):
+            body += chunk
+            if len(body) > self.max_bytes:
+                if self.truncate:
+                    return bytes(body[: self.max_bytes])
+                raise HttpTooLarge(f"answer exceeds the {self.max_bytes} byte limit")
+        return bytes(body)
+
+
+def cleartext(url: str) -> bool:
+    """An http:// URL to anything but this machine: credentials and customer data in clear."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "http":
+        return False
+    host = (parts.hostname or "").rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
+
+
+def new_session() -> requests.Session:
+    """A session that trusts nothing from the environment and cuts requests at their deadline."""
+    session = requests.Session()
+    session.trust_env = False
+    adapter = _DeadlineAdapter()
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def _translated(exc: BaseException, expired: bool, total: float) -> HttpError:
+    if expired or isinstance(exc, requests.Timeout):
+        return HttpTimeout(f"answer incomplete after {total:g} s")
+    if isinstance(exc, requests.exceptions.SSLError):
+        return HttpTLSError(f"TLS failed: {_root_cause(exc)}")
+    if isinstance(exc, requests.ConnectionError):
+        return HttpUnreachable(f"unreachable or hung up: {_root_cause(exc)}")
+    if isinstance(exc, (requests.RequestException, Urllib3Error)):
+        return HttpBroken(f"answer broken off ({type(exc).__name__})")
+    if isinstance(exc, OSError) and exc.errno is None:
+        # requests raises a bare OSError for a CA bundle that does not exist
+        return HttpTLSError(f"TLS set-up failed: {exc}")
+    if isinstance(exc, OSError):
+        return HttpBroken(f"connection lost ({exc.strerror or type(exc).__name__})")
+    raise exc
+
+
+def _root_cause(exc: BaseException) -> str:
+    """`Connection refused` rather than urllib3's pool and retry wrappers (which hold the URL)."""
+    inner: Any = exc.args[0] if exc.args else exc
+    inner = getattr(inner, "reason", inner)
+    while isinstance(inner, Urllib3Error) and inner.args and isinstance(inner.args[-1], BaseException):
+        inner = inner.args[-1]
+    if isinstance(inner, OSError) and inner.strerror:
+        return inner.strerror
+    text = str(inner)
+    if "): " in text:
+        text = text.rsplit("): ", 1)[1]
+    if "?" in text or "://" in text:
+        return type(inner).__name__
+    return text[:200]
+
+
+# -- the deadline ---------------------------------------------------------------------------------
+
+_current = threading.local()
+
+
+class _Deadline:
+    """While active in a thread, every socket the thread's requests use is shut down at `at`."""
+
+    def __init__(self, seconds: float) -> None:
+        self.at = time.monotonic() + seconds
+        self.expired = False
+        self._socks: list[socket.socket] = []
+
+    def __enter__(self) -> _Deadline:
+        self._outer = getattr(_current, "deadline", None)
+        _current.deadline = self
+        _REAPER.add(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _REAPER.remove(self)
+        _current.deadline = self._outer
+
+    def watch(self, sock: socket.socket | None) -> None:
+        if sock is None:
+            return
+        with _REAPER.lock:
+            self._socks.append(sock)
+            late = self.expired
+        if late:
+            _cut(sock)
+
+    def expire(self) -> None:
+        """Called by the reaper with its lock held."""
+        self.expired = True
+        for sock in self._socks:
+            _cut(sock)
+
+
+def _cut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+class _Reaper:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._wake = threading.Condition(self.lock)
+        self._active: set[_Deadline] = set()
+        self._thread: threading.Thread | None = None
+
+    def add(self, deadline: _Deadline) -> None:
+        with self.lock:
+            self._active.add(deadline)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="http-deadline", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+
+    def remove(self, deadline: _Deadline) -> None:
+        with self.lock:
+            self._active.discard(deadline)
+
+    def _run(self) -> None:
+        with self.lock:
+            while True:
+                now = time.monotonic()
+                for deadline in [d for d in self._active if d.at <= now]:
+                    self._active.discard(deadline)
+                    deadline.expire()
+                following = min((d.at for d in self._active), default=None)
+                self._wake.wait(None if following is None else following - now)
+
+
+_REAPER = _Reaper()
+
+
+def _watch(sock: socket.socket | None) -> None:
+    deadline: _Deadline | None = getattr(_current, "deadline", None)
+    if deadline is not None:
+        deadline.watch(sock)
+
+
+class _WatchedHTTPConnection(HTTPConnection):
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        _watch(sock)
+        return sock
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _watch(self.sock)  # a connection reused from the pool
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPSConnection(HTTPSConnection):
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        _watch(sock)
+        return sock
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _watch(self.sock)
+        super().request(*args, **kwargs)
+
+
+class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+_POOLS = {"http": _HTTPPool, "https": _HTTPSPool}
+
+
+class _DeadlineAdapter(HTTPAdapter):
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _POOLS
+
+    def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **kwargs)
+        manager.pool_classes_by_scheme = _POOLS
+        return manager
