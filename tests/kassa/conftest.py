@@ -93,6 +93,7 @@ def make_poller_fixture(pos_client, store, events):
     from agent.kassa.poller import Poller
 
     def make(client=None, **matching):
+        matching.setdefault("claim_ttl", 120)  # the scans of these tests are minutes old
         return Poller(client or pos_client, store, merchant_id="shop-1", branch=1,
                       matching=MatchingSection(**matching), interval=0.05, events=events)
 
