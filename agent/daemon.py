@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent import codes, systemd
+from agent.cashier import server as cashier
+from agent.cashier.outcomes import STORE_FAILED, Refused, RefusedScans
 from agent.config import Config
 from agent.errors import AgentError, CodeRejected, ScannerError, StoreError
 from agent.feedback import Feedback
@@ -51,6 +53,7 @@ class Daemon:
         self.store = Store.open(self.config.data_dir)
         self.metrics = Metrics()
         self.heartbeat = systemd.Heartbeat()
+        self.refused = RefusedScans()
         self.upload_wake = threading.Event()
         fb = self.config.feedback
         self.feedback = Feedback(fb.accepted, fb.rejected, fb.delivered)
@@ -80,6 +83,7 @@ class Daemon:
             self.sources = self._build_sources()
         self._threads: list[threading.Thread] = []
         self._metrics_server: Any = None
+        self._cashier_server: Any = None
 
     def _build_sources(self) -> list[Source]:
         """Every source that can run here; one that cannot is logged and left out."""
@@ -97,14 +101,15 @@ class Daemon:
     def on_scan(self, event: ScanEvent) -> ScanOutcome:
         """A source's scan: parsed, stored durably, and only then acknowledged to the cashier."""
         source_kind = event.source.split(":", 1)[0]
+        workplace = event.workplace if event.workplace is not None else self.config.store.workplace
         try:
             code = codes.parse(event.text, url_hosts=self.config.codes.url_hosts)
         except CodeRejected as exc:
             log.info("scan rejected", extra=fields(source=event.source, reason=str(exc)))
             self.metrics.scan(source_kind, "rejected")
             self.feedback.rejected()
+            self.refused.add(Refused(event.at, workplace, event.source, str(exc)))
             return ScanOutcome("rejected", str(exc))
-        workplace = event.workplace if event.workplace is not None else self.config.store.workplace
         try:
             result = self.store.add_claim(
                 correlation_id=new_correlation_id(), customer_kind=code.kind,
@@ -117,6 +122,7 @@ class Daemon:
                 source=event.source, reason=str(exc)))
             self.metrics.scan(source_kind, "failed")
             self.feedback.rejected()
+            self.refused.add(Refused(event.at, workplace, event.source, STORE_FAILED))
             return ScanOutcome("failed", str(exc))
         self.poller.wake.set()
         return self._acknowledge(result, event, source_kind)
@@ -166,6 +172,9 @@ class Daemon:
         self.metrics.set_collect_callback(self._gauges)
         listen = self.config.metrics.listen
         self._metrics_server = serve(listen, self.metrics, ready=self.ready) if listen else None
+        self._cashier_server = cashier.serve(
+            self.config.cashier, scan=self.on_scan, store=self.store, refused=self.refused,
+            workplace=self.config.store.workplace)
         systemd.ready()
         log.info("boniq-agent started", extra=fields(
             sources=len(self.sources or []), workplace=self.config.store.workplace,
@@ -243,6 +252,8 @@ class Daemon:
             thread.join(max(0.0, deadline - time.monotonic()))
         if self._metrics_server is not None:
             self._metrics_server.close()
+        if self._cashier_server is not None:
+            self._cashier_server.close()
         self.uploader.close()
         self.store.close()
         log.info("boniq-agent stopped")
