@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from agent.cashier.texts import OUTCOMES, Language, reason_text
+from agent.cashier.texts import OUTCOMES, Language, reason_text, source_text
 from agent.logs import mask_code
 
 FEED_LENGTH = 8
@@ -97,14 +97,14 @@ def claim_entry(claim: Any, language: Language) -> Entry:
         detail = f"{detail} ({reason})"
     return Entry(f"claim-{claim.id}-{claim.state}", outcome, claim.scanned_at,
                  mask_code(claim.customer), icon, title, detail, _clock_text(claim.scanned_at),
-                 claim.source.split(":", 1)[0])
+                 source_text(claim.source, language))
 
 
 def refused_entry(item: Refused, language: Language) -> Entry:
     icon, title, _ = OUTCOMES[language]["rejected"]
     return Entry(f"refused-{item.at:.6f}", "rejected", item.at, "", icon, title,
                  reason_text(item.reason, language), _clock_text(item.at),
-                 item.source.split(":", 1)[0])
+                 source_text(item.source, language))
 
 
 def feed(store: ClaimSource, refused: RefusedScans, *, workplace: int, language: Language,

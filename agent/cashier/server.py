@@ -29,7 +29,7 @@ from agent.cashier.outcomes import STORE_FAILED, ClaimSource, RefusedScans, feed
 from agent.cashier.texts import OUTCOMES, PAGE, reason_text
 from agent.config import CashierSection
 from agent.listener import Handler, Limits, RequestRefused, Server, serve as listen_on
-from agent.logs import fields, get_logger
+from agent.logs import fields, get_logger, mask_code
 from agent.scanner.base import ScanEvent
 
 log = get_logger(__name__)
@@ -86,7 +86,8 @@ class CashierApp:
             icon, title, detail = OUTCOMES[self.language]["pending"]
             if outcome == "duplicate":
                 detail = PAGE[self.language]["duplicate"]
-            return {"outcome": outcome, "icon": icon, "title": title, "detail": detail}
+            return {"outcome": outcome, "icon": icon, "detail": detail,
+                    "title": f"{title} {mask_code(result.claim.customer)}"}
         icon, title, _ = OUTCOMES[self.language]["rejected"]
         reason = STORE_FAILED if outcome == "failed" else result.reason
         return {"outcome": "rejected", "icon": icon, "title": title,

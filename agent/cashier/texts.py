@@ -102,6 +102,11 @@ REASONS: dict[Language, list[tuple[str, str]]] = {
     ],
 }
 
+SOURCES: dict[Language, dict[str, str]] = {
+    "nl": {"cashier": "ingetypt", "manual": "met de hand", "": "gescand"},
+    "en": {"cashier": "typed", "manual": "by hand", "": "scanned"},
+}
+
 FALLBACK_REASON = {"nl": "Niet herkend. Probeer het opnieuw.", "en": "Not recognised. Try again."}
 
 
@@ -110,3 +115,9 @@ def reason_text(reason: str, language: Language) -> str:
         if reason.startswith(start):
             return text
     return FALLBACK_REASON[language]
+
+
+def source_text(source: str, language: Language) -> str:
+    """How a claim reached the agent, in the cashier's words (`serial:/dev/ttyACM0` → scanned)."""
+    kind = source.split(":", 1)[0]
+    return SOURCES[language].get(kind, SOURCES[language][""])

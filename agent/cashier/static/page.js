@@ -54,7 +54,7 @@
     customer.className = "customer";
     customer.textContent = data.customer;
     const time = document.createElement("time");
-    time.textContent = data.time;
+    time.textContent = data.time + " · " + data.source;
     top.append(title, customer, time);
     const detail = document.createElement("p");
     detail.className = "detail";
