@@ -10,21 +10,17 @@ are right after a restart and cost nothing between scrapes.
 
 from __future__ import annotations
 
-import ipaddress
-import socket
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Literal, TypedDict
+from typing import Literal, NamedTuple, TypedDict
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.registry import Collector
 
-from agent import __version__
-from agent.errors import ConfigError
+from agent import __version__, listener
+from agent.listener import Handler, Limits, Server
 from agent.logs import fields, get_logger
 
 log = get_logger(__name__)
@@ -39,6 +35,10 @@ _SCAN_OUTCOMES: tuple[ScanOutcome, ...] = ("accepted", "rejected", "duplicate")
 _UPLOAD_OUTCOMES: tuple[UploadOutcome, ...] = ("delivered", "retry", "dead", "auth")
 
 DEFAULT_LISTEN = "127.0.0.1:9464"
+LIMITS = Limits(max_connections=32, header_bytes=8 * 1024, body_bytes=0, timeout=5.0)
+"""A scrape is one short GET: no body, small headers, a Prometheus scrape_timeout of seconds."""
+
+__all__ = ["DEFAULT_LISTEN", "LIMITS", "Metrics", "Server", "StoreGauges", "parse_listen", "serve"]
 
 
 class StoreGauges(TypedDict, total=False):
@@ -208,110 +208,43 @@ class _StoreCollector(Collector):
         )
 
 
-class Server:
-    """The running endpoint; `port` is the bound port (useful with port 0)."""
-
-    def __init__(self, httpd: _HTTPServer) -> None:
-        self._httpd = httpd
-        self._thread = threading.Thread(
-            target=httpd.serve_forever, kwargs={"poll_interval": 0.2}, name="metrics", daemon=True
-        )
-        self._thread.start()
-
-    @property
-    def port(self) -> int:
-        return int(self._httpd.server_address[1])
-
-    @property
-    def host(self) -> str:
-        return str(self._httpd.server_address[0])
-
-    def close(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join()
-
-
 def serve(listen: str, metrics: Metrics, ready: Callable[[], bool]) -> Server | None:
     """Serve on `listen` ("host:port", "[::1]:port"); None when it is empty or cannot be bound.
 
     A bind failure is logged, not raised: receipts matter more than metrics.
     """
-    if not listen.strip():
-        return None
-    host, port = parse_listen(listen)
-    try:
-        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        httpd = _HTTPServer(address, family, metrics, ready)
-    except OSError as exc:
-        log.error(
-            "metrics endpoint disabled: cannot listen; pick a free metrics.listen address",
-            extra=fields(listen=listen, error=exc.strerror or str(exc)),
-        )
-        return None
-    if not ipaddress.ip_address(address[0]).is_loopback:
-        log.warning(
-            "metrics endpoint reachable from the network; prefer 127.0.0.1 on a till",
-            extra=fields(listen=listen),
-        )
-    server = Server(httpd)
-    log.info("metrics endpoint listening", extra=fields(host=server.host, port=server.port))
-    return server
+    return listener.serve(
+        listen, _Handler, limits=LIMITS, name="metrics", context=_Context(metrics, ready)
+    )
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
-    host, sep, port = listen.strip().rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ConfigError(
-            f"metrics.listen: expected HOST:PORT such as {DEFAULT_LISTEN}, got {listen!r}"
-        )
-    return host, int(port)
+    return listener.parse_listen(listen, key="metrics.listen")
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(
-        self, address: Any, family: int, metrics: Metrics, ready: Callable[[], bool]
-    ) -> None:
-        self.address_family = family
-        self.metrics = metrics
-        self.ready = ready
-        super().__init__(address, _Handler)
+class _Context(NamedTuple):
+    metrics: Metrics
+    ready: Callable[[], bool]
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _HTTPServer
-    server_version = "boniq-agent"
+class _Handler(Handler):
+    context: _Context
 
     def do_GET(self) -> None:
         path = self.path.partition("?")[0]
         if path == "/metrics":
-            self._reply(200, self.server.metrics.exposition(), CONTENT_TYPE_PLAIN_0_0_4)
+            self.reply(200, self.context.metrics.exposition(), CONTENT_TYPE_PLAIN_0_0_4)
         elif path == "/livez":
-            self._reply(200, b"ok\n")
+            self.reply(200, b"ok\n")
         elif path == "/readyz":
             ok = self._is_ready()
-            self._reply(200 if ok else 503, b"ready\n" if ok else b"not ready\n")
+            self.reply(200 if ok else 503, b"ready\n" if ok else b"not ready\n")
         else:
-            self._reply(404, b"not found: try /metrics, /livez or /readyz\n")
+            self.reply(404, b"not found: try /metrics, /livez or /readyz\n")
 
     def _is_ready(self) -> bool:
         try:
-            return bool(self.server.ready())
+            return bool(self.context.ready())
         except Exception as exc:
             log.warning("readiness check failed", extra=fields(error=type(exc).__name__))
             return False
-
-    def _reply(
-        self, code: int, body: bytes, content_type: str = "text/plain; charset=utf-8"
-    ) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("metrics request", extra=fields(request=self.requestline))
