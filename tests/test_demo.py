@@ -18,6 +18,8 @@ def test_scripted_demo_delivers_every_claimed_sale_and_nothing_else():
     assert "POS receipts booked: 5; delivered to customers: 4; unclaimed sales uploaded: 0" in out
     assert "REJECTED (looks like a product barcode" in out
     assert "credit receipt   5 till 2" in out and "CASH+PIN  → bram.dekker@example.nl" in out
+    assert "cashier screen (http://127.0.0.1:" in out and "Geaccepteerd b***@example.nl" in out
+    assert "agent: the cashier screen shows it delivered" in out
 
 
 def test_interactive_demo_takes_typed_codes():
@@ -25,3 +27,4 @@ def test_interactive_demo_takes_typed_codes():
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("receipt delivered") == 1
     assert "REJECTED" in result.stdout and "→ BQ17K3M9QW4RT8ZP2C56" in result.stdout
+    assert "Cashier screen: http://127.0.0.1:" in result.stdout
