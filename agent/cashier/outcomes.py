@@ -92,9 +92,6 @@ def _clock_text(at: float) -> str:
 def claim_entry(claim: Any, language: Language) -> Entry:
     outcome = outcome_of(claim.state)
     icon, title, detail = OUTCOMES[language].get(outcome, ("•", outcome, ""))
-    reason = getattr(claim, "reason", None)
-    if outcome == "unsure" and reason:
-        detail = f"{detail} ({reason})"
     return Entry(f"claim-{claim.id}-{claim.state}", outcome, claim.scanned_at,
                  mask_code(claim.customer), icon, title, detail, _clock_text(claim.scanned_at),
                  source_text(claim.source, language))

@@ -121,3 +121,13 @@ def test_screenshot_of_the_page_at_1024x768_for_people_to_look_at(browser, agent
     tablet = SCREENSHOT.with_name("cashier-screen-tablet-800x1280.png")
     assert browser.save_screenshot(str(tablet))
     assert browser.execute_script("return document.documentElement.scrollWidth;") <= 800
+
+
+def test_the_page_says_so_when_the_agent_is_gone(browser, agent):
+    open_page(browser, agent)
+    wait_for(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#feed li"), "the empty list")
+    assert browser.find_element(By.CSS_SELECTOR, "#feed li").text == "Nog geen scans."
+    assert agent.terminate() == 0
+    banner = wait_for(browser, lambda d: d.find_element(By.ID, "offline").is_displayed()
+                      and d.find_element(By.ID, "offline"), "the offline banner")
+    assert "Geen verbinding met de BONIQ-agent" in banner.text
