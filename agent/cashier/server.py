@@ -44,7 +44,7 @@ _SECURITY_HEADERS = {
                                "base-uri 'none'; object-src 'none'",
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # no-referrer would make a form POST say Origin: null
     "Cache-Control": "no-store",
     "Cross-Origin-Resource-Policy": "same-origin",
 }

@@ -8,7 +8,7 @@ import time
 
 import pytest
 from agent_harness import ROOT, wait_until
-from conftest import TILL
+from conftest import TILL, make_daemon, page_url
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -131,3 +131,24 @@ def test_the_page_says_so_when_the_agent_is_gone(browser, agent):
     banner = wait_for(browser, lambda d: d.find_element(By.ID, "offline").is_displayed()
                       and d.find_element(By.ID, "offline"), "the offline banner")
     assert "Geen verbinding met de BONIQ-agent" in banner.text
+
+
+def test_behind_a_pin_the_browser_logs_in_and_makes_the_claim(browser, tmp_path, kassa, cloud):
+    """The PIN form is a plain form POST: the browser must send an Origin the page accepts."""
+    daemon = make_daemon(tmp_path, kassa, cloud, pin="4821")
+    daemon.start()
+    try:
+        browser.delete_all_cookies()
+        browser.get(page_url(daemon))
+        browser.find_element(By.ID, "pin").send_keys("1234")
+        browser.find_element(By.CSS_SELECTOR, "form.login button").click()
+        wait_for(browser, lambda d: "Onjuiste pincode." in d.page_source, "the wrong-PIN message")
+        browser.find_element(By.ID, "pin").send_keys("4821")
+        browser.find_element(By.CSS_SELECTOR, "form.login button").click()
+        wait_for(browser, lambda d: d.find_elements(By.ID, "address"), "the page after the PIN")
+        give_address(browser, ADDRESS)
+        wait_for(browser, lambda d: d.find_element(By.ID, "result").get_attribute("data-outcome")
+                 == "accepted", "the claim accepted")
+        assert [c.customer for c in daemon.store.claims()] == [ADDRESS]
+    finally:
+        daemon.stop()
