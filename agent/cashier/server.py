@@ -23,12 +23,13 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs
 
-from agent.cashier.access import CSRF_HEADER, SESSION_COOKIE, SESSION_SECONDS, Guard, \
-    is_loopback_listen
+from agent.cashier.access import (CSRF_HEADER, SESSION_COOKIE, SESSION_SECONDS, Guard,
+                                  is_loopback_listen)
 from agent.cashier.outcomes import STORE_FAILED, ClaimSource, RefusedScans, feed
 from agent.cashier.texts import OUTCOMES, PAGE, reason_text
 from agent.config import CashierSection
-from agent.listener import Handler, Limits, RequestRefused, Server, serve as listen_on
+from agent.listener import Handler, Limits, Server
+from agent.listener import serve as listen_on
 from agent.logs import fields, get_logger, mask_code
 from agent.scanner.base import ScanEvent
 
@@ -138,7 +139,7 @@ class CashierHandler(Handler):
             return self._json(400, {"error": 'send JSON {"address": "..."}'})
         self._json(200, self.context.claim(address))
 
-    # -- pieces -------------------------------------------------------------------------------------
+    # -- pieces --------------------------------------------------------------------------------
 
     def _host_ok(self) -> bool:
         if self.context.guard.host_allowed(self.headers.get("Host")):
@@ -158,7 +159,8 @@ class CashierHandler(Handler):
 
     def _send_page(self, session: str | None) -> None:
         language = self.context.language
-        texts = dict(PAGE[language], till_number=str(self.context.workplace), poll_ms=str(POLL_MS))
+        texts = dict(PAGE[language], till_number=str(self.context.workplace),
+                     poll_ms=str(POLL_MS))
         if session is None:
             message = ""
             if "wrong" in self.path:
@@ -172,7 +174,8 @@ class CashierHandler(Handler):
 
     def _send_outcomes(self) -> None:
         entries = self.context.outcomes()
-        etag = '"' + hashlib.sha256("|".join(e["key"] for e in entries).encode()).hexdigest()[:20] + '"'
+        version = hashlib.sha256("|".join(e["key"] for e in entries).encode()).hexdigest()
+        etag = f'"{version[:20]}"'
         if self.headers.get("If-None-Match") == etag:
             return self._send(304, b"", headers={"ETag": etag})
         self._json(200, {"entries": entries}, headers={"ETag": etag})
@@ -228,4 +231,4 @@ def serve(section: CashierSection, *, scan: Callable[[ScanEvent], Any], store: C
     return listen_on(section.listen, CashierHandler, limits=LIMITS, name="cashier", context=app)
 
 
-__all__ = ["CashierApp", "CashierHandler", "RequestRefused", "serve"]
+__all__ = ["CashierApp", "CashierHandler", "serve"]
