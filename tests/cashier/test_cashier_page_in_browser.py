@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from agent_harness import ROOT, wait_until
+from agent_harness import ROOT, report_figure, wait_until
 from conftest import TILL, make_daemon, page_url
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -66,7 +66,8 @@ def test_an_email_claim_from_the_page_is_accepted_then_delivered_without_reload(
     booked = time.monotonic()
     entry = wait_for(browser, lambda d: (e := newest_entry(d)) and e["outcome"] == "delivered"
                      and e, "the claim delivered")
-    print(f"CASHIER screen showed 'delivered' {time.monotonic() - booked:.2f} s after the sale")
+    lag = time.monotonic() - booked
+    report_figure("cashier screen", delivered_shown_after_sale_s=f"{lag:.2f}")
     assert "Afgeleverd" in entry["text"] and MASKED in entry["text"]
     assert browser.execute_script("return window.notReloaded === true;"), "the page reloaded"
     wait_until(lambda: cloud.count() >= 1, what="the receipt in the cloud")
@@ -115,7 +116,7 @@ def test_screenshot_of_the_page_at_1024x768_for_people_to_look_at(browser, agent
     assert size == [1024, 768]
     SCREENSHOT.parent.mkdir(exist_ok=True)
     assert browser.save_screenshot(str(SCREENSHOT))
-    print(f"CASHIER screenshot saved: {SCREENSHOT}")
+    report_figure("cashier screen", screenshot=SCREENSHOT.relative_to(ROOT))
     browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {  # a 10-inch tablet, upright
         "width": 800, "height": 1280, "deviceScaleFactor": 1, "mobile": True})
     tablet = SCREENSHOT.with_name("cashier-screen-tablet-800x1280.png")
