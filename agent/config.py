@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator,
+                      model_validator)
+from pydantic_core import PydanticCustomError
 
 from agent.errors import ConfigError
 from agent.http import cleartext
@@ -129,6 +131,22 @@ class MetricsSection(_Section):
     listen: str = Field(default="127.0.0.1:9464", pattern=r"^$|^\[?[0-9A-Za-z.:-]+\]?:\d{1,5}$")
 
 
+class CashierSection(_Section):
+    listen: str = Field(default="127.0.0.1:9465", pattern=r"^$|^\[?[0-9A-Za-z.:-]+\]?:\d{1,5}$")
+    pin: SecretStr | None = Field(default=None, min_length=4, max_length=64)
+    language: Literal["nl", "en"] = "nl"
+
+    @model_validator(mode="after")
+    def _pin_off_loopback(self) -> CashierSection:
+        from agent.cashier.access import is_loopback_listen
+
+        if self.listen.strip() and self.pin is None and not is_loopback_listen(self.listen):
+            raise PydanticCustomError(
+                "cashier_pin", "listen {listen} is reachable from the network: set cashier.pin "
+                "(4 or more characters), or listen on 127.0.0.1", {"listen": self.listen})
+        return self
+
+
 class FeedbackSection(_Section):
     accepted: str | None = None
     rejected: str | None = None
@@ -145,6 +163,7 @@ class Config(_Section):
     codes: CodesSection = CodesSection()
     metrics: MetricsSection = MetricsSection()
     feedback: FeedbackSection = FeedbackSection()
+    cashier: CashierSection = CashierSection()
     retention_days: int = Field(default=90, ge=1, le=3650)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from typing import Any
 
 from agent import hardening, systemd
+from agent.cashier import server as cashier
+from agent.cashier.outcomes import STORE_FAILED, Refused, RefusedScans
 from agent.config import Config
 from agent.errors import AgentError, ScannerError, StoreError
 from agent.feedback import Feedback
@@ -40,7 +42,8 @@ PURGE_EVERY = 3600.0
 
 
 class Reporter:
-    """Where the stages report: metrics, the systemd heartbeat, the cashier's feedback."""
+    """Where the stages report: metrics, the systemd heartbeat, the cashier's feedback and the
+    refused scans the cashier screen lists."""
 
     def __init__(self, metrics: Metrics, heartbeat: systemd.Heartbeat, feedback: Feedback,
                  wake_uploader: Callable[[], None]) -> None:
@@ -48,11 +51,15 @@ class Reporter:
         self.heartbeat = heartbeat
         self.feedback = feedback
         self.wake_uploader = wake_uploader
+        self.refused = RefusedScans()
 
-    def scanned(self, source_kind: str, result: ScanResult) -> None:
-        self.metrics.scan(source_kind, result.outcome)
+    def scanned(self, event: ScanEvent, workplace: int, result: ScanResult) -> None:
+        self.metrics.scan(event.source.split(":", 1)[0], result.outcome)
         if result.outcome == "accepted":
             self.metrics.claim_created()
+        if result.claim is None:
+            reason = STORE_FAILED if result.outcome == "failed" else result.reason
+            self.refused.add(Refused(event.at, workplace, event.source, reason))
         (self.feedback.accepted if result.claim else self.feedback.rejected)()
 
     def stored(self, items: list[OutboxItem]) -> None:
@@ -101,6 +108,7 @@ class Daemon:
         self.uploader = self._uploader()
         self._threads: dict[str, threading.Thread] = {}
         self._metrics_server: Any = None
+        self._cashier_server: Any = None
 
     def _poller(self) -> Poller:
         kassa = self.config.kassa
@@ -139,6 +147,9 @@ class Daemon:
         self.metrics.set_collect_callback(self._gauges)
         listen = self.config.metrics.listen
         self._metrics_server = serve(listen, self.metrics, ready=self.ready) if listen else None
+        self._cashier_server = cashier.serve(
+            self.config.cashier, scan=self.on_scan, store=self.store,
+            refused=self.reporter.refused, workplace=self.config.store.workplace)
         systemd.ready()
         log.info("boniq-agent started", extra=fields(
             sources=len(self.sources), workplace=self.config.store.workplace,
@@ -214,8 +225,9 @@ class Daemon:
         deadline = time.monotonic() + STOP_GRACE
         for thread in self._threads.values():
             thread.join(max(0.0, deadline - time.monotonic()))
-        if self._metrics_server is not None:
-            self._metrics_server.close()
+        for server in (self._metrics_server, self._cashier_server):
+            if server is not None:
+                server.close()
         self.uploader.close()
         self.store.close()
         log.info("boniq-agent stopped")

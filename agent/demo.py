@@ -7,12 +7,16 @@ till 2. What the cloud stored is printed at the end.
 
 from __future__ import annotations
 
+import re
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
+
+import requests
 
 from agent.config import Config
 from agent.daemon import Daemon
@@ -50,7 +54,25 @@ def _config(kassa: KassaSimulator, cloud: CloudSimulator, data_dir: Path) -> Con
         # the scripted customers follow each other within seconds, which a real till cannot:
         # the next code comes within recent_sale_guard of the previous sale
         "matching": {"recent_sale_guard": 0},
+        "cashier": {"listen": "127.0.0.1:0"},
     })
+
+
+class CashierPage:
+    """The cashier screen as a browser uses it: the page's CSRF token, then its JSON API."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.http = requests.Session()
+        page = self.http.get(url, timeout=5).text
+        self.csrf = re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
+
+    def claim(self, address: str) -> dict[str, Any]:
+        return self.http.post(f"{self.url}api/claim", json={"address": address}, timeout=5,
+                              headers={"X-CSRF-Token": self.csrf}).json()
+
+    def outcomes(self) -> list[dict[str, Any]]:
+        return self.http.get(f"{self.url}api/outcomes", timeout=5).json()["entries"]
 
 
 class Demo:
@@ -58,6 +80,11 @@ class Demo:
                  out: TextIO) -> None:
         self.kassa, self.cloud, self.daemon, self.out = kassa, cloud, daemon, out
         self.unclaimed: set[str] = set()
+
+    @property
+    def page_url(self) -> str | None:
+        server = self.daemon._cashier_server
+        return f"http://127.0.0.1:{server.port}/" if server is not None else None
 
     def say(self, text: str = "") -> None:
         print(text, file=self.out, flush=True)
@@ -80,6 +107,25 @@ class Demo:
         deadline = time.monotonic() + WAIT
         while claim is not None and not fenced() and time.monotonic() < deadline:
             time.sleep(0.02)
+
+    def page_claim(self, address: str) -> bool:
+        """What the cashier screen's button does: an HTTP POST to the page's API."""
+        if self.page_url is None:
+            self.say("   cashier screen: not running")
+            return False
+        answer = CashierPage(self.page_url).claim(address)
+        self.say(f"   cashier screen ({self.page_url}): {answer['title']} — {answer['detail']}")
+        if answer["outcome"] not in ("accepted", "duplicate"):
+            return False
+        claim = next(c for c in self.daemon.store.pending_claims() if c.customer == address)
+        self._cashier_moment(claim)
+        return True
+
+    def page_shows(self, outcome: str) -> Callable[[], bool]:
+        if self.page_url is None:
+            return lambda: False
+        page = CashierPage(self.page_url)
+        return lambda: any(e["outcome"] == outcome for e in page.outcomes()[:1])
 
     def wait_for(self, what: str, predicate: Callable[[], bool]) -> bool:
         started = time.monotonic()
@@ -110,12 +156,13 @@ class Demo:
         anna_sale = self.pay(BASKET_ANNA, ["PIN"], "T-shirt, 2 cappuccino, stamps (21/9/0 % VAT), PIN")
         ok &= self.wait_for("receipt delivered to Anna's BONIQ app", self.delivered(1))
 
-        self.say("\n2. Bram prefers e-mail and types his address")
-        ok &= self.scan(BRAM)
+        self.say("\n2. Bram prefers e-mail; the cashier types his address on the cashier screen")
+        ok &= self.page_claim(BRAM)
         total = sale_total(BASKET_BRAM)
         self.pay(BASKET_BRAM, [("CASH", 500), "PIN"],
                  f"0.530 kg cheese, bread -25 %; € 5.00 cash + € {(total - 500) / 100:.2f} PIN")
         ok &= self.wait_for("receipt delivered by e-mail to Bram", self.delivered(2))
+        ok &= self.wait_for("the cashier screen shows it delivered", self.page_shows("delivered"))
 
         self.say("\n3. Someone scans a bottle's barcode by mistake")
         ok &= not self.scan("8710400011111")
@@ -138,8 +185,29 @@ class Demo:
 
     def interactive(self, stdin: TextIO) -> bool:
         self.wait_for("connected to the POS", lambda: self.daemon.poller.last_success is not None)
+        if self.page_url:
+            self.say(f"Cashier screen: {self.page_url} (open it in a browser on this machine; "
+                     f"an e-mail address given there is paid for at till {TILL} a moment later)")
+            stop = threading.Event()
+            threading.Thread(target=self._pay_for_page_claims, args=(stop,), daemon=True).start()
         self.say("Type a BONIQ code (e.g. BQ17K3M9QW4RT8ZP2C56) or an e-mail address; "
                  "an empty line ends the demo.")
+        try:
+            return self._read_codes(stdin)
+        finally:
+            if self.page_url:
+                stop.set()
+
+    def _pay_for_page_claims(self, stop: threading.Event) -> None:
+        paid: set[int] = set()
+        while not stop.wait(0.2):
+            for claim in self.daemon.store.pending_claims():
+                if claim.source == "cashier" and claim.fence_marker is not None \
+                        and claim.id not in paid:
+                    paid.add(claim.id)
+                    self.kassa.book_sale(TILL, after=PAYMENT)
+
+    def _read_codes(self, stdin: TextIO) -> bool:
         while True:
             self.out.write("code> ")
             self.out.flush()

@@ -30,7 +30,7 @@ class ScanResult:
 
 
 class IntakeEvents(Protocol):
-    def scanned(self, source_kind: str, result: ScanResult) -> None: ...
+    def scanned(self, event: ScanEvent, workplace: int, result: ScanResult) -> None: ...
 
 
 def claim_for(store: Store, config: Config, code: codes.CustomerCode, *, workplace: int,
@@ -54,17 +54,17 @@ class ScanIntake:
 
     def take(self, event: ScanEvent) -> ScanResult:
         """A source's scan: parsed, stored durably, and only then acknowledged."""
-        result = self._store(event)
-        self.events.scanned(event.source.split(":", 1)[0], result)
+        workplace = event.workplace if event.workplace is not None else self.config.store.workplace
+        result = self._store(event, workplace)
+        self.events.scanned(event, workplace, result)
         return result
 
-    def _store(self, event: ScanEvent) -> ScanResult:
+    def _store(self, event: ScanEvent, workplace: int) -> ScanResult:
         try:
             code = codes.parse(event.text, url_hosts=self.config.codes.url_hosts)
         except CodeRejected as exc:
             log.info("scan rejected", extra=fields(source=event.source, reason=str(exc)))
             return ScanResult("rejected", str(exc))
-        workplace = event.workplace if event.workplace is not None else self.config.store.workplace
         try:
             stored = claim_for(self.store, self.config, code, workplace=workplace,
                                source=event.source, at=event.at)

@@ -63,7 +63,8 @@ class Agent:
                  token: str = "demo-token", extra: str = "",
                  scanner_workplaces: tuple[int, ...] | None = None,
                  data_dir: Path | None = None, poll_interval: float = 0.2,
-                 extra_scanners: str = "", cloud_options: str = "") -> None:
+                 extra_scanners: str = "", cloud_options: str = "",
+                 cashier_listen: str = "") -> None:
         """One serial scanner on a pty per entry of `scanner_workplaces` (default: `workplace`);
         `extra_scanners`: more YAML list items for `scanners:` (e.g. a webcam); `cloud_options`:
         more `cloud:` keys in flow style (e.g. `retry_base: 0.05, retry_max: 0.5`)."""
@@ -88,7 +89,8 @@ class Agent:
             f"{', ' + cloud_options if cloud_options else ''}}}\n"
             f"scanners:\n{scanners}"
             f"data_dir: {self.data_dir}\n"
-            f"metrics: {{listen: '127.0.0.1:{self.metrics_port}'}}\n" + extra)
+            f"metrics: {{listen: '127.0.0.1:{self.metrics_port}'}}\n"
+            f"cashier: {{listen: '{cashier_listen}'}}\n" + extra)
         self.config.chmod(0o600)
         self.log = folder / "agent.log"
         self.notify_path = folder / "notify.sock"

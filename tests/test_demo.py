@@ -19,6 +19,8 @@ def test_scripted_demo_delivers_every_claimed_sale_and_nothing_else():
     assert "REJECTED (looks like a product barcode" in out
     assert "credit receipt   4 till 2" in out and "CASH+PIN  → bram.dekker@example.nl" in out
     assert out.count("[till-sequence]") == 3 and out.count("[credit-link]") == 1
+    assert "cashier screen (http://127.0.0.1:" in out and "Geaccepteerd b***@example.nl" in out
+    assert "agent: the cashier screen shows it delivered" in out
 
 
 def test_interactive_demo_takes_typed_codes():
@@ -26,3 +28,4 @@ def test_interactive_demo_takes_typed_codes():
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("receipt delivered") == 1
     assert "REJECTED" in result.stdout and "→ BQ17K3M9QW4RT8ZP2C56" in result.stdout
+    assert "Cashier screen: http://127.0.0.1:" in result.stdout
