@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from agent_harness import Agent, free_port
+from agent_harness import BACK_TO_BACK, Agent, free_port
 
 from agent.config import Config
 from agent.daemon import Daemon
@@ -40,7 +40,7 @@ def agent(tmp_path: Path, kassa: KassaSimulator, cloud: CloudSimulator) -> Itera
     """`boniq-agent run` as a subprocess with its cashier screen on a free loopback port."""
     port = free_port()
     running = Agent(tmp_path, kassa.url, cloud.url, workplace=TILL,
-                    cashier_listen=f"127.0.0.1:{port}")
+                    cashier_listen=f"127.0.0.1:{port}", extra=BACK_TO_BACK)
     running.cashier_url = f"http://127.0.0.1:{port}/"
     yield running
     running.close()
