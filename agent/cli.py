@@ -24,11 +24,15 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_CORRUPT, EXIT_STORE, EXIT_CONFIG = 0, 1, 2,
 DEFAULT_CONFIG = "/etc/boniq-agent/config.yaml"
 
 
-def _load_config(args: argparse.Namespace):  # noqa: ANN202 - returns agent.config.Config
+def _load_config(args: argparse.Namespace, *, warn: bool = True):  # noqa: ANN202 - a Config
     from agent import config
 
-    cfg = config.load(args.config)
+    credentials = (config.credential_sources(args.credentials_dir)
+                   if hasattr(args, "credentials_dir") else None)
+    cfg = config.load(args.config, credentials=credentials)
     logs.setup(cfg.log_level if not getattr(args, "verbose", False) else "debug")
+    for warning in cfg.warnings if warn else ():
+        logs.get_logger(__name__).warning(warning)
     return cfg
 
 
@@ -39,9 +43,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    cfg = _load_config(args)
-    cfg.kassa_secret()
-    cfg.cloud_token()
+    cfg = _load_config(args, warn=False)
+    problems = []
+    for secret in (cfg.kassa_secret, cfg.cloud_token):
+        try:
+            secret()
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    for line in [*problems, *cfg.warnings]:
+        print(line, file=sys.stderr)
+    if problems:
+        return EXIT_CONFIG
     print(f"{args.config}: OK ({len(cfg.scanners)} scanner(s), branch {cfg.store.branch}, "
           f"workplace {cfg.store.workplace})")
     return EXIT_OK
@@ -50,7 +62,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_doctor(args: argparse.Namespace) -> int:
     from agent import doctor
 
-    return doctor.run(args.config)
+    return doctor.run(args.config, credentials_dir=args.credentials_dir)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -218,9 +230,15 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     command("run", cmd_run, "run the agent in the foreground (systemd runs this)")
-    command("check-config", cmd_check_config, "validate the configuration; exit 0 or 78")
-    command("doctor", cmd_doctor,
-            "check config, store, disk, scanners, POS API and cloud; OK/FAIL per line with the fix")
+    credentials_help = ("where the systemd credentials kassa-secret and cloud-token are "
+                        "(default: $CREDENTIALS_DIRECTORY, else the unit's LoadCredential= "
+                        "sources /etc/boniq-agent/kassa-secret and /etc/boniq-agent/cloud-token)")
+    p = command("check-config", cmd_check_config,
+                "validate the configuration and the files it names; exit 0 or 78")
+    p.add_argument("--credentials-dir", metavar="DIR", help=credentials_help)
+    p = command("doctor", cmd_doctor,
+                "check config, store, disk, scanners, POS API and cloud; OK/FAIL per line with the fix")
+    p.add_argument("--credentials-dir", metavar="DIR", help=credentials_help)
     p = command("status", cmd_status, "pending claims, outbox depth, dead letters, last error")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--limit", type=int, default=20, help="expired claims to list (default 20)")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
@@ -18,7 +18,7 @@ from urllib.parse import urljoin
 import requests
 
 from agent import __version__
-from agent.config import Config, load
+from agent.config import Config, credential_sources, load
 from agent.errors import AgentError, ConfigError, KassaRejected
 from agent.logs import redact
 from agent.queue.store import DB_NAME
@@ -32,38 +32,60 @@ class Check:
     ok: bool
     detail: str
     fix: str = ""
+    warn: bool = False
 
     def line(self) -> str:
-        text = f"{'OK  ' if self.ok else 'FAIL'}  {self.name:<14} {self.detail}"
-        return text if self.ok or not self.fix else f"{text}\n      fix: {self.fix}"
+        mark = "FAIL" if not self.ok else "WARN" if self.warn else "OK  "
+        text = f"{mark}  {self.name:<14} {self.detail}"
+        return text if (self.ok and not self.warn) or not self.fix else f"{text}\n      fix: {self.fix}"
 
 
-def run(config_path: str) -> int:
-    checks = list(checks_for(config_path))
-    for check in checks:
-        print(redact(check.line()))
-    failed = [c for c in checks if not c.ok]
-    print(f"{len(checks) - len(failed)} OK, {len(failed)} FAIL")
+_UNEXPECTED_FIX = "this is a bug in the agent: send this output to support"
+
+
+def run(config_path: str, credentials_dir: str | None = None) -> int:
+    """Print each check as it finishes (a hung endpoint must not hide the lines before it)."""
+    passed = failed = 0
+    for check in checks_for(config_path, credentials_dir):
+        print(redact(check.line()), flush=True)
+        passed, failed = (passed + 1, failed) if check.ok else (passed, failed + 1)
+    print(f"{passed} OK, {failed} FAIL", flush=True)
     return 1 if failed else 0
 
 
-def checks_for(config_path: str) -> Iterator[Check]:
+def checks_for(config_path: str, credentials_dir: str | None = None) -> Iterator[Check]:
     try:
-        config = load(config_path)
+        config = load(config_path, credentials=credential_sources(credentials_dir))
     except ConfigError as exc:
         yield Check("config", False, "; ".join(exc.problems),
                     "edit the lines named above; `boniq-agent check-config` re-checks")
+        for name in ("database", "disk", "scanners", "POS API", "cloud"):
+            yield Check(name, False, "not checked: the configuration is invalid (above)")
+        return
+    except Exception as exc:  # noqa: BLE001 - doctor reports, it never dies with a traceback
+        yield _unexpected("config", exc)
         return
     yield Check("config", True, f"{config_path} is valid")
-    secrets = _secrets(config)
-    yield from secrets
-    yield _store(config.data_dir)
-    yield _disk(config.data_dir)
-    for scanner in config.scanners:
-        yield _scanner(scanner)
-    if all(c.ok for c in secrets):
-        yield from _kassa(config)
-        yield _cloud(config)
+    for warning in config.warnings:
+        yield Check("config", True, warning, "see the line named", warn=True)
+    stages: list[tuple[str, Callable[[], Iterable[Check]]]] = [
+        ("secrets", lambda: _secrets(config)),
+        ("database", lambda: [_store(config.data_dir)]),
+        ("disk", lambda: [_disk(config.data_dir)]),
+        *[(f"scanner {s.type}", lambda s=s: [_scanner(s)]) for s in config.scanners],
+        ("POS API", lambda: _kassa(config)),
+        ("cloud", lambda: [_cloud(config)]),
+    ]
+    for name, stage in stages:
+        try:
+            yield from stage()
+        except Exception as exc:  # noqa: BLE001
+            yield _unexpected(name, exc)
+
+
+def _unexpected(name: str, exc: Exception) -> Check:
+    return Check(name, False, f"check failed unexpectedly: {type(exc).__name__}: "
+                 f"{redact(str(exc))[:300]}", _UNEXPECTED_FIX)
 
 
 def _guard(name: str, func: Callable[[], Check], fix: str) -> Check:
@@ -74,19 +96,30 @@ def _guard(name: str, func: Callable[[], Check], fix: str) -> Check:
 
 
 def _secrets(config: Config) -> list[Check]:
-    fix = "set it inline, in a 0600 *_file, or as a systemd credential (LoadCredential=)"
+    fix = ("give it in a *_file (mode 0640, root:boniq) or as a systemd credential "
+           "(LoadCredential=; outside the unit: --credentials-dir DIR)")
     return [
         _guard("kassa secret", lambda: (config.kassa_secret(), Check("kassa secret", True, "set"))[1], fix),
         _guard("cloud token", lambda: (config.cloud_token(), Check("cloud token", True, "set"))[1], fix),
     ]
 
 
+def _secret_missing(config: Config, get: Callable[[], str]) -> str | None:
+    try:
+        get()
+    except AgentError:
+        return "not checked: its secret is not available (above)"
+    return None
+
+
 def _store(data_dir: Path) -> Check:
     path = data_dir / DB_NAME
     if not path.exists():
-        writable = os.access(data_dir if data_dir.exists() else data_dir.parent, os.W_OK)
-        return Check("database", writable, f"{path} does not exist yet; the agent creates it",
-                     f"create {data_dir} writable by the agent's user (systemd: StateDirectory=)")
+        where = data_dir if data_dir.exists() else data_dir.parent
+        fix = f"create {data_dir} writable by the agent's user (systemd: StateDirectory=)"
+        if not os.access(where, os.W_OK | os.X_OK):
+            return Check("database", False, f"{where} is not writable by {_user()}", fix)
+        return Check("database", True, f"{path} does not exist yet; the agent creates it")
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
         result = " ".join(conn.execute("PRAGMA quick_check(1)").fetchone()[0].split())
@@ -110,7 +143,8 @@ def _disk(data_dir: Path) -> Check:
         free = shutil.disk_usage(probe).free
     except OSError as exc:
         return Check("disk", False, f"cannot read free space of {probe}: {exc.strerror}")
-    detail = f"{free // (1024 * 1024)} MiB free at {probe}"
+    detail = (f"{free // (1024 * 1024)} MiB free at {probe} (needs at least "
+              f"{MIN_FREE_BYTES // (1024 * 1024)} MiB)")
     return Check("disk", free >= MIN_FREE_BYTES, detail,
                  "free space on that filesystem: pending receipts wait in the store meanwhile")
 
@@ -135,12 +169,17 @@ def _scanner(scanner) -> Check:  # noqa: ANN001 - any scanner config model
     if not os.access(device, mode):
         return Check(name, False, f"{device} is not readable by this user",
                      "install systemd/70-boniq-scanner.rules with the scanner's VID:PID "
-                     "(`udevadm info -q property {device}`), then `udevadm trigger`")
+                     f"(`udevadm info -q property {device}`), then `udevadm trigger`")
     return Check(name, True, f"{device} present and readable")
 
 
 def _kassa(config: Config) -> Iterator[Check]:
     from agent.kassa.client import KassaClient
+
+    missing = _secret_missing(config, config.kassa_secret)
+    if missing:
+        yield Check("POS API", False, missing)
+        return
 
     client = KassaClient(config.kassa.url, config.kassa.ident, config.kassa_secret(),
                          timeout=(3.05, min(config.kassa.timeout, 10.0)),
@@ -148,8 +187,12 @@ def _kassa(config: Config) -> Iterator[Check]:
     try:
         version = client.get_api_version()
     except KassaRejected as exc:
-        yield Check("POS API", False, f"credentials refused: {exc}",
-                    "check kassa.ident and the secret with MplusKASSA")
+        if "check kassa.url" not in str(exc):  # not a SOAP fault or 401/403: another server
+            yield Check("POS API", False, f"credentials refused: {exc}",
+                        "check kassa.ident and the secret with MplusKASSA")
+        else:
+            yield Check("POS API", False, f"wrong URL: an HTTP server answers, but not the "
+                        f"MplusKASSA API ({exc})", "check kassa.url with MplusKASSA (host, port, path)")
         return
     except AgentError as exc:
         yield Check("POS API", False, f"not reachable: {exc}",
@@ -176,6 +219,9 @@ def _branch(client, config: Config) -> Check:  # noqa: ANN001
 
 
 def _cloud(config: Config) -> Check:
+    missing = _secret_missing(config, config.cloud_token)
+    if missing:
+        return Check("cloud", False, missing)
     url = urljoin(config.cloud.url.rstrip("/") + "/", "v1/health")
     verify = str(config.cloud.ca_bundle) if config.cloud.ca_bundle else True
     session = requests.Session()
@@ -185,12 +231,38 @@ def _cloud(config: Config) -> Check:
             "Authorization": f"Bearer {config.cloud_token()}",
             "User-Agent": f"boniq-agent/{__version__}"})
     except requests.RequestException as exc:
-        return Check("cloud", False, f"not reachable: {type(exc).__name__}",
+        return Check("cloud", False, f"not reachable: {_network_cause(exc)}",
                      f"check cloud.url ({config.cloud.url}), DNS, proxy and TLS (cloud.ca_bundle)")
     if response.status_code in (401, 403):
         return Check("cloud", False, f"token refused (HTTP {response.status_code})",
                      "put the current store token in place; receipts wait meanwhile")
+    if response.status_code == 404:
+        return Check("cloud", False, "wrong URL: an HTTP server answers, but has no /v1/health",
+                     f"check cloud.url ({config.cloud.url})")
     if response.status_code != 200:
         return Check("cloud", False, f"health answered HTTP {response.status_code}",
                      "the cloud has trouble; receipts wait in the outbox meanwhile")
     return Check("cloud", True, "reachable, token accepted")
+
+
+def _user() -> str:
+    try:
+        import pwd
+
+        return f"user {pwd.getpwuid(os.geteuid()).pw_name}"
+    except (ImportError, KeyError):
+        return f"uid {os.geteuid()}"
+
+
+def _network_cause(exc: requests.RequestException) -> str:
+    """Refused, DNS, TLS certificate, timeout: what store IT checks next differs for each."""
+    text = repr(exc)
+    if isinstance(exc, requests.exceptions.SSLError):
+        return "TLS certificate not accepted" if "CERTIFICATE_VERIFY_FAILED" in text else "TLS failed"
+    if isinstance(exc, requests.Timeout):
+        return "timed out"
+    if "Name or service not known" in text or "NameResolutionError" in text or "nodename" in text:
+        return "DNS: the host name does not resolve"
+    if "Connection refused" in text or "ConnectionRefusedError" in text:
+        return "connection refused (nothing listens at that host and port)"
+    return type(exc).__name__
