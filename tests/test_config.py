@@ -31,12 +31,6 @@ def cli(*args):
                           text=True, cwd=ROOT, timeout=60)
 
 
-def test_example_config_passes_check_config():
-    result = cli("check-config", "--config", str(ROOT / "config.example.yaml"))
-    assert result.returncode == 0, result.stderr
-    assert "OK" in result.stdout
-
-
 def test_wrong_type_reports_its_line_and_exits_78(tmp_path):
     text = MINIMAL.replace("  workplace: 2", "  workplace: two")
     path = tmp_path / "config.yaml"
