@@ -39,7 +39,7 @@ def _load_config(args: argparse.Namespace, *, warn: bool = True):  # noqa: ANN20
 def cmd_run(args: argparse.Namespace) -> int:
     from agent import daemon
 
-    return daemon.run(_load_config(args))
+    return daemon.run(_load_config(args), args.config)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -7,16 +7,18 @@ only after its claim is committed, and a receipt only after its outbox row is.
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from agent import codes, systemd
-from agent.config import Config
-from agent.errors import AgentError, CodeRejected, ScannerError, StoreError
+from agent import codes, supervision, systemd
+from agent.config import Config, load
+from agent.errors import AgentError, CodeRejected, ConfigError, ScannerError, StoreError
 from agent.feedback import Feedback
 from agent.kassa.client import KassaClient
 from agent.kassa.poller import Poller
@@ -31,6 +33,9 @@ log = get_logger(__name__)
 
 STOP_GRACE = 8.0
 PURGE_EVERY = 3600.0
+EXIT_CONFIG = 78
+# What SIGHUP applies in place (SPEC §9); every other change needs a restart.
+RELOADABLE = ("log_level", "feedback", "matching")
 
 
 @dataclass
@@ -46,8 +51,12 @@ class Daemon:
     sources: list[Source] | None = None
     clock: Callable[[], float] = time.time
     stop_event: threading.Event = field(default_factory=threading.Event)
+    config_path: Path | None = None  # where reload() reads the configuration again
 
     def __post_init__(self) -> None:
+        self.exit_status = 0
+        self._wake = threading.Event()  # cuts the supervisor's wait short (stop, reload)
+        self._reload_requested = False
         self.store = Store.open(self.config.data_dir)
         self.metrics = Metrics()
         self.heartbeat = systemd.Heartbeat()
@@ -172,18 +181,65 @@ class Daemon:
             data_dir=str(self.config.data_dir)))
 
     def _spawn(self, name: str, target: Callable[[threading.Event], None]) -> None:
-        def guarded() -> None:
-            while not self.stop_event.is_set():
-                try:
-                    target(self.stop_event)
-                    return
-                except Exception:  # a stage must never take the daemon down
-                    log.exception(f"{name} crashed; restarting it in 1 s")
-                    self.stop_event.wait(1.0)
-
-        thread = threading.Thread(target=guarded, name=name, daemon=True)
+        body = supervision.guarded(name, target, self.stop_event,
+                                   on_config_fault=self._config_fault, paths=self._named_files)
+        thread = threading.Thread(target=body, name=name, daemon=True)
         thread.start()
         self._threads.append(thread)
+
+    def _named_files(self) -> list[Path]:
+        files = [self.config.kassa.ca_bundle, self.config.cloud.ca_bundle,
+                 self.config.kassa.secret_file, self.config.cloud.token_file,
+                 self.config.credential_path("kassa-secret"), self.config.credential_path("cloud-token")]
+        return [f for f in files if f is not None]
+
+    def _config_fault(self, stage: str, reason: str) -> None:
+        """A restart cannot fix it: stop with exit status 78 (systemd leaves the unit failed)."""
+        log.error("the configuration stops the agent; fix it, then start the agent again "
+                  "(`boniq-agent check-config`)", extra=fields(stage=stage, reason=reason))
+        self.exit_status = EXIT_CONFIG
+        self.request_stop()
+
+    def request_stop(self) -> None:
+        self.stop_event.set()
+        self._wake.set()
+
+    def request_reload(self) -> None:
+        self._reload_requested = True
+        self._wake.set()
+
+    def reload(self) -> bool:
+        """Read the config file again and apply what can change in place: log_level, feedback
+        and matching. An invalid file is logged and the running configuration kept."""
+        if self.config_path is None:
+            log.warning("reload requested, but the agent was not started from a config file")
+            return False
+        try:
+            new = load(self.config_path)
+        except ConfigError as exc:
+            log.error("reload refused: the configuration file is invalid; the agent keeps "
+                      "running with the previous one", extra=fields(problems="; ".join(exc.problems)))
+            return False
+        for warning in new.warnings:
+            log.warning(warning)
+        changed = _changed_keys(self.config.model_dump(), new.model_dump())
+        applied = [k for k in changed if k.split(".")[0] in RELOADABLE]
+        pending = [k for k in changed if k.split(".")[0] not in RELOADABLE]
+        if new.log_level != self.config.log_level:
+            logging.getLogger().setLevel(new.log_level.upper())
+        if new.feedback != self.config.feedback:
+            fb = new.feedback
+            self.feedback = Feedback(fb.accepted, fb.rejected, fb.delivered)
+        if new.matching != self.config.matching:
+            self.poller.set_matching(new.matching)
+        self.config = self.config.model_copy(update={key: getattr(new, key) for key in RELOADABLE})
+        log.info("configuration reloaded", extra=fields(
+            applied=",".join(applied) or "nothing changed",
+            needs_restart=",".join(pending) or "nothing"))
+        if pending:
+            log.warning("some changes take effect only after a restart "
+                        "(systemctl restart boniq-agent)", extra=fields(keys=",".join(pending)))
+        return True
 
     def _run_source(self, source: Source, stop: threading.Event) -> None:
         try:
@@ -202,11 +258,18 @@ class Daemon:
                 "last_delivery": s["last_delivery_at"]}
 
     def supervise(self) -> None:
-        """The main thread's loop: watchdog, STATUS=, retention purge, until stopped."""
+        """The main thread's loop: watchdog, STATUS=, retention purge, reload, until stopped."""
         interval = systemd.watchdog_interval() or 5.0
         max_age = max(120.0, 3 * self.config.kassa.poll_interval)
         last_purge = 0.0
-        while not self.stop_event.wait(min(interval, 5.0)):
+        while not self.stop_event.is_set():
+            self._wake.wait(min(interval, 5.0))
+            self._wake.clear()
+            if self.stop_event.is_set():
+                break
+            if self._reload_requested:
+                self._reload_requested = False
+                self.reload()
             if all(t.is_alive() for t in self._threads[:2]):  # poller and uploader
                 systemd.keep_alive(self.heartbeat, max_age)
             systemd.status(self.status_line())
@@ -248,19 +311,40 @@ class Daemon:
         log.info("boniq-agent stopped")
 
 
-def run(config: Config) -> int:
-    """`boniq-agent run`: start, supervise until SIGTERM/SIGINT, stop cleanly, exit 0."""
-    daemon = Daemon(config)
+def run(config: Config, config_path: Path | str | None = None) -> int:
+    """`boniq-agent run`: hold the data_dir, start, supervise until SIGTERM/SIGINT (SIGHUP
+    reloads), stop cleanly; exit 0, or 78 when the configuration stopped it."""
+    from agent.instance import InstanceLock
 
-    def on_signal(signum: int, frame: Any) -> None:
-        log.info("stop requested", extra=fields(signal=signal.Signals(signum).name))
-        daemon.stop_event.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    daemon.start()
+    early_reload: list[int] = []  # a SIGHUP while starting must not kill the agent
+    signal.signal(signal.SIGHUP, lambda signum, frame: early_reload.append(signum))
+    lock = InstanceLock.acquire(config.data_dir)
     try:
-        daemon.supervise()
+        daemon = Daemon(config, config_path=Path(config_path) if config_path else None)
+
+        def on_stop(signum: int, frame: Any) -> None:
+            log.info("stop requested", extra=fields(signal=signal.Signals(signum).name))
+            daemon.request_stop()
+
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGHUP, lambda signum, frame: daemon.request_reload())
+        if early_reload:
+            daemon.request_reload()
+        daemon.start()
+        try:
+            daemon.supervise()
+        finally:
+            daemon.stop()
+        return daemon.exit_status
     finally:
-        daemon.stop()
-    return 0
+        lock.release()
+
+
+def _changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two `model_dump()`s."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(set(old) | set(new))
+        return [k for key in keys
+                for k in _changed_keys(old.get(key), new.get(key), f"{prefix}{key}.")]
+    return [prefix.rstrip(".")] if old != new else []

@@ -7,6 +7,7 @@
     │   ├── StoreCorrupt       the database file is damaged or not a database
     │   ├── StoreFull          the disk (or file-size limit) is full
     │   └── StoreLocked        another process holds the write lock past busy_timeout
+    │       └── AgentRunning   another `run` holds this data_dir (exit status 74)
     ├── KassaError             talking to the MplusKASSA API failed
     │   ├── KassaTransient     Server.* faults, HTTP 5xx, timeouts, network: retry
     │   ├── KassaRejected      Client.* faults, wrong credentials: fix, retry slowly
@@ -56,6 +57,10 @@ class StoreFull(StoreError):
 
 class StoreLocked(StoreError):
     pass
+
+
+class AgentRunning(StoreLocked):
+    """A second `boniq-agent run` on a data_dir that a running agent holds."""
 
 
 class KassaError(AgentError):

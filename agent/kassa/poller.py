@@ -64,6 +64,13 @@ class Poller:
         self._failures = 0
         self.wake = threading.Event()
 
+    def set_matching(self, section: Any) -> None:
+        """New matching settings (SIGHUP): from the next poll on; claims keep their state."""
+        self.claim_ttl = section.claim_ttl
+        self.matcher.claim_ttl = section.claim_ttl
+        self.matcher.clock_skew = section.clock_skew
+        self.matcher.late_scan_window = section.late_scan_window
+
     def run(self, stop: threading.Event) -> None:
         """Poll until stopped; every failure is logged once per change and backed off."""
         while not stop.is_set():

@@ -29,6 +29,7 @@ import agent
 from agent.errors import CloudAuthError, CloudRejected, CloudTransient, StoreError
 from agent.logs import correlation, fields, get_logger, redact, register_secret
 from agent.queue.store import OutboxItem, Store
+from agent.supervision import Repeats, config_fault
 
 log = get_logger(__name__)
 
@@ -144,17 +145,21 @@ class Uploader:
         """Upload until `stop` is set; `wake` (set by the matcher on enqueue) cuts a wait short."""
         self._stop = stop
         store_error: str | None = None
+        crashes = Repeats("uploader pass")
         try:
             while not stop.is_set():
                 self.on_pass()
                 try:
                     if self.run_once().attempted:
                         store_error = self._store_recovered(store_error)
+                    crashes.recovered()
                 except StoreError as exc:
                     store_error = self._store_failed(exc, store_error)
                     stop.wait(1.0)
-                except Exception:
-                    log.exception("uploader pass failed; trying again shortly")
+                except Exception as exc:
+                    if config_fault(exc, [self.verify] if isinstance(self.verify, str) else []):
+                        raise  # the daemon stops with exit 78: retrying cannot fix it
+                    crashes.failed(exc)
                     stop.wait(1.0)
                 self._wait(stop, wake)
         finally:
