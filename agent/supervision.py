@@ -46,7 +46,7 @@ class Repeats:
     def failed(self, exc: BaseException) -> None:
         signature = (type(exc).__name__, redact(str(exc))[:300])
         if signature != self._signature:
-            self._summarise()
+            self.summarise()
             self._signature, self.count = signature, 1
             log.error(f"{self.what} crashed; restarting it", exc_info=exc)
             return
@@ -57,11 +57,12 @@ class Repeats:
 
     def recovered(self) -> None:
         if self._signature is not None:
-            self._summarise()
+            self.summarise()
             log.info(f"{self.what} works again")
         self._signature, self.count = None, 0
 
-    def _summarise(self) -> None:
+    def summarise(self) -> None:
+        """The count of a series that ended (the last milestone already said it)."""
         if self._signature is not None and self.count > 1 and not _is_milestone(self.count):
             log.error(f"{self.what} crashed the same way repeatedly", extra=fields(
                 times=self.count, error=f"{self._signature[0]}: {self._signature[1]}"))
@@ -86,10 +87,12 @@ def guarded(name: str, target: Callable[[threading.Event], None], stop: threadin
         while not stop.is_set():
             try:
                 target(stop)
+                repeats.summarise()
                 return
             except Exception as exc:  # noqa: BLE001 - a stage must never take the daemon down
                 reason = config_fault(exc, paths())
                 if reason is not None:
+                    repeats.summarise()
                     on_config_fault(name, reason)
                     return
                 repeats.failed(exc)
