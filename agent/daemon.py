@@ -15,8 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from agent import codes, supervision, systemd
+from agent import __version__, codes, supervision, systemd
 from agent.config import Config, load
 from agent.errors import AgentError, CodeRejected, ConfigError, ScannerError, StoreError
 from agent.feedback import Feedback
@@ -177,8 +178,10 @@ class Daemon:
         self._metrics_server = serve(listen, self.metrics, ready=self.ready) if listen else None
         systemd.ready()
         log.info("boniq-agent started", extra=fields(
-            sources=len(self.sources or []), workplace=self.config.store.workplace,
-            data_dir=str(self.config.data_dir)))
+            version=__version__, config=str(self.config_path or "-"),
+            pos=_host(self.config.kassa.url), cloud=_host(self.config.cloud.url),
+            sources=",".join(s.name for s in self.sources or []) or "none",
+            workplace=self.config.store.workplace, data_dir=str(self.config.data_dir)))
 
     def _spawn(self, name: str, target: Callable[[threading.Event], None]) -> None:
         body = supervision.guarded(name, target, self.stop_event,
@@ -339,6 +342,16 @@ def run(config: Config, config_path: Path | str | None = None) -> int:
         return daemon.exit_status
     finally:
         lock.release()
+
+
+def _host(url: str) -> str:
+    """scheme://host:port of a URL: no path, query or credentials in the start line."""
+    parts = urlsplit(url)
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{parts.scheme}://{parts.hostname or '?'}{port}"
 
 
 def _changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:

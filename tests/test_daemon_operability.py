@@ -158,3 +158,18 @@ def test_a_ca_bundle_gone_at_run_time_stops_the_agent_with_78_not_a_traceback_lo
             assert log.count("Traceback") == 0
         finally:
             agent.close()
+
+
+def test_the_start_line_names_version_config_hosts_sources_and_workplace(agent, kassa, cloud):
+    from agent import __version__
+
+    agent.config.write_text(agent.config.read_text().replace("log_level: warning", "log_level: info"))
+    agent.start()
+    agent.wait_ready()
+    wait_until(lambda: "boniq-agent started" in agent.log_text(), what="the start line")
+    [line] = [x for x in agent.log_text().splitlines() if "boniq-agent started" in x]
+    assert f"version={__version__}" in line and f"config={agent.config}" in line
+    assert f"pos={kassa.url.rstrip('/')}" in line and f"cloud={cloud.url.rstrip('/')}" in line
+    assert f"sources=serial:{agent.device}" in line and "workplace=2" in line
+    assert "demo-secret" not in line
+    assert agent.terminate() == 0
