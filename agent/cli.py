@@ -151,14 +151,21 @@ def _outbox_show(store, item_id: int) -> int:  # noqa: ANN001
 
 
 def _outbox_retry(store, args: argparse.Namespace) -> int:  # noqa: ANN001
+    from agent.journal import manual_action
+
     if args.dead:
         count = store.requeue_dead()
+        manual_action("manual action: dead letters re-queued", count=count)
         print(f"re-queued {count} dead-lettered receipt(s)")
         return EXIT_OK
     if args.id is None:
         print("give an outbox ID or --dead", file=sys.stderr)
         return EXIT_USAGE
     if store.requeue(args.id):
+        item = store.get(args.id)
+        manual_action("manual action: outbox item re-queued", id=args.id,
+                      receipt=item.receipt_id if item else "-",
+                      cid=item.correlation_id if item else "-")
         print(f"re-queued outbox item {args.id}")
         return EXIT_OK
     print(f"outbox item {args.id} not found or already delivered", file=sys.stderr)
@@ -182,6 +189,11 @@ def cmd_scan(args: argparse.Namespace) -> int:
             customer=code.value, workplace=workplace, source="manual", scanned_at=time.time(),
             pos_marker=store.get_cursor(), dedupe_window=cfg.matching.dedupe_window)
     state = "already waiting" if result.duplicate else "accepted"
+    from agent.journal import manual_action
+
+    manual_action("manual action: claim added by hand (scan)", outcome=state,
+                  workplace=workplace, customer=logs.mask_code(code.value),
+                  claim=result.claim.id, cid=result.claim.correlation_id)
     print(f"{state}: {logs.mask_code(code.value)} waits for the next sale at workplace "
           f"{workplace} (claim #{result.claim.id}, cid={result.claim.correlation_id})")
     return EXIT_OK
