@@ -13,9 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 
 from agent import __version__, logs
 from agent.errors import AgentError, CodeRejected, ConfigError, StoreCorrupt, StoreError
@@ -202,7 +204,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from agent import demo
 
-    logs.setup("warning" if not args.verbose else "info")
+    logs.setup("warning" if not getattr(args, "verbose", False) else "info")
     return demo.run(interactive=args.interactive)
 
 
@@ -223,21 +225,45 @@ def cmd_sim_cloud(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Wraps help text at spaces only: never inside /etc/boniq-agent/config.yaml."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False,
+                             break_long_words=False)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every parser and subparser (add_subparsers makes its own type) wraps help at spaces."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(**kwargs)
+
+
+def _global_options(parser: argparse.ArgumentParser) -> None:
+    """--config/--verbose, accepted before the command and after it. SUPPRESS as the default,
+    so a subcommand's parser does not overwrite what was given before the command."""
+    parser.add_argument("--config", "-c", default=argparse.SUPPRESS, metavar="PATH",
+                        help=f"configuration file (default {DEFAULT_CONFIG})")
+    parser.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS,
+                        help="debug logging")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="boniq-agent",
         description="Till-side agent for BONIQ digital receipts at MplusKASSA tills.",
         epilog="Exit statuses: 0 ok, 1 check failed/rejected, 2 usage, 65 store damaged, "
                "74 store unusable, 78 invalid configuration.")
     parser.add_argument("--version", action="version", version=f"boniq-agent {__version__}")
+    _global_options(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, func: Callable, help_: str, config: bool = True) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_)
         if config:
-            p.add_argument("--config", "-c", default=DEFAULT_CONFIG,
-                           help=f"configuration file (default {DEFAULT_CONFIG})")
-            p.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+            _global_options(p)
         p.set_defaults(func=func)
         return p
 
@@ -261,14 +287,16 @@ def build_parser() -> argparse.ArgumentParser:
                         ("show", "show one item with its payload (customer masked)"),
                         ("retry", "re-queue one item, or every dead letter with --dead")):
         q = outbox.add_parser(name, help=help_, description=help_)
-        q.add_argument("--config", "-c", default=argparse.SUPPRESS, help="configuration file")
+        _global_options(q)
         if name == "list":
-            q.add_argument("--state", choices=["pending", "delivered", "dead"])
-            q.add_argument("--limit", type=int, default=50)
+            q.add_argument("--state", choices=["pending", "delivered", "dead"],
+                           help="only items in this state (default: all)")
+            q.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
         elif name == "show":
-            q.add_argument("id", type=int)
+            q.add_argument("id", type=int, help="the outbox item's number (first column of list)")
         else:
-            q.add_argument("id", type=int, nargs="?")
+            q.add_argument("id", type=int, nargs="?",
+                           help="the outbox item's number (first column of list)")
             q.add_argument("--dead", action="store_true", help="re-queue every dead letter")
 
     p = command("scan", cmd_scan, "add a claim by hand (when a scanner fails)")
@@ -284,16 +312,16 @@ def build_parser() -> argparse.ArgumentParser:
     sims = p.add_subparsers(dest="sim_command", required=True, metavar="SIMULATOR")
     q = sims.add_parser("kassa", help="MplusKASSA SOAP API simulator on loopback",
                         description="MplusKASSA SOAP API simulator on loopback")
-    q.add_argument("--port", type=int, default=18083)
-    q.add_argument("--ident", default="demo-ident")
-    q.add_argument("--secret", default="demo-secret")
+    q.add_argument("--port", type=int, default=18083, help="loopback port (default 18083)")
+    q.add_argument("--ident", default="demo-ident", help="the API ident it accepts")
+    q.add_argument("--secret", default="demo-secret", help="the API secret it accepts")
     q.add_argument("--auto-sales", type=float, default=0.0, metavar="PER_MINUTE",
                    help="book random sales at random workplaces")
     q.set_defaults(func=cmd_sim_kassa)
     q = sims.add_parser("cloud", help="BONIQ cloud ingest API simulator on loopback",
                         description="BONIQ cloud ingest API simulator on loopback")
-    q.add_argument("--port", type=int, default=18084)
-    q.add_argument("--token", default="demo-token")
+    q.add_argument("--port", type=int, default=18084, help="loopback port (default 18084)")
+    q.add_argument("--token", default="demo-token", help="the store token it accepts")
     q.add_argument("--db", help="SQLite file to keep received receipts in")
     q.set_defaults(func=cmd_sim_cloud)
     return parser
@@ -302,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.setup("info")
-    if not hasattr(args, "config") and args.command == "outbox":
+    if not hasattr(args, "config"):
         args.config = DEFAULT_CONFIG
     try:
         return args.func(args)
