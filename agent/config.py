@@ -316,8 +316,9 @@ def parse(text: str, *, name: str = "config.yaml", source: Path | None = None,
 
 
 def _compose(text: str, name: str) -> tuple[yaml.Node | None, Any]:
-    loader = yaml.SafeLoader(text)
+    loader: yaml.SafeLoader | None = None
     try:
+        loader = yaml.SafeLoader(text)  # the reader already refuses control characters here
         node = loader.get_single_node()
         return node, (loader.construct_document(node) if node is not None else None)
     except yaml.YAMLError as exc:
@@ -325,7 +326,8 @@ def _compose(text: str, name: str) -> tuple[yaml.Node | None, Any]:
     except RecursionError:
         raise ConfigError(f"{name}:1: syntax: lists or mappings nested too deeply") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def _key_lines(root: yaml.Node | None, name: str) -> tuple[dict[str, int], list[str]]:
