@@ -1,8 +1,10 @@
 """The `boniq-agent` command line. Exit statuses:
 
     0   success
-    1   a check failed (doctor), a code was rejected (scan), an item was not found (outbox)
+    1   a check failed (doctor), a code was rejected (scan), an item was not found (outbox),
+        the till needs attention (status)
     2   wrong usage
+    3   no agent is running on this data_dir (status)
     65  the store is damaged: see `boniq-agent doctor` (systemd does not restart on this status)
     74  the store cannot be used (locked, unreadable, disk full): see `boniq-agent doctor`
     78  the configuration is invalid (systemd does not restart on this status)
@@ -23,6 +25,7 @@ from agent import __version__, logs
 from agent.errors import AgentError, CodeRejected, ConfigError, StoreCorrupt, StoreError
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_CORRUPT, EXIT_STORE, EXIT_CONFIG = 0, 1, 2, 65, 74, 78
+EXIT_ATTENTION, EXIT_NOT_RUNNING = 1, 3  # status
 DEFAULT_CONFIG = "/etc/boniq-agent/config.yaml"
 
 
@@ -68,6 +71,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from agent import health
     from agent.queue.store import Store
 
     cfg = _load_config(args)
@@ -76,15 +80,20 @@ def cmd_status(args: argparse.Namespace) -> int:
         expired = store.claims("expired", limit=args.limit)
         unsure = store.claims("unsure", limit=args.limit)
     now = time.time()
+    live = health.read(cfg.data_dir, now)
     summary["oldest_pending_age_s"] = (
         round(now - summary["oldest_pending_at"], 1) if summary["oldest_pending_at"] else None)
     summary["expired_claims"] = [_claim_row(c) for c in expired]
     summary["unsure_claims"] = [_claim_row(c) for c in unsure]
+    summary["agent"] = live
+    summary["attention"] = health.attention(summary, live, pending_age=args.pending_age, now=now)
     if args.json:
         print(json.dumps(summary, indent=2, sort_keys=True))
-        return EXIT_OK
-    _print_status(summary)
-    return EXIT_OK
+    else:
+        _print_status(summary, now)
+    if live is None:
+        return EXIT_NOT_RUNNING
+    return EXIT_ATTENTION if summary["attention"] else EXIT_OK
 
 
 def _claim_row(c) -> dict:  # noqa: ANN001 - a store Claim
@@ -92,8 +101,33 @@ def _claim_row(c) -> dict:  # noqa: ANN001 - a store Claim
             "customer": logs.mask_code(c.customer), "cid": c.correlation_id}
 
 
-def _print_status(s: dict) -> None:
-    rows = [
+def _ago(ts: float | None, now: float) -> str:
+    return f"{_iso(ts)} ({now - ts:.0f} s ago)" if ts else "never"
+
+
+def _live_rows(live: dict | None, now: float) -> list[tuple[str, object]]:
+    if live is None:
+        return [("agent", "NOT RUNNING (no live agent on this data_dir)")]
+    pos, cloud = live["pos"], live["cloud"]
+    rows: list[tuple[str, object]] = [
+        ("agent", f"running, PID {live['pid']}, version {live['version']}, "
+                  f"up {now - live['started_at']:.0f} s"),
+        ("POS", f"FAILING: {pos['last_error']}" if pos["last_error"] else "reachable"),
+        ("POS last successful poll", _ago(pos["last_success"], now)),
+        ("cloud", "TOKEN REFUSED" if cloud["auth_failing"] else
+                  f"FAILING: {cloud['last_error']}" if cloud["last_error"] else "ok"),
+        ("cloud last answer", _ago(cloud["last_success"], now)),
+    ]
+    for scanner in live["scanners"]:
+        state = {True: "connected", False: "NOT CONNECTED", None: "unknown"}[scanner["connected"]]
+        rows.append((f"scanner {scanner['name']}", state))
+    rows.append(("scans refused / failed", f"{live['scans']['refused']} / "
+                                           f"{live['scans']['failed']} since start"))
+    return rows
+
+
+def _print_status(s: dict, now: float) -> None:
+    rows = _live_rows(s["agent"], now) + [
         ("claims waiting for a sale", s["claims_pending"]),
         ("claims expired (no sale)", s["claims_expired"]),
         ("claims closed unsure", s["claims_unsure"]),
@@ -112,6 +146,9 @@ def _print_status(s: dict) -> None:
         for claim in s[f"{state}_claims"]:
             print(f"  {state} claim #{claim['id']} workplace {claim['workplace']} at "
                   f"{claim['scanned_at']} {claim['customer']} cid={claim['cid']}")
+    print("healthy" if not s["attention"] else "NEEDS ATTENTION:")
+    for reason in s["attention"]:
+        print(f"  - {reason}")
 
 
 def _iso(ts: float | None) -> str | None:
@@ -254,7 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="boniq-agent",
         description="Till-side agent for BONIQ digital receipts at MplusKASSA tills.",
-        epilog="Exit statuses: 0 ok, 1 check failed/rejected, 2 usage, 65 store damaged, "
+        epilog="Exit statuses: 0 ok, 1 check failed/rejected/needs attention, 2 usage, "
+               "3 agent not running (status), 65 store damaged, "
                "74 store unusable, 78 invalid configuration.")
     parser.add_argument("--version", action="version", version=f"boniq-agent {__version__}")
     _global_options(parser)
@@ -277,9 +315,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("doctor", cmd_doctor,
                 "check config, store, disk, scanners, POS API and cloud; OK/FAIL per line with the fix")
     p.add_argument("--credentials-dir", metavar="DIR", help=credentials_help)
-    p = command("status", cmd_status, "pending claims, outbox depth, dead letters, last error")
+    p = command("status", cmd_status, "live health (agent, POS, cloud, scanners) and the store's "
+                "claims and outbox; exit 0 healthy, 1 needs attention, 3 no agent running")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--limit", type=int, default=20, help="expired claims to list (default 20)")
+    p.add_argument("--pending-age", type=float, default=900.0, metavar="SECONDS",
+                   help="a receipt pending longer needs attention (default 900)")
 
     p = command("outbox", cmd_outbox, "inspect and re-queue outbox items (dead letters too)")
     outbox = p.add_subparsers(dest="outbox_command", required=True, metavar="ACTION")

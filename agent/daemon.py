@@ -8,6 +8,7 @@ only after its claim is committed, and a receipt only after its outbox row is.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from agent import __version__, codes, supervision, systemd
+from agent import __version__, codes, health, supervision, systemd
 from agent.config import Config, load
 from agent.errors import AgentError, CodeRejected, ConfigError, ScannerError, StoreError
 from agent.feedback import Feedback
@@ -56,6 +57,12 @@ class Daemon:
 
     def __post_init__(self) -> None:
         self.exit_status = 0
+        self.started_at = time.time()
+        self.scans_refused = 0
+        self.scans_failed = 0
+        self.cloud_last_success: float | None = None
+        self.cloud_failing = False
+        self._unbuilt: list[str] = []  # scanner sources that could not start
         self._wake = threading.Event()  # cuts the supervisor's wait short (stop, reload)
         self._reload_requested = False
         self.store = Store.open(self.config.data_dir)
@@ -84,7 +91,7 @@ class Daemon:
             timeout=(3.05, self.config.cloud.timeout), workers=self.config.cloud.workers,
             base_delay=self.config.cloud.retry_base, max_delay=self.config.cloud.retry_max,
             on_delivered=self._delivered, on_pass=lambda: self.heartbeat.beat("uploader"),
-            on_outcome=self.metrics.upload,
+            on_outcome=self._upload_outcome,
         )
         if self.sources is None:
             self.sources = self._build_sources()
@@ -98,6 +105,7 @@ class Daemon:
             try:
                 sources.append(build_source(scanner))
             except ScannerError as exc:
+                self._unbuilt.append(f"{scanner.type}:{scanner.device or '-'}")
                 log.error("scanner source cannot start", extra=fields(
                     type=scanner.type, device=scanner.device, reason=str(exc)))
         return sources
@@ -112,6 +120,7 @@ class Daemon:
         except CodeRejected as exc:
             log.info("scan rejected", extra=fields(source=event.source, reason=str(exc)))
             self.metrics.scan(source_kind, "rejected")
+            self.scans_refused += 1
             self.feedback.rejected()
             return ScanOutcome("rejected", str(exc))
         workplace = event.workplace if event.workplace is not None else self.config.store.workplace
@@ -126,6 +135,7 @@ class Daemon:
             log.error("scan NOT stored: the store refused it", extra=fields(
                 source=event.source, reason=str(exc)))
             self.metrics.scan(source_kind, "failed")
+            self.scans_failed += 1
             self.feedback.rejected()
             return ScanOutcome("failed", str(exc))
         self.poller.wake.set()
@@ -162,6 +172,12 @@ class Daemon:
         self.heartbeat.beat("poller")
         self.metrics.pos_poll(ok)
 
+    def _upload_outcome(self, outcome: str) -> None:
+        self.metrics.upload(outcome)
+        if outcome in ("delivered", "dead"):  # the cloud answered
+            self.cloud_last_success = time.time()
+        self.cloud_failing = outcome in ("retry", "auth")
+
     def _delivered(self, item: OutboxItem) -> None:
         self.feedback.delivered()
 
@@ -176,6 +192,7 @@ class Daemon:
         self.metrics.set_collect_callback(self._gauges)
         listen = self.config.metrics.listen
         self._metrics_server = serve(listen, self.metrics, ready=self.ready) if listen else None
+        self._write_health()
         systemd.ready()
         log.info("boniq-agent started", extra=fields(
             version=__version__, config=str(self.config_path or "-"),
@@ -276,9 +293,31 @@ class Daemon:
             if all(t.is_alive() for t in self._threads[:2]):  # poller and uploader
                 systemd.keep_alive(self.heartbeat, max_age)
             systemd.status(self.status_line())
+            self._write_health()
             if self.clock() - last_purge > PURGE_EVERY:
                 last_purge = self.clock()
                 self._purge()
+
+    def health_snapshot(self) -> dict[str, Any]:
+        """What `boniq-agent status` shows about the running agent (health.json)."""
+        scanners = [{"name": s.name, "connected": _connected(s)} for s in self.sources or []]
+        scanners += [{"name": name, "connected": False} for name in self._unbuilt]
+        return {
+            "pid": os.getpid(), "version": __version__, "started_at": self.started_at,
+            "updated_at": time.time(),
+            "pos": {"last_success": self.poller.last_success, "last_error": self.poller.last_error},
+            "cloud": {"last_success": self.cloud_last_success,
+                      "auth_failing": self.uploader.auth_failing,
+                      "last_error": "uploads are being retried" if self.cloud_failing else None},
+            "scanners": scanners,
+            "scans": {"refused": self.scans_refused, "failed": self.scans_failed},
+        }
+
+    def _write_health(self) -> None:
+        try:
+            health.write(self.config.data_dir, self.health_snapshot())
+        except OSError as exc:
+            log.debug("health.json not written", extra=fields(reason=exc.strerror))
 
     def _purge(self) -> None:
         cutoff = self.clock() - self.config.retention_days * 86400
@@ -311,6 +350,10 @@ class Daemon:
             self._metrics_server.close()
         self.uploader.close()
         self.store.close()
+        try:
+            (self.config.data_dir / health.HEALTH_NAME).unlink(missing_ok=True)
+        except OSError:
+            pass
         log.info("boniq-agent stopped")
 
 
@@ -342,6 +385,18 @@ def run(config: Config, config_path: Path | str | None = None) -> int:
         return daemon.exit_status
     finally:
         lock.release()
+
+
+def _connected(source: Source) -> bool | None:
+    """A device scanner is connected while its device node exists (a by-id link goes away on
+    unplug); stdin always is; a URL (rfc2217://) cannot be told."""
+    device = getattr(source, "device", None)
+    if device is None:
+        return True
+    device = str(device)
+    if "://" in device:
+        return None
+    return os.path.exists(f"/dev/video{device}" if device.isdigit() else device)
 
 
 def _host(url: str) -> str:
