@@ -162,30 +162,59 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     readonly = args.outbox_command != "retry"
     with Store.open(cfg.data_dir, readonly=readonly) as store:
         if args.outbox_command == "list":
-            for item in store.outbox(args.state, limit=args.limit):
-                print(f"{item.id:>6}  {item.state:<9} {item.kind:<6} attempts={item.attempts:<3} "
-                      f"receipt={item.receipt_id} cid={item.correlation_id} "
-                      f"error={(item.last_error or '-')[:80]}")
-            return EXIT_OK
+            return _outbox_list(store.outbox(args.state, limit=args.limit), args)
         if args.outbox_command == "show":
             return _outbox_show(store, args.id)
         return _outbox_retry(store, args)
 
 
-def _outbox_show(store, item_id: int) -> int:  # noqa: ANN001
-    item = store.get(item_id)
-    if item is None:
-        print(f"no outbox item {item_id}", file=sys.stderr)
+_LIST_HEADER = ("ID", "STATE", "KIND", "TRIES", "CREATED", "NEXT/DELIVERED", "RECEIPT", "CID", "ERROR")
+
+
+def _outbox_list(items: list, args: argparse.Namespace) -> int:
+    rows = [{"id": i.id, "state": i.state, "kind": i.kind, "attempts": i.attempts,
+             "created_at": _iso(i.created_at),
+             "next_attempt_at": _iso(i.next_attempt_at) if i.state == "pending" else None,
+             "delivered_at": _iso(i.delivered_at), "receipt_id": i.receipt_id,
+             "correlation_id": i.correlation_id, "last_error": i.last_error} for i in items]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    if not rows:
+        print(f"no {args.state + ' ' if args.state else ''}outbox items")
+        return EXIT_OK
+    table = [_LIST_HEADER] + [
+        (str(r["id"]), r["state"], r["kind"], str(r["attempts"]), r["created_at"] or "-",
+         r["delivered_at"] or r["next_attempt_at"] or "-", r["receipt_id"], r["correlation_id"],
+         (r["last_error"] or "-")[:80]) for r in rows]
+    widths = [max(len(row[n]) for row in table) for n in range(len(_LIST_HEADER) - 1)]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
+    return EXIT_OK
+
+
+def _find(store, ref: str) -> list:  # noqa: ANN001
+    items = store.find_outbox(ref)
+    if not items:
+        print(f"no outbox item matches {ref!r} (give its ID, the POS receipt id or the cid)",
+              file=sys.stderr)
+    return items
+
+
+def _outbox_show(store, ref: str) -> int:  # noqa: ANN001
+    items = _find(store, ref)
+    if not items:
         return EXIT_FAIL
-    payload = json.loads(item.body)
-    payload["customer"] = {k: logs.mask_code(v) for k, v in payload["customer"].items()}
-    print(json.dumps({
-        "id": item.id, "state": item.state, "attempts": item.attempts, "kind": item.kind,
-        "receipt_id": item.receipt_id, "idempotency_key": item.idempotency_key,
-        "correlation_id": item.correlation_id, "next_attempt_at": _iso(item.next_attempt_at),
-        "created_at": _iso(item.created_at), "delivered_at": _iso(item.delivered_at),
-        "cloud_id": item.cloud_id, "last_error": item.last_error, "payload": payload,
-    }, indent=2))
+    for item in items:
+        payload = json.loads(item.body)
+        payload["customer"] = {k: logs.mask_code(v) for k, v in payload["customer"].items()}
+        print(json.dumps({
+            "id": item.id, "state": item.state, "attempts": item.attempts, "kind": item.kind,
+            "receipt_id": item.receipt_id, "idempotency_key": item.idempotency_key,
+            "correlation_id": item.correlation_id, "next_attempt_at": _iso(item.next_attempt_at),
+            "created_at": _iso(item.created_at), "delivered_at": _iso(item.delivered_at),
+            "cloud_id": item.cloud_id, "last_error": item.last_error, "payload": payload,
+        }, indent=2))
     return EXIT_OK
 
 
@@ -198,17 +227,21 @@ def _outbox_retry(store, args: argparse.Namespace) -> int:  # noqa: ANN001
         print(f"re-queued {count} dead-lettered receipt(s)")
         return EXIT_OK
     if args.id is None:
-        print("give an outbox ID or --dead", file=sys.stderr)
+        print("give an outbox ID, receipt id or cid, or --dead", file=sys.stderr)
         return EXIT_USAGE
-    if store.requeue(args.id):
-        item = store.get(args.id)
-        manual_action("manual action: outbox item re-queued", id=args.id,
-                      receipt=item.receipt_id if item else "-",
-                      cid=item.correlation_id if item else "-")
-        print(f"re-queued outbox item {args.id}")
-        return EXIT_OK
-    print(f"outbox item {args.id} not found or already delivered", file=sys.stderr)
-    return EXIT_FAIL
+    items = _find(store, args.id)
+    if not items:
+        return EXIT_FAIL
+    requeued = [item for item in items if store.requeue(item.id)]
+    for item in requeued:
+        manual_action("manual action: outbox item re-queued", id=item.id,
+                      receipt=item.receipt_id, cid=item.correlation_id)
+        print(f"re-queued outbox item {item.id} (receipt {item.receipt_id})")
+    if not requeued:
+        print(f"outbox item(s) {', '.join(str(i.id) for i in items)} already delivered",
+              file=sys.stderr)
+        return EXIT_FAIL
+    return EXIT_OK
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
@@ -333,11 +366,13 @@ def build_parser() -> argparse.ArgumentParser:
             q.add_argument("--state", choices=["pending", "delivered", "dead"],
                            help="only items in this state (default: all)")
             q.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+            q.add_argument("--json", action="store_true", help="machine-readable output")
         elif name == "show":
-            q.add_argument("id", type=int, help="the outbox item's number (first column of list)")
+            q.add_argument("id", metavar="REF", help="the item's ID (first column of list), its "
+                           "POS receipt id, or the cid of the log lines")
         else:
-            q.add_argument("id", type=int, nargs="?",
-                           help="the outbox item's number (first column of list)")
+            q.add_argument("id", metavar="REF", nargs="?", help="the item's ID, its POS receipt "
+                           "id, or the cid of the log lines")
             q.add_argument("--dead", action="store_true", help="re-queue every dead letter")
 
     p = command("scan", cmd_scan, "add a claim by hand (when a scanner fails)")

@@ -497,6 +497,14 @@ class Store:
         )
         return [_item(r) for r in rows]
 
+    def find_outbox(self, ref: str) -> list[OutboxItem]:
+        """Items by outbox id, POS receipt id or correlation id (`cid=` of the log lines)."""
+        number = int(ref) if ref.isdigit() and len(ref) < 19 else -1
+        rows = self._read(
+            f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE id = ? OR receipt_id = ?"
+            " OR correlation_id = ? ORDER BY id", (number, ref, ref.removeprefix("cid=")))
+        return [_item(r) for r in rows]
+
     # -- support -------------------------------------------------------------------------------
 
     def summary(self) -> dict[str, Any]:
