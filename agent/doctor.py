@@ -195,7 +195,8 @@ def _kassa(config: Config) -> Iterator[Check]:
                         f"MplusKASSA API ({exc})", "check kassa.url with MplusKASSA (host, port, path)")
         return
     except AgentError as exc:
-        yield Check("POS API", False, f"not reachable: {exc}",
+        cause = _probe(config.kassa.url, config.kassa.ca_bundle)
+        yield Check("POS API", False, f"not reachable: {cause + ': ' if cause else ''}{exc}",
                     f"check kassa.url ({redact(config.kassa.url)}), the network, and that the API is up")
         return
     yield Check("POS API", True, f"reachable, credentials accepted (API {version})")
@@ -266,3 +267,36 @@ def _network_cause(exc: requests.RequestException) -> str:
     if "Connection refused" in text or "ConnectionRefusedError" in text:
         return "connection refused (nothing listens at that host and port)"
     return type(exc).__name__
+
+
+def _probe(url: str, ca_bundle: Path | None) -> str | None:
+    """Why a URL cannot be reached, found step by step: DNS, TCP, TLS certificate."""
+    import socket
+    import ssl
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, ValueError):
+        return "DNS: the host name does not resolve"
+    family, kind, proto, _, address = addresses[0]
+    try:
+        with socket.socket(family, kind, proto) as sock:
+            sock.settimeout(3.0)
+            sock.connect(address)
+            if parts.scheme != "https":
+                return None
+            context = ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
+            with context.wrap_socket(sock, server_hostname=host):
+                return None
+    except ConnectionRefusedError:
+        return "connection refused (nothing listens at that host and port)"
+    except TimeoutError:
+        return "timed out (a firewall, or the host is down)"
+    except ssl.SSLCertVerificationError as exc:
+        return f"TLS certificate not accepted ({exc.verify_message})"
+    except (ssl.SSLError, OSError) as exc:
+        return f"{type(exc).__name__}: {getattr(exc, 'strerror', None) or exc}"

@@ -28,9 +28,8 @@ as_root = pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whateve
 
 
 def check_config(path: Path, *options: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"}
     return subprocess.run([sys.executable, "-m", "agent.cli", "check-config", "--config", str(path),
-                           *options], capture_output=True, text=True, cwd=ROOT, timeout=60, env=env)
+                           *options], capture_output=True, text=True, cwd=ROOT, timeout=60)
 
 
 def secret_file(folder: Path, name: str, text: str = "s3cr3t-value\n", mode: int = 0o600) -> Path:

@@ -68,7 +68,6 @@ def test_a_workplace_the_pos_does_not_know_is_reported(tmp_path, sims):
 # -- store IT's credential install, causes, and no silent skips -------------------------------------
 
 import http.server  # noqa: E402
-import os  # noqa: E402
 import socket  # noqa: E402
 import threading  # noqa: E402
 
@@ -77,9 +76,8 @@ from agent_harness import free_port  # noqa: E402
 
 
 def doctor_with(config, *options):
-    env = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"}
     return subprocess.run([sys.executable, "-m", "agent.cli", "doctor", "--config", str(config),
-                           *options], capture_output=True, text=True, cwd=ROOT, timeout=60, env=env)
+                           *options], capture_output=True, text=True, cwd=ROOT, timeout=60)
 
 
 def without_inline_secrets(agent):
@@ -217,3 +215,13 @@ def test_lines_stream_while_a_hung_endpoint_is_still_waited_for(tmp_path, sims):
         process.wait(10)
         hung.close()
         agent.close()
+
+
+def test_an_unreachable_pos_names_the_cause(tmp_path, sims):
+    _, cloud = sims
+    agent = Agent(tmp_path, f"http://127.0.0.1:{free_port()}/", cloud.url)
+    try:
+        result = doctor(agent.config)
+    finally:
+        agent.close()
+    assert "not reachable: connection refused" in lines(result)["POS"]
