@@ -1,11 +1,15 @@
 """`boniq-agent doctor`: one OK/FAIL line per check, the fix under each FAIL, exit 1 on any FAIL."""
 
+import http.server
+import socket
 import subprocess
 import sys
+import threading
 
 import pytest
-from agent_harness import ROOT, Agent
+from agent_harness import ROOT, Agent, free_port
 
+from agent import doctor as doctor_module
 from agent.sim.cloud import CloudSimulator
 from agent.sim.kassa import KassaSimulator
 
@@ -66,14 +70,6 @@ def test_a_workplace_the_pos_does_not_know_is_reported(tmp_path, sims):
 
 
 # -- store IT's credential install, causes, and no silent skips -------------------------------------
-
-import http.server  # noqa: E402
-import socket  # noqa: E402
-import threading  # noqa: E402
-
-from agent import doctor as doctor_module  # noqa: E402
-from agent_harness import free_port  # noqa: E402
-
 
 def doctor_with(config, *options):
     return subprocess.run([sys.executable, "-m", "agent.cli", "doctor", "--config", str(config),
