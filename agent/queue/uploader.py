@@ -176,7 +176,7 @@ class Uploader:
     @staticmethod
     def _store_recovered(previous: str | None) -> None:
         if previous is not None:
-            log.warning("uploader records cloud answers in the store again")
+            log.info("uploader records cloud answers in the store again")
 
     def close(self) -> None:
         if self._pool:
@@ -266,7 +266,7 @@ class Uploader:
             stats.delivered += 1
             recovered, self._auth_outage = self._auth_outage, False
         if recovered:
-            log.warning("cloud accepts the token again; uploads resume")
+            log.info("cloud accepts the token again; uploads resume")
         log.info("receipt delivered", extra=fields(
             receipt=item.receipt_id, status=answer.status, cloud_id=answer.cloud_id,
             attempts=item.attempts + 1,
