@@ -197,19 +197,39 @@ def test_the_disk_line_states_its_threshold(tmp_path, sims):
     assert "(needs at least 200 MiB)" in lines(result)["disk"]
 
 
-def test_lines_stream_while_a_hung_endpoint_is_still_waited_for(tmp_path, sims):
+def test_lines_stream_while_a_slow_endpoint_is_still_waited_for(tmp_path, sims):
+    """The cloud trickles its headers and never finishes while the test holds the connection:
+    the lines of the checks before it must already be out."""
     kassa, _ = sims
-    hung = socket.create_server(("127.0.0.1", 0))  # accepts (backlog), never answers
-    agent = Agent(tmp_path, kassa.url, f"http://127.0.0.1:{hung.getsockname()[1]}/")
+    slow = socket.create_server(("127.0.0.1", 0))
+    slow.settimeout(30)
+    agent = Agent(tmp_path, kassa.url, f"http://127.0.0.1:{slow.getsockname()[1]}/")
     process = subprocess.Popen([sys.executable, "-m", "agent.cli", "doctor", "--config",
                                 str(agent.config)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    held = threading.Event()
+
+    def trickle():
+        connection, _ = slow.accept()
+        with connection:
+            connection.sendall(b"HTTP/1.1 200 OK\r\n")
+            for _ in range(90):  # 45 s at most, and under http.client's limit of 100 headers
+                if held.wait(0.5):
+                    break
+                connection.sendall(b"X-Wait: 1\r\n")
+            held.set()  # before the connection closes and the doctor can go on
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
     try:
         first = process.stdout.readline()
-        assert first.startswith("OK    config") and process.poll() is None
+        assert first.startswith("OK    config")
+        assert not held.is_set(), "the lines came only after the cloud check finished"
     finally:
+        held.set()
+        thread.join(10)
         process.kill()
         process.wait(10)
-        hung.close()
+        slow.close()
         agent.close()
 
 
