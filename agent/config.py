@@ -22,7 +22,7 @@ from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, Vali
                       field_validator)
 
 from agent.errors import ConfigError
-from agent.logs import fields, get_logger, register_secret
+from agent.logs import get_logger, register_secret
 
 log = get_logger(__name__)
 

@@ -174,3 +174,14 @@ def test_the_start_line_names_version_config_hosts_sources_and_workplace(agent, 
     assert f"sources=serial:{agent.device}" in line and "workplace=2" in line
     assert "demo-secret" not in line
     assert agent.terminate() == 0
+
+
+def test_run_with_a_ca_bundle_that_is_not_there_exits_78_at_its_line(tmp_path, kassa, cloud):
+    agent = Agent(tmp_path, kassa.url, cloud.url, cloud_options=f"ca_bundle: '{tmp_path}/gone.pem'")
+    try:
+        agent.start()
+        assert agent.process.wait(30) == 78
+        assert f"{agent.config}:3: cloud.ca_bundle: {tmp_path}/gone.pem does not exist" in agent.log_text()
+        assert "Traceback" not in agent.log_text()
+    finally:
+        agent.close()
