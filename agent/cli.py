@@ -219,7 +219,7 @@ def _outbox_show(store, ref: str) -> int:  # noqa: ANN001
 
 
 def _outbox_retry(store, args: argparse.Namespace) -> int:  # noqa: ANN001
-    from agent.journal import manual_action
+    from agent.audit import manual_action
 
     if args.dead:
         count = store.requeue_dead()
@@ -261,7 +261,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
             customer=code.value, workplace=workplace, source="manual", scanned_at=time.time(),
             pos_marker=store.get_cursor(), dedupe_window=cfg.matching.dedupe_window)
     state = "already waiting" if result.duplicate else "accepted"
-    from agent.journal import manual_action
+    from agent.audit import manual_action
 
     manual_action("manual action: claim added by hand (scan)", outcome=state,
                   workplace=workplace, customer=logs.mask_code(code.value),
