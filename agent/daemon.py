@@ -253,7 +253,8 @@ class Daemon:
         if new.matching != self.config.matching:
             self.poller.set_matching(new.matching)
         self.config = self.config.model_copy(update={key: getattr(new, key) for key in RELOADABLE})
-        log.info("configuration reloaded", extra=fields(
+        visible = logging.INFO if logging.getLogger().level <= logging.INFO else logging.WARNING
+        log.log(visible, "configuration reloaded", extra=fields(
             applied=",".join(applied) or "nothing changed",
             needs_restart=",".join(pending) or "nothing"))
         if pending:

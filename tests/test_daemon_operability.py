@@ -185,3 +185,12 @@ def test_run_with_a_ca_bundle_that_is_not_there_exits_78_at_its_line(tmp_path, k
         assert "Traceback" not in agent.log_text()
     finally:
         agent.close()
+
+
+def test_a_reload_is_logged_even_at_log_level_warning(agent):
+    agent.start()
+    agent.wait_ready()
+    edit_config(agent, "log_level: warning", "log_level: warning\nretention_days: 30")
+    hangup(agent, "configuration reloaded")
+    assert "needs_restart=retention_days" in agent.log_text()
+    assert agent.terminate() == 0
