@@ -5,18 +5,22 @@
 Each stage runs in its own thread and talks to the others only through the SQLite store, so a
 crash anywhere loses nothing that was acknowledged: a scan is acknowledged ("accepted" feedback)
 only after its claim is committed, and a receipt only after its outbox row is. The stages report
-what happens to one `Reporter`, which keeps the metrics, the heartbeat and the cashier feedback.
+what happens to one `Reporter`, which keeps the metrics, the heartbeat, the cashier feedback and
+the counts `status` shows.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from agent import hardening, systemd
+from agent import __version__, hardening, health, reload, supervision, systemd
 from agent.cashier import server as cashier
 from agent.cashier.outcomes import STORE_FAILED, Refused, RefusedScans
 from agent.config import Config
@@ -39,11 +43,12 @@ log = get_logger(__name__)
 
 STOP_GRACE = 8.0
 PURGE_EVERY = 3600.0
+EXIT_CONFIG = 78
 
 
 class Reporter:
-    """Where the stages report: metrics, the systemd heartbeat, the cashier's feedback and the
-    refused scans the cashier screen lists."""
+    """Where the stages report: metrics, the systemd heartbeat, the cashier's feedback, the
+    refused scans the cashier screen lists and the counts `status` shows."""
 
     def __init__(self, metrics: Metrics, heartbeat: systemd.Heartbeat, feedback: Feedback,
                  wake_uploader: Callable[[], None]) -> None:
@@ -52,12 +57,16 @@ class Reporter:
         self.feedback = feedback
         self.wake_uploader = wake_uploader
         self.refused = RefusedScans()
+        self.scans = {"refused": 0, "failed": 0}
+        self.cloud_last_success: float | None = None
+        self.cloud_failing = False
 
     def scanned(self, event: ScanEvent, workplace: int, result: ScanResult) -> None:
         self.metrics.scan(event.source.split(":", 1)[0], result.outcome)
         if result.outcome == "accepted":
             self.metrics.claim_created()
         if result.claim is None:
+            self.scans["failed" if result.outcome == "failed" else "refused"] += 1
             reason = STORE_FAILED if result.outcome == "failed" else result.reason
             self.refused.add(Refused(event.at, workplace, event.source, reason))
         (self.feedback.accepted if result.claim else self.feedback.rejected)()
@@ -82,24 +91,37 @@ class Reporter:
     def clock_offset(self, seconds: float) -> None:
         self.metrics.pos_clock_offset(seconds)
 
+    def uploaded(self, outcome: str) -> None:
+        self.metrics.upload(outcome)
+        if outcome in ("delivered", "dead"):  # the cloud answered
+            self.cloud_last_success = time.time()
+        self.cloud_failing = outcome in ("retry", "auth")
+
     def delivered(self, item: OutboxItem) -> None:
         self.feedback.delivered()
 
 
 class Daemon:
     def __init__(self, config: Config, sources: list[Source] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, config_path: Path | None = None
+                 ) -> None:
         self.config = config
+        self.config_path = config_path  # where a reload reads the configuration again
         self.clock = clock
+        self.exit_status = 0
+        self.started_at = time.time()
         self.stop_event = threading.Event()
         self.upload_wake = threading.Event()
+        self._wake = threading.Event()  # cuts the supervisor's wait short (stop, reload)
+        self._reload_requested = False
         self.metrics = Metrics()
         self.heartbeat = systemd.Heartbeat()
         fb = config.feedback
         self.reporter = Reporter(self.metrics, self.heartbeat,
                                  Feedback(fb.accepted, fb.rejected, fb.delivered),
                                  self.upload_wake.set)
-        self.sources = _build_sources(config) if sources is None else sources
+        self.unbuilt: list[str] = []  # scanner sources that could not start
+        self.sources = self._build_sources() if sources is None else sources
         self.store = Store.open(config.data_dir)
         hardening.keep_private(config.data_dir)
         self.poller = self._poller()
@@ -107,8 +129,19 @@ class Daemon:
                                  wake=self.poller.wake.set)
         self.uploader = self._uploader()
         self._threads: dict[str, threading.Thread] = {}
-        self._metrics_server: Any = None
-        self._cashier_server: Any = None
+        self._servers: list[Any] = []
+
+    def _build_sources(self) -> list[Source]:
+        """Every source that can run here; one that cannot is logged and left out."""
+        sources = []
+        for scanner in self.config.scanners:
+            try:
+                sources.append(build_source(scanner))
+            except ScannerError as exc:
+                self.unbuilt.append(f"{scanner.type}:{scanner.device or '-'}")
+                log.error("scanner source cannot start", extra=fields(
+                    type=scanner.type, device=scanner.device, reason=str(exc)))
+        return sources
 
     def _poller(self) -> Poller:
         kassa = self.config.kassa
@@ -131,7 +164,7 @@ class Daemon:
             timeout=cloud.timeout, proxy=cloud.proxy, workers=cloud.workers,
             base_delay=cloud.retry_base, max_delay=cloud.retry_max,
             on_delivered=self.reporter.delivered, on_pass=lambda: self.heartbeat.beat("uploader"),
-            on_outcome=self.metrics.upload)
+            on_outcome=self.reporter.uploaded)
 
     def on_scan(self, event: ScanEvent) -> ScanResult:
         return self.intake.take(event)
@@ -146,34 +179,64 @@ class Daemon:
         self._spawn("uploader", lambda stop: self.uploader.run(stop, self.upload_wake))
         self.metrics.set_collect_callback(self._gauges)
         listen = self.config.metrics.listen
-        self._metrics_server = serve(listen, self.metrics, ready=self.ready) if listen else None
-        self._cashier_server = cashier.serve(
-            self.config.cashier, scan=self.on_scan, store=self.store,
-            refused=self.reporter.refused, workplace=self.config.store.workplace)
+        self._servers = [serve(listen, self.metrics, ready=self.ready) if listen else None,
+                         cashier.serve(self.config.cashier, scan=self.on_scan, store=self.store,
+                                       refused=self.reporter.refused,
+                                       workplace=self.config.store.workplace)]
+        self._write_health()
         systemd.ready()
         log.info("boniq-agent started", extra=fields(
-            sources=len(self.sources), workplace=self.config.store.workplace,
-            data_dir=str(self.config.data_dir)))
+            version=__version__, config=str(self.config_path or "-"),
+            pos=_host(self.config.kassa.url), cloud=_host(self.config.cloud.url),
+            sources=",".join(s.name for s in self.sources) or "none",
+            workplace=self.config.store.workplace, data_dir=str(self.config.data_dir)))
 
     def _spawn(self, name: str, target: Callable[[threading.Event], None]) -> None:
-        def guarded() -> None:
-            while not self.stop_event.is_set():
-                try:
-                    target(self.stop_event)
-                    return
-                except Exception:  # a stage must never take the daemon down
-                    log.exception(f"{name} crashed; restarting it in 1 s")
-                    self.stop_event.wait(1.0)
-
-        thread = threading.Thread(target=guarded, name=name, daemon=True)
+        body = supervision.guarded(name, target, self.stop_event,
+                                   on_config_fault=self._config_fault, paths=self._named_files)
+        thread = threading.Thread(target=body, name=name, daemon=True)
         thread.start()
         self._threads[name] = thread
+
+    def _named_files(self) -> list[Path]:
+        c = self.config
+        files = [c.kassa.ca_bundle, c.cloud.ca_bundle, c.kassa.secret_file, c.cloud.token_file,
+                 c.credential_path("kassa-secret"), c.credential_path("cloud-token")]
+        return [f for f in files if f is not None]
+
+    def _config_fault(self, stage: str, reason: str) -> None:
+        """A restart cannot fix it: stop with exit status 78 (systemd leaves the unit failed)."""
+        log.error("the configuration stops the agent; fix it, then start the agent again "
+                  "(`boniq-agent check-config`)", extra=fields(stage=stage, reason=reason))
+        self.exit_status = EXIT_CONFIG
+        self.request_stop()
 
     def _run_source(self, source: Source, stop: threading.Event) -> None:
         try:
             source.run(self.on_scan, stop)
         except ScannerError as exc:
             log.error("scanner source cannot run", extra=fields(source=source.name, reason=str(exc)))
+
+    def request_stop(self) -> None:
+        self.stop_event.set()
+        self._wake.set()
+
+    def request_reload(self) -> None:
+        self._reload_requested = True
+        self._wake.set()
+
+    def reload(self) -> bool:
+        """SIGHUP: apply what can change in place (agent/reload.py)."""
+        new = reload.read(self.config, self.config_path)
+        if new is None:
+            return False
+        if new.feedback != self.config.feedback:
+            fb = new.feedback
+            self.reporter.feedback = Feedback(fb.accepted, fb.rejected, fb.delivered)
+        if new.matching != self.config.matching:
+            self.poller.set_matching(new.matching)
+        self.config = reload.applied(self.config, new)
+        return True
 
     def ready(self) -> bool:
         return not self.stop_event.is_set() and self.poller.last_success is not None
@@ -185,17 +248,47 @@ class Daemon:
                 "oldest_pending": s["oldest_pending_at"], "last_delivery": s["last_delivery_at"]}
 
     def supervise(self) -> None:
-        """The main thread's loop: watchdog, STATUS=, retention purge, until stopped."""
+        """The main thread's loop: watchdog, STATUS=, health, reload, retention, until stopped."""
         interval = systemd.watchdog_interval() or 5.0
         max_age = max(120.0, 3 * self.config.kassa.poll_interval)
         last_purge = 0.0
-        while not self.stop_event.wait(min(interval, 5.0)):
+        while not self.stop_event.is_set():
+            self._wake.wait(min(interval, 5.0))
+            self._wake.clear()
+            if self.stop_event.is_set():
+                break
+            if self._reload_requested:
+                self._reload_requested = False
+                self.reload()
             if all(self._threads[name].is_alive() for name in ("poller", "uploader")):
                 systemd.keep_alive(self.heartbeat, max_age)
             systemd.status(self.status_line())
+            self._write_health()
             if self.clock() - last_purge > PURGE_EVERY:
                 last_purge = self.clock()
                 self._purge()
+
+    def health_snapshot(self) -> dict[str, Any]:
+        """What `boniq-agent status` shows about the running agent (health.json)."""
+        r = self.reporter
+        scanners = [{"name": s.name, "connected": _connected(s)} for s in self.sources]
+        scanners += [{"name": name, "connected": False} for name in self.unbuilt]
+        return {
+            "pid": os.getpid(), "version": __version__, "started_at": self.started_at,
+            "updated_at": time.time(),
+            "pos": {"last_success": self.poller.last_success, "last_error": self.poller.last_error},
+            "cloud": {"last_success": r.cloud_last_success,
+                      "auth_failing": self.uploader.auth_failing,
+                      "last_error": "uploads are being retried" if r.cloud_failing else None},
+            "scanners": scanners,
+            "scans": dict(r.scans),
+        }
+
+    def _write_health(self) -> None:
+        try:
+            health.write(self.config.data_dir, self.health_snapshot())
+        except OSError as exc:
+            log.debug("health.json not written", extra=fields(reason=exc.strerror))
 
     def _purge(self) -> None:
         cutoff = self.clock() - self.config.retention_days * 86400
@@ -225,39 +318,65 @@ class Daemon:
         deadline = time.monotonic() + STOP_GRACE
         for thread in self._threads.values():
             thread.join(max(0.0, deadline - time.monotonic()))
-        for server in (self._metrics_server, self._cashier_server):
+        for server in self._servers:
             if server is not None:
                 server.close()
         self.uploader.close()
         self.store.close()
+        try:
+            (self.config.data_dir / health.HEALTH_NAME).unlink(missing_ok=True)
+        except OSError:
+            pass
         log.info("boniq-agent stopped")
 
 
-def _build_sources(config: Config) -> list[Source]:
-    """Every source that can run here; one that cannot is logged and left out."""
-    sources = []
-    for scanner in config.scanners:
-        try:
-            sources.append(build_source(scanner))
-        except ScannerError as exc:
-            log.error("scanner source cannot start", extra=fields(
-                type=scanner.type, device=scanner.device, reason=str(exc)))
-    return sources
+def run(config: Config, config_path: Path | str | None = None) -> int:
+    """`boniq-agent run`: hold the data_dir, start, supervise until SIGTERM/SIGINT (SIGHUP
+    reloads), stop cleanly; exit 0, or 78 when the configuration stopped it."""
+    from agent.instance import InstanceLock
 
-
-def run(config: Config) -> int:
-    """`boniq-agent run`: start, supervise until SIGTERM/SIGINT, stop cleanly, exit 0."""
-    daemon = Daemon(config)
-
-    def on_signal(signum: int, frame: Any) -> None:
-        log.info("stop requested", extra=fields(signal=signal.Signals(signum).name))
-        daemon.stop_event.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    daemon.start()
+    early_reload: list[int] = []  # a SIGHUP while starting must not kill the agent
+    signal.signal(signal.SIGHUP, lambda signum, frame: early_reload.append(signum))
+    lock = InstanceLock.acquire(config.data_dir)
     try:
-        daemon.supervise()
+        daemon = Daemon(config, config_path=Path(config_path) if config_path else None)
+
+        def on_stop(signum: int, frame: Any) -> None:
+            log.info("stop requested", extra=fields(signal=signal.Signals(signum).name))
+            daemon.request_stop()
+
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGHUP, lambda signum, frame: daemon.request_reload())
+        if early_reload:
+            daemon.request_reload()
+        daemon.start()
+        try:
+            daemon.supervise()
+        finally:
+            daemon.stop()
+        return daemon.exit_status
     finally:
-        daemon.stop()
-    return 0
+        lock.release()
+
+
+def _connected(source: Source) -> bool | None:
+    """A device scanner is connected while its device node exists (a by-id link goes away on
+    unplug); stdin always is; a URL (rfc2217://) cannot be told."""
+    device = getattr(source, "device", None)
+    if device is None:
+        return True
+    device = str(device)
+    if "://" in device:
+        return None
+    return os.path.exists(f"/dev/video{device}" if device.isdigit() else device)
+
+
+def _host(url: str) -> str:
+    """scheme://host:port of a URL: no path, query or credentials in the start line."""
+    parts = urlsplit(url)
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{parts.scheme}://{parts.hostname or '?'}{port}"

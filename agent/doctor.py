@@ -9,14 +9,14 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
 from urllib.parse import urljoin
 
 from agent import __version__
-from agent.config import Config, load
+from agent.config import Config, credential_sources, load
 from agent.errors import AgentError, ConfigError, KassaRejected
 from agent.http import HttpError, Transport
 from agent.logs import redact
@@ -31,38 +31,60 @@ class Check:
     ok: bool
     detail: str
     fix: str = ""
+    warn: bool = False
 
     def line(self) -> str:
-        text = f"{'OK  ' if self.ok else 'FAIL'}  {self.name:<14} {self.detail}"
-        return text if self.ok or not self.fix else f"{text}\n      fix: {self.fix}"
+        mark = "FAIL" if not self.ok else "WARN" if self.warn else "OK  "
+        text = f"{mark}  {self.name:<14} {self.detail}"
+        return text if (self.ok and not self.warn) or not self.fix else f"{text}\n      fix: {self.fix}"
 
 
-def run(config_path: str) -> int:
-    checks = list(checks_for(config_path))
-    for check in checks:
-        print(redact(check.line()))
-    failed = [c for c in checks if not c.ok]
-    print(f"{len(checks) - len(failed)} OK, {len(failed)} FAIL")
+_UNEXPECTED_FIX = "this is a bug in the agent: send this output to support"
+
+
+def run(config_path: str, credentials_dir: str | None = None) -> int:
+    """Print each check as it finishes (a hung endpoint must not hide the lines before it)."""
+    passed = failed = 0
+    for check in checks_for(config_path, credentials_dir):
+        print(redact(check.line()), flush=True)
+        passed, failed = (passed + 1, failed) if check.ok else (passed, failed + 1)
+    print(f"{passed} OK, {failed} FAIL", flush=True)
     return 1 if failed else 0
 
 
-def checks_for(config_path: str) -> Iterator[Check]:
+def checks_for(config_path: str, credentials_dir: str | None = None) -> Iterator[Check]:
     try:
-        config = load(config_path)
+        config = load(config_path, credentials=credential_sources(credentials_dir))
     except ConfigError as exc:
         yield Check("config", False, "; ".join(exc.problems),
                     "edit the lines named above; `boniq-agent check-config` re-checks")
+        for name in ("database", "disk", "scanners", "POS API", "cloud"):
+            yield Check(name, False, "not checked: the configuration is invalid (above)")
+        return
+    except Exception as exc:  # noqa: BLE001 - doctor reports, it never dies with a traceback
+        yield _unexpected("config", exc)
         return
     yield Check("config", True, f"{config_path} is valid")
-    secrets = _secrets(config)
-    yield from secrets
-    yield _store(config.data_dir)
-    yield _disk(config.data_dir)
-    for scanner in config.scanners:
-        yield _scanner(scanner)
-    if all(c.ok for c in secrets):
-        yield from _kassa(config)
-        yield _cloud(config)
+    for warning in config.warnings:
+        yield Check("config", True, warning, "see the line named", warn=True)
+    stages: list[tuple[str, Callable[[], Iterable[Check]]]] = [
+        ("secrets", lambda: _secrets(config)),
+        ("database", lambda: [_store(config.data_dir)]),
+        ("disk", lambda: [_disk(config.data_dir)]),
+        *[(f"scanner {s.type}", lambda s=s: [_scanner(s)]) for s in config.scanners],
+        ("POS API", lambda: _kassa(config)),
+        ("cloud", lambda: [_cloud(config)]),
+    ]
+    for name, stage in stages:
+        try:
+            yield from stage()
+        except Exception as exc:  # noqa: BLE001
+            yield _unexpected(name, exc)
+
+
+def _unexpected(name: str, exc: Exception) -> Check:
+    return Check(name, False, f"check failed unexpectedly: {type(exc).__name__}: "
+                 f"{redact(str(exc))[:300]}", _UNEXPECTED_FIX)
 
 
 def _guard(name: str, func: Callable[[], Check], fix: str) -> Check:
@@ -73,19 +95,30 @@ def _guard(name: str, func: Callable[[], Check], fix: str) -> Check:
 
 
 def _secrets(config: Config) -> list[Check]:
-    fix = "set it inline, in a 0600 *_file, or as a systemd credential (LoadCredential=)"
+    fix = ("give it in a *_file (mode 0640, root:boniq) or as a systemd credential "
+           "(LoadCredential=; outside the unit: --credentials-dir DIR)")
     return [
         _guard("kassa secret", lambda: (config.kassa_secret(), Check("kassa secret", True, "set"))[1], fix),
         _guard("cloud token", lambda: (config.cloud_token(), Check("cloud token", True, "set"))[1], fix),
     ]
 
 
+def _secret_missing(config: Config, get: Callable[[], str]) -> str | None:
+    try:
+        get()
+    except AgentError:
+        return "not checked: its secret is not available (above)"
+    return None
+
+
 def _store(data_dir: Path) -> Check:
     path = data_dir / DB_NAME
     if not path.exists():
-        writable = os.access(data_dir if data_dir.exists() else data_dir.parent, os.W_OK)
-        return Check("database", writable, f"{path} does not exist yet; the agent creates it",
-                     f"create {data_dir} writable by the agent's user (systemd: StateDirectory=)")
+        where = data_dir if data_dir.exists() else data_dir.parent
+        fix = f"create {data_dir} writable by the agent's user (systemd: StateDirectory=)"
+        if not os.access(where, os.W_OK | os.X_OK):
+            return Check("database", False, f"{where} is not writable by {_user()}", fix)
+        return Check("database", True, f"{path} does not exist yet; the agent creates it")
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
         result = " ".join(conn.execute("PRAGMA quick_check(1)").fetchone()[0].split())
@@ -109,7 +142,8 @@ def _disk(data_dir: Path) -> Check:
         free = shutil.disk_usage(probe).free
     except OSError as exc:
         return Check("disk", False, f"cannot read free space of {probe}: {exc.strerror}")
-    detail = f"{free // (1024 * 1024)} MiB free at {probe}"
+    detail = (f"{free // (1024 * 1024)} MiB free at {probe} (needs at least "
+              f"{MIN_FREE_BYTES // (1024 * 1024)} MiB)")
     return Check("disk", free >= MIN_FREE_BYTES, detail,
                  "free space on that filesystem: pending receipts wait in the store meanwhile")
 
@@ -134,12 +168,17 @@ def _scanner(scanner) -> Check:  # noqa: ANN001 - any scanner config model
     if not os.access(device, mode):
         return Check(name, False, f"{device} is not readable by this user",
                      "install systemd/70-boniq-scanner.rules with the scanner's VID:PID "
-                     "(`udevadm info -q property {device}`), then `udevadm trigger`")
+                     f"(`udevadm info -q property {device}`), then `udevadm trigger`")
     return Check(name, True, f"{device} present and readable")
 
 
 def _kassa(config: Config) -> Iterator[Check]:
     from agent.kassa.client import KassaClient
+
+    missing = _secret_missing(config, config.kassa_secret)
+    if missing:
+        yield Check("POS API", False, missing)
+        return
 
     client = KassaClient(config.kassa.url, config.kassa.ident, config.kassa_secret(),
                          timeout=min(config.kassa.timeout, 10.0),
@@ -148,11 +187,16 @@ def _kassa(config: Config) -> Iterator[Check]:
     try:
         version = client.get_api_version()
     except KassaRejected as exc:
-        yield Check("POS API", False, f"credentials refused: {exc}",
-                    "check kassa.ident and the secret with MplusKASSA")
+        if "check kassa.url" not in str(exc):  # not a SOAP fault or 401/403: another server
+            yield Check("POS API", False, f"credentials refused: {exc}",
+                        "check kassa.ident and the secret with MplusKASSA")
+        else:
+            yield Check("POS API", False, f"wrong URL: an HTTP server answers, but not the "
+                        f"MplusKASSA API ({exc})", "check kassa.url with MplusKASSA (host, port, path)")
         return
     except AgentError as exc:
-        yield Check("POS API", False, f"not reachable: {exc}",
+        cause = _probe(config.kassa.url, config.kassa.ca_bundle)
+        yield Check("POS API", False, f"not reachable: {cause + ': ' if cause else ''}{exc}",
                     f"check kassa.url ({redact(config.kassa.url)}), the network, and that the API is up")
         return
     yield Check("POS API", True, f"reachable, credentials accepted (API {version})")
@@ -176,6 +220,9 @@ def _branch(client, config: Config) -> Check:  # noqa: ANN001
 
 
 def _cloud(config: Config) -> Check:
+    missing = _secret_missing(config, config.cloud_token)
+    if missing:
+        return Check("cloud", False, missing)
     url = urljoin(config.cloud.url.rstrip("/") + "/", "v1/health")
     transport = Transport(timeout=min(config.cloud.timeout, 10.0), max_bytes=64 * 1024,
                           ca_bundle=config.cloud.ca_bundle, proxy=config.cloud.proxy,
@@ -185,14 +232,60 @@ def _cloud(config: Config) -> Check:
             "Authorization": f"Bearer {config.cloud_token()}",
             "User-Agent": f"boniq-agent/{__version__}"})
     except HttpError as exc:
-        return Check("cloud", False, f"not reachable: {exc.label}: {exc}",
+        cause = _probe(url, config.cloud.ca_bundle) or f"{exc.label}: {exc}"
+        return Check("cloud", False, f"not reachable: {cause}",
                      f"check cloud.url ({config.cloud.url}), DNS, proxy and TLS (cloud.ca_bundle)")
     finally:
         transport.close()
     if response.status in (401, 403):
         return Check("cloud", False, f"token refused (HTTP {response.status})",
                      "put the current store token in place; receipts wait meanwhile")
+    if response.status == 404:
+        return Check("cloud", False, "wrong URL: an HTTP server answers, but has no /v1/health",
+                     f"check cloud.url ({config.cloud.url})")
     if response.status != 200:
         return Check("cloud", False, f"health answered HTTP {response.status}",
                      "the cloud has trouble; receipts wait in the outbox meanwhile")
     return Check("cloud", True, "reachable, token accepted")
+
+
+def _user() -> str:
+    try:
+        import pwd
+
+        return f"user {pwd.getpwuid(os.geteuid()).pw_name}"
+    except (ImportError, KeyError):
+        return f"uid {os.geteuid()}"
+
+
+def _probe(url: str, ca_bundle: Path | None) -> str | None:
+    """Why a URL cannot be reached, found step by step: DNS, TCP, TLS certificate."""
+    import socket
+    import ssl
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, ValueError):
+        return "DNS: the host name does not resolve"
+    family, kind, proto, _, address = addresses[0]
+    try:
+        with socket.socket(family, kind, proto) as sock:
+            sock.settimeout(3.0)
+            sock.connect(address)
+            if parts.scheme != "https":
+                return None
+            context = ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
+            with context.wrap_socket(sock, server_hostname=host):
+                return None
+    except ConnectionRefusedError:
+        return "connection refused (nothing listens at that host and port)"
+    except TimeoutError:
+        return "timed out (a firewall, or the host is down)"
+    except ssl.SSLCertVerificationError as exc:
+        return f"TLS certificate not accepted ({exc.verify_message})"
+    except (ssl.SSLError, OSError) as exc:
+        return f"{type(exc).__name__}: {getattr(exc, 'strerror', None) or exc}"

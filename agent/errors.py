@@ -7,6 +7,7 @@
     │   ├── StoreCorrupt       the database file is damaged or not a database
     │   ├── StoreFull          the disk (or file-size limit) is full
     │   └── StoreLocked        another process holds the write lock past busy_timeout
+    │       └── AgentRunning   another `run` holds this data_dir (exit status 74)
     ├── ClaimStateError        a claim cannot make the move asked (e.g. assign a delivered one)
     ├── KassaError             talking to the MplusKASSA API failed
     │   ├── KassaTransient     Server.* faults, HTTP 5xx, timeouts, network: retry
@@ -59,6 +60,8 @@ class StoreLocked(StoreError):
     pass
 
 
+class AgentRunning(StoreLocked):
+    """A second `boniq-agent run` on a data_dir that a running agent holds."""
 class ClaimStateError(AgentError):
     """A claim or receipt is not in a state that allows what support asked."""
 

@@ -1,6 +1,7 @@
 """Shared by every test folder: tests/ on sys.path (agent_harness) and the receipt validator."""
 
 import json
+import os
 import re
 import sys
 from datetime import datetime
@@ -57,3 +58,16 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("reliability figures")
         for line in FIGURES.read_text().splitlines():
             terminalreporter.write_line(line)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_credentials_of_this_machine(tmp_path_factory):
+    """check-config and doctor fall back to the unit's LoadCredential= sources in /etc/boniq-agent;
+    an empty $CREDENTIALS_DIRECTORY keeps the tests from depending on what this machine has there."""
+    previous = os.environ.get("CREDENTIALS_DIRECTORY")
+    os.environ["CREDENTIALS_DIRECTORY"] = str(tmp_path_factory.mktemp("no-credentials"))
+    yield
+    if previous is None:
+        os.environ.pop("CREDENTIALS_DIRECTORY", None)
+    else:
+        os.environ["CREDENTIALS_DIRECTORY"] = previous

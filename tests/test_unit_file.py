@@ -57,6 +57,18 @@ def test_lifecycle_is_pinned(service: dict[str, list[str]]) -> None:
     assert service["Install.WantedBy"] == ["multi-user.target"]
 
 
+def test_reload_sends_sighup_to_the_agent(service: dict[str, list[str]]) -> None:
+    assert _one(service, "ExecReload") == "/bin/kill -HUP $MAINPID"
+
+
+def test_check_config_looks_for_the_credentials_where_the_unit_loads_them(
+        service: dict[str, list[str]]) -> None:
+    from agent.config import UNIT_CREDENTIALS
+
+    loaded = dict(v.split(":", 1) for v in service["Service.LoadCredential"])
+    assert {name: str(path) for name, path in UNIT_CREDENTIALS.items()} == loaded
+
+
 def test_state_and_secrets_stay_private(service: dict[str, list[str]]) -> None:
     assert _one(service, "StateDirectory") == "boniq-agent"
     assert _one(service, "StateDirectoryMode") == "0700"

@@ -152,6 +152,14 @@ class OutboxStore(Database):
         rows = self._read(f"SELECT {_COLUMNS} FROM outbox WHERE id = ?", (item_id,))
         return _item(rows[0]) if rows else None
 
+    def find_outbox(self, ref: str) -> list[OutboxItem]:
+        """Items by outbox id, POS receipt id or correlation id (`cid=` of the log lines)."""
+        number = int(ref) if ref.isdigit() and len(ref) < 19 else -1
+        rows = self._read(
+            f"SELECT {_COLUMNS} FROM outbox WHERE id = ? OR receipt_id = ?"
+            " OR correlation_id = ? ORDER BY id", (number, ref, ref.removeprefix("cid=")))
+        return [_item(r) for r in rows]
+
     def outbox(self, state: str | None = None, limit: int = 100) -> list[OutboxItem]:
         where, args = ("WHERE state = ?", [state]) if state else ("", [])
         rows = self._read(

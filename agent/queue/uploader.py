@@ -28,6 +28,7 @@ from agent.errors import CloudAuthError, CloudRejected, CloudTransient, StoreErr
 from agent.http import Answer, HttpError, Transport
 from agent.logs import correlation, fields, get_logger, redact, register_secret
 from agent.queue.store import OutboxItem, Store
+from agent.supervision import Repeats, config_fault
 
 log = get_logger(__name__)
 
@@ -143,17 +144,21 @@ class Uploader:
         """Upload until `stop` is set; `wake` (set by the matcher on enqueue) cuts a wait short."""
         self._stop = stop
         store_error: str | None = None
+        crashes = Repeats("uploader pass")
         try:
             while not stop.is_set():
                 self.on_pass()
                 try:
                     if self.run_once().attempted:
                         store_error = self._store_recovered(store_error)
+                    crashes.recovered()
                 except StoreError as exc:
                     store_error = self._store_failed(exc, store_error)
                     stop.wait(1.0)
-                except Exception:
-                    log.exception("uploader pass failed; trying again shortly")
+                except Exception as exc:
+                    if config_fault(exc, [self.verify] if isinstance(self.verify, str) else []):
+                        raise  # the daemon stops with exit 78: retrying cannot fix it
+                    crashes.failed(exc)
                     stop.wait(1.0)
                 self._wait(stop, wake)
         finally:
@@ -170,7 +175,7 @@ class Uploader:
     @staticmethod
     def _store_recovered(previous: str | None) -> None:
         if previous is not None:
-            log.warning("uploader records cloud answers in the store again")
+            log.info("uploader records cloud answers in the store again")
 
     def close(self) -> None:
         if self._pool:
@@ -244,7 +249,7 @@ class Uploader:
             stats.delivered += 1
             recovered, self._auth_outage = self._auth_outage, False
         if recovered:
-            log.warning("cloud accepts the token again; uploads resume")
+            log.info("cloud accepts the token again; uploads resume")
         log.info("receipt delivered", extra=fields(
             receipt=item.receipt_id, status=answer.status, cloud_id=answer.cloud_id,
             attempts=item.attempts + 1,

@@ -30,7 +30,8 @@ from store_fault_support import (
     tracebacks,
 )
 
-from agent.queue.store import NewClaim, DB_NAME, Store
+from agent.instance import LOCK_NAME
+from agent.queue.store import DB_NAME, NewClaim, Store
 
 TILLS = (1, 2, 3, 4)
 SHORT_LOCK = 2.0
@@ -113,7 +114,8 @@ def test_a_damaged_database_stops_run_and_doctor_explains_the_recovery(agent, da
     assert "fix:" in fix and ".recover" in fix and "never deletes" in fix, doctor.stdout
 
     assert (db.read_bytes(), db.stat().st_ino, db.stat().st_mtime_ns) == before
-    assert set(os.listdir(agent.data_dir)) <= {DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm"}
+    assert set(os.listdir(agent.data_dir)) <= {DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm",
+                                                LOCK_NAME}  # the one-agent lock (empty-ish)
     wal = agent.data_dir / f"{DB_NAME}-wal"
     assert not wal.exists() or wal.stat().st_size == 0  # opened for reading, nothing written
     report_figure(f"corrupt-store-{damage.__name__}", run_exit=65, doctor_exit=1,
