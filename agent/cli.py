@@ -404,11 +404,12 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--config", "-c", default=argparse.SUPPRESS, help="configuration file")
         if name == "list":
             q.add_argument("--state", choices=["pending", "delivered", "expired", "unsure",
-                                               "cancelled", "assigned"])
-            q.add_argument("--limit", type=int, default=50)
+                                               "cancelled", "assigned"],
+                           help="only claims in this state")
+            q.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
             q.add_argument("--json", action="store_true", help="machine-readable output")
         elif name == "show":
-            q.add_argument("id", type=int)
+            q.add_argument("id", type=int, help="claim id (claims list)")
         else:
             q.add_argument("claim", type=int, help="claim id (claims list)")
             q.add_argument("receipt", help="POS receipt id (claims show lists candidates)")

@@ -129,7 +129,8 @@ class Daemon:
                                  wake=self.poller.wake.set)
         self.uploader = self._uploader()
         self._threads: dict[str, threading.Thread] = {}
-        self._servers: list[Any] = []
+        self.metrics_server: Any = None
+        self.cashier_server: Any = None
 
     def _build_sources(self) -> list[Source]:
         """Every source that can run here; one that cannot is logged and left out."""
@@ -179,10 +180,10 @@ class Daemon:
         self._spawn("uploader", lambda stop: self.uploader.run(stop, self.upload_wake))
         self.metrics.set_collect_callback(self._gauges)
         listen = self.config.metrics.listen
-        self._servers = [serve(listen, self.metrics, ready=self.ready) if listen else None,
-                         cashier.serve(self.config.cashier, scan=self.on_scan, store=self.store,
-                                       refused=self.reporter.refused,
-                                       workplace=self.config.store.workplace)]
+        self.metrics_server = serve(listen, self.metrics, ready=self.ready) if listen else None
+        self.cashier_server = cashier.serve(
+            self.config.cashier, scan=self.on_scan, store=self.store,
+            refused=self.reporter.refused, workplace=self.config.store.workplace)
         self._write_health()
         systemd.ready()
         log.info("boniq-agent started", extra=fields(
@@ -318,7 +319,7 @@ class Daemon:
         deadline = time.monotonic() + STOP_GRACE
         for thread in self._threads.values():
             thread.join(max(0.0, deadline - time.monotonic()))
-        for server in self._servers:
+        for server in (self.metrics_server, self.cashier_server):
             if server is not None:
                 server.close()
         self.uploader.close()

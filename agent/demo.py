@@ -27,7 +27,7 @@ from agent.sim.kassa import KassaSimulator, SimLine, sale_total
 
 TILL = 2
 WAIT = 20.0
-PAYMENT = 3.0  # seconds from the scan to the booked sale: the customer's PIN payment
+PAYMENT = 4.0  # seconds from the scan to the booked sale: the customer's PIN payment
 
 ANNA = "BQ17K3M9QW4RT8ZP2C56"
 BRAM = "bram.dekker@example.nl"
@@ -83,7 +83,7 @@ class Demo:
 
     @property
     def page_url(self) -> str | None:
-        server = self.daemon._cashier_server
+        server = self.daemon.cashier_server
         return f"http://127.0.0.1:{server.port}/" if server is not None else None
 
     def say(self, text: str = "") -> None:
@@ -144,7 +144,7 @@ class Demo:
         return (self.daemon.store.get_cursor() or 0) >= marker
 
     def pay(self, lines: list[SimLine], payments: list[Any], note: str) -> str:
-        """The payment completes a few seconds after the code was read (booked 3 s on)."""
+        """The payment completes a few seconds after the code was read (booked 4 s on)."""
         receipt_id = self.kassa.book_sale(TILL, lines=lines, payments=payments, after=PAYMENT)
         self.say(f"   till {TILL}: sale booked — {note}, € {sale_total(lines) / 100:.2f}")
         return receipt_id

@@ -71,7 +71,7 @@ def main() -> None:
         daemon.store.expire_claims(scanned_before=time.time(), now=time.time())
         daemon.start()
         try:
-            page = CashierPage(f"http://127.0.0.1:{daemon._cashier_server.port}/")
+            page = CashierPage(f"http://127.0.0.1:{daemon.cashier_server.port}/")
             url = f"{page.url}api/outcomes"
             full, cached = [], []
             etag = page.http.get(url, timeout=5).headers["ETag"]

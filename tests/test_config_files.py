@@ -74,7 +74,7 @@ def test_without_credentials_check_config_says_which_secret_is_missing(tmp_path)
     assert result.returncode == 78
     assert f"{EXAMPLE}:11: kassa.secret: not set: give kassa.secret_file, or the systemd " \
            f"credential kassa-secret ({tmp_path}/kassa-secret does not exist)" in result.stderr
-    assert f"{EXAMPLE}:18: cloud.token: not set" in result.stderr
+    assert f"{EXAMPLE}:19: cloud.token: not set" in result.stderr
 
 
 # -- YAML at the right line -----------------------------------------------------------------

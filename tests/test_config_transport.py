@@ -58,7 +58,7 @@ def test_a_missing_ca_bundle_fails_check_config_at_its_line(tmp_path: Path) -> N
     path.chmod(0o600)
     result = cli("check-config", "--config", str(path))
     assert result.returncode == 78
-    assert f"{path}:12: cloud.ca_bundle: cannot read {tmp_path}/nowhere.pem" in result.stderr
+    assert f"{path}:12: cloud.ca_bundle: {tmp_path}/nowhere.pem does not exist" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -33,11 +33,11 @@ def agent(tmp_path, kassa, cloud):
 
 
 def serve_customer(agent, kassa, code):
-    """The code is read, the agent polls once (the cashier's moment), the payment completes 3 s
+    """The code is read, the agent polls once (the cashier's moment), the payment completes 4 s
     after the scan on the POS clock."""
     agent.scan(code)
     wait_until(lambda: agent.claim_fenced(code), what="the claim to be stored and fenced")
-    return kassa.book_sale(2, after=3)
+    return kassa.book_sale(2, after=4)
 
 
 def test_twenty_customers_get_their_own_receipts_and_nothing_else_leaves(agent, kassa, cloud,

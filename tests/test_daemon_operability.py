@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from agent_harness import ROOT, Agent, customer_code, wait_until
+from agent_harness import BACK_TO_BACK, ROOT, Agent, customer_code, wait_until
 
 from agent.sim.cloud import CloudSimulator
 from agent.sim.kassa import KassaSimulator
@@ -53,7 +53,7 @@ def deliver(agent, kassa, cloud, n):
     code = customer_code(n)
     agent.scan(code)
     wait_until(lambda: agent.claim_fenced(code), what="the claim to be fenced")
-    receipt = kassa.book_sale(2)
+    receipt = kassa.book_sale(2, after=4)
     wait_until(lambda: receipt in {p["pos"]["receipt_id"] for p in cloud.receipts()},
                what="the receipt in the cloud")
 
@@ -139,7 +139,7 @@ def self_signed(folder):
 def test_a_ca_bundle_gone_at_run_time_stops_the_agent_with_78_not_a_traceback_loop(tmp_path, kassa):
     cert, key = self_signed(tmp_path)
     with CloudSimulator("demo-token", tls=(str(cert), str(key))) as tls_cloud:
-        agent = Agent(tmp_path, kassa.url, tls_cloud.url,
+        agent = Agent(tmp_path, kassa.url, tls_cloud.url, extra=BACK_TO_BACK,
                       cloud_options=f"ca_bundle: '{cert}', retry_base: 0.05, retry_max: 0.2")
         try:
             agent.start()
@@ -147,12 +147,12 @@ def test_a_ca_bundle_gone_at_run_time_stops_the_agent_with_78_not_a_traceback_lo
             code = customer_code(5)
             agent.scan(code)
             wait_until(lambda: agent.claim_fenced(code), what="the claim")
-            kassa.book_sale(2)
+            kassa.book_sale(2, after=4)
             wait_until(lambda: tls_cloud.count() == 1, what="a delivery over TLS")
             cert.unlink()
             agent.scan(customer_code(6))
             wait_until(lambda: agent.claim_fenced(customer_code(6)), what="the second claim")
-            kassa.book_sale(2)
+            kassa.book_sale(2, after=4)
             assert agent.process.wait(30) == 78
             log = agent.log_text()
             assert "the configuration stops the agent" in log and str(cert) in log

@@ -1,8 +1,8 @@
 """The shop situations that once gave one customer's receipt to another, played against the real
 daemon (`boniq-agent run` as a subprocess) with serial scanners on ptys and both simulators over
 HTTP. Each asserts that no receipt reaches anyone but its owner and, where the evidence suffices,
-that the owner gets theirs. Bookings are placed on the POS clock relative to now (`after=3`: the
-payment completes 3 s after the code was read), so no test waits for the time it plays.
+that the owner gets theirs. Bookings are placed on the POS clock relative to now (`after=4`: the
+payment completes 4 s after the code was read), so no test waits for the time it plays.
 """
 
 import time
@@ -91,18 +91,18 @@ def test_situations_at_four_tills_with_the_default_rules(make_agent, kassa, clou
     # 3. a code shown at a return at till 3: Eva bought with her code, returns it, shows it again
     eva = customer_code(3)
     scanned(agent, eva, 3)
-    owners[eva_sale := kassa.book_sale(3, after=3)] = eva
+    owners[eva_sale := kassa.book_sale(3, after=4)] = eva
     wait_until(lambda: eva_sale in cloud_has(cloud), what="Eva's sale delivered")
     time.sleep(11)  # she comes back later (past the re-read guard of her first claim)
     agent.scan(eva, workplace=3)
     wait_until(lambda: len(agent.claims_of(eva)) == 2 and agent.claim_fenced(eva),
                what="Eva's second claim")
-    owners[eva_credit := kassa.book_credit(eva_sale, after=3)] = eva
+    owners[eva_credit := kassa.book_credit(eva_sale, after=4)] = eva
     stranger3 = kassa.book_sale(3, after=30)
     # 4. the same phone read again right after its sale matched, at till 4
     finn = customer_code(4)
     scanned(agent, finn, 4)
-    owners[finn_sale := kassa.book_sale(4, after=3)] = finn
+    owners[finn_sale := kassa.book_sale(4, after=4)] = finn
     wait_until(lambda: finn_sale in cloud_has(cloud), what="Finn's sale delivered")
     agent.scan(finn, workplace=4)
     stranger4 = kassa.book_sale(4, after=30)
@@ -134,14 +134,14 @@ def test_situations_with_odd_receipts_a_slow_pos_and_late_replication(make_agent
     # a partly paid sale at till 2: its claim waits for it
     ida = customer_code(12)
     scanned(agent, ida, 2)
-    ida_sale = kassa.book_sale(2, after=3, state="RECEIPT-STATE-PARTLY-PAID")
+    ida_sale = kassa.book_sale(2, after=4, state="RECEIPT-STATE-PARTLY-PAID")
     seen(agent, kassa)
     wait_until(lambda: agent.claims_of(ida)[0].receipt_id == ida_sale, what="Ida's reserved sale")
     # a sale booked before Jan's scan at till 3 reaches the API late, under its old marker
     jan = customer_code(14)
     late = kassa.book_sale(3, after=-6, delay=2.0)
     scanned(agent, jan, 3)
-    owners[kassa.book_sale(3, after=3)] = jan
+    owners[kassa.book_sale(3, after=4)] = jan
     settle(agent, kassa)
     time.sleep(2.2)
     kassa.settle(ida_sale)  # Ida's sale is paid in full
@@ -150,7 +150,7 @@ def test_situations_with_odd_receipts_a_slow_pos_and_late_replication(make_agent
     kassa.faults.update({"latency": 0.4})
     kim = customer_code(15)
     scanned(agent, kim, 4)
-    owners[kassa.book_sale(4, after=3)] = kim
+    owners[kassa.book_sale(4, after=4)] = kim
     kassa.book_sale(4, after=40)
     settle(agent, kassa, polls=6)
     kassa.faults.reset()
@@ -170,7 +170,7 @@ def test_a_pos_clock_off_or_in_another_zone_still_gives_each_owner_their_receipt
     for n, till in enumerate(TILLS):
         code = customer_code(30 + n)
         scanned(agent, code, till)
-        owners[kassa.book_sale(till, after=3)] = code
+        owners[kassa.book_sale(till, after=4)] = code
     wait_until(lambda: len(cloud_has(cloud)) == len(owners), what="four receipts")
     assert cloud_has(cloud) == owners
     assert agent.terminate() == 0

@@ -61,7 +61,7 @@ def test_a_missing_scanner_and_a_refused_token_need_attention_with_exit_1(tmp_pa
         code = customer_code(31)
         agent.scan(code)
         wait_until(lambda: agent.claim_fenced(code), what="the claim")
-        kassa.book_sale(2)
+        kassa.book_sale(2, after=4)
         wait_until(lambda: "TOKEN REFUSED" in status(agent).stdout, what="the refused token in status")
         result = status(agent)
         assert result.returncode == 1

@@ -68,7 +68,7 @@ def daemon(tmp_path: Path, kassa: KassaSimulator, cloud: CloudSimulator) -> Iter
 
 
 def page_url(daemon: Daemon) -> str:
-    return f"http://127.0.0.1:{daemon._cashier_server.port}/"
+    return f"http://127.0.0.1:{daemon.cashier_server.port}/"
 
 
 def csrf_of(page: str) -> str:

@@ -82,11 +82,11 @@ def test_bodies_that_are_not_a_small_json_address_are_refused(daemon):
 def test_the_same_header_and_connection_limits_as_the_other_listeners(daemon):
     answer = requests.get(page_url(daemon), headers={"X-Padding": "p" * 20_000}, timeout=5)
     assert answer.status_code == 431
-    port = daemon._cashier_server.port
+    port = daemon.cashier_server.port
     idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(40)]
     try:
         assert requests.get(page_url(daemon), timeout=5).status_code == 200
-        assert daemon._cashier_server.open_connections <= 32
+        assert daemon.cashier_server.open_connections <= 32
     finally:
         for connection in idle:
             connection.close()

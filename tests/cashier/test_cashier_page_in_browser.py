@@ -62,7 +62,7 @@ def test_an_email_claim_from_the_page_is_accepted_then_delivered_without_reload(
     assert (claim.customer_kind, claim.source, claim.workplace) == ("email", "cashier", TILL)
 
     wait_until(lambda: agent.claim_fenced(ADDRESS), what="the agent to poll after the claim")
-    receipt_id = kassa.book_sale(TILL, after=3)  # the payment completes 3 s on
+    receipt_id = kassa.book_sale(TILL, after=4)  # the payment completes 4 s on
     booked = time.monotonic()
     entry = wait_for(browser, lambda d: (e := newest_entry(d)) and e["outcome"] == "delivered"
                      and e, "the claim delivered")
@@ -100,7 +100,7 @@ def test_screenshot_of_the_page_at_1024x768_for_people_to_look_at(browser, agent
     open_page(browser, agent)
     give_address(browser, "anna.jansen@example.nl")
     wait_until(lambda: agent.claim_fenced("anna.jansen@example.nl"), what="Anna's claim")
-    kassa.book_sale(TILL, after=3)
+    kassa.book_sale(TILL, after=4)
     wait_for(browser, lambda d: (e := newest_entry(d)) and e["outcome"] == "delivered",
              "Anna's receipt delivered")
     agent.scan("8710400011111")  # a product's barcode on the scanner

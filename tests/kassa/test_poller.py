@@ -1,6 +1,6 @@
 """The POS stage over HTTP: the real simulator, the real client, the real store, the poller.
 
-Each test plays a shop situation and asserts who gets which receipt. `after=3` books a sale on the
+Each test plays a shop situation and asserts who gets which receipt. `after=4` books a sale on the
 POS clock 3 s from now: the customer's payment completing a moment after the code was read.
 """
 
@@ -34,7 +34,7 @@ def test_scan_then_sale_at_the_same_till_gives_one_valid_row(kassa, store, polle
                                                              receipt_validator):
     claim = scan(store, ANNA)
     poller.catch_up()  # the daemon wakes the poller on every scan: this is its fence
-    receipt_id = kassa.book_sale(2, payments=[("CASH", 100), "PIN"], after=3)
+    receipt_id = kassa.book_sale(2, payments=[("CASH", 100), "PIN"], after=4)
     poller.catch_up()
     (payload,) = payloads(store)
     receipt_validator.validate(payload)
@@ -50,7 +50,7 @@ def test_scan_then_sale_at_the_same_till_gives_one_valid_row(kassa, store, polle
 
 def test_a_sale_at_another_till_is_not_taken(kassa, store, poller):
     scan(store, ANNA, workplace=2)
-    kassa.book_sale(3, after=3)
+    kassa.book_sale(3, after=4)
     poller.catch_up()
     assert store.outbox() == []
     assert len(store.pending_claims()) == 1
@@ -59,7 +59,7 @@ def test_a_sale_at_another_till_is_not_taken(kassa, store, poller):
 def test_a_sale_of_another_branch_with_the_same_till_number_is_not_taken(kassa, store, poller):
     scan(store, ANNA)
     poller.catch_up()
-    kassa.book_sale(2, after=3, branch=7)
+    kassa.book_sale(2, after=4, branch=7)
     mine = kassa.book_sale(2, after=4)
     real = poller.client.fetch_receipts
 
@@ -93,7 +93,7 @@ def test_a_sale_booked_before_the_scan_but_not_yet_polled_is_not_taken(kassa, st
     claim = scan(store, ANNA)
     poller.catch_up()
     assert store.outbox() == []
-    mine = kassa.book_sale(2, after=3)
+    mine = kassa.book_sale(2, after=4)
     poller.catch_up()
     assert got(store) == {mine: ANNA}
     assert state_of(store, claim) == ("delivered", None)
@@ -103,8 +103,8 @@ def test_two_tills_each_get_their_own_sale(kassa, store, poller):
     scan(store, ANNA, workplace=1)
     scan(store, BRAM, workplace=3)
     poller.catch_up()
-    sale3 = kassa.book_sale(3, after=3)
-    sale1 = kassa.book_sale(1, after=3)
+    sale3 = kassa.book_sale(3, after=4)
+    sale1 = kassa.book_sale(1, after=4)
     poller.catch_up()
     assert got(store) == {sale1: ANNA, sale3: BRAM}
 
@@ -112,7 +112,7 @@ def test_two_tills_each_get_their_own_sale(kassa, store, poller):
 def test_one_claim_takes_one_sale_and_the_next_sale_stays_in_the_shop(kassa, store, poller):
     scan(store, ANNA)
     poller.catch_up()
-    first = kassa.book_sale(2, after=3)
+    first = kassa.book_sale(2, after=4)
     kassa.book_sale(2, after=40)
     poller.catch_up()
     assert got(store) == {first: ANNA}
@@ -122,7 +122,7 @@ def test_credit_receipt_follows_the_original_to_the_same_customer(kassa, store, 
                                                                     receipt_validator):
     scan(store, "jan@example.nl", kind="email")
     poller.catch_up()
-    sale = kassa.book_sale(2, after=3)
+    sale = kassa.book_sale(2, after=4)
     poller.catch_up()
     credit = kassa.book_credit(sale)
     poller.catch_up()
@@ -147,7 +147,7 @@ def test_credit_of_an_unclaimed_sale_stays_in_the_shop(kassa, store, poller):
 def test_a_credit_in_the_same_poll_as_its_sale_follows_it(kassa, store, poller):
     scan(store, ANNA)
     poller.catch_up()
-    sale = kassa.book_sale(2, after=3)
+    sale = kassa.book_sale(2, after=4)
     credit = kassa.book_credit(sale, after=4)  # an immediate void, or the agent was down
     poller.catch_up()
     assert got(store) == {sale: ANNA, credit: ANNA}
@@ -219,7 +219,7 @@ def test_the_first_claim_takes_a_sale_booked_before_the_second_code(kassa, store
     poller.catch_up()
     scan(store, BRAM)
     poller.catch_up()
-    bram_sale = kassa.book_sale(2, after=3)
+    bram_sale = kassa.book_sale(2, after=4)
     poller.catch_up()
     assert got(store) == {anna_sale: ANNA, bram_sale: BRAM}
 
@@ -231,7 +231,7 @@ def test_a_code_shown_at_a_return_takes_no_later_sale(kassa, store, poller):
     poller.catch_up()
     claim = scan(store, ANNA)  # Anna comes back to return it and shows her code again
     poller.catch_up()
-    credit = kassa.book_credit(original, after=3)
+    credit = kassa.book_credit(original, after=4)
     stranger = kassa.book_sale(2, after=30)
     poller.catch_up()
     assert got(store) == {original: ANNA, credit: ANNA}
@@ -244,7 +244,7 @@ def test_a_code_shown_at_the_return_of_an_unclaimed_sale_closes_unsure(kassa, st
     poller.catch_up()
     claim = scan(store, ANNA)
     poller.catch_up()
-    kassa.book_credit(original, after=3)
+    kassa.book_credit(original, after=4)
     stranger = kassa.book_sale(2, after=30)
     poller.catch_up()
     assert store.outbox() == []
@@ -269,7 +269,7 @@ def test_the_same_phone_read_again_after_its_sale_matched_takes_nothing_more(kas
 def test_a_cash_inflow_between_scan_and_sale_is_passed_over(kassa, store, poller):
     scan(store, ANNA)
     poller.catch_up()
-    kassa.book_sale(2, after=3, receipt_type="RECEIPT-TYPE-CASH-INFLOW")
+    kassa.book_sale(2, after=4, receipt_type="RECEIPT-TYPE-CASH-INFLOW")
     mine = kassa.book_sale(2, after=6)
     poller.catch_up()
     assert got(store) == {mine: ANNA}
@@ -285,7 +285,7 @@ def test_a_partly_paid_sale_waits_for_its_claim_and_no_newer_claim_takes_it(kass
     bram = scan(store, BRAM)
     poller.catch_up()
     kassa.settle(sale)
-    bram_sale = kassa.book_sale(2, after=3)
+    bram_sale = kassa.book_sale(2, after=4)
     poller.catch_up()
     assert got(store) == {sale: ANNA, bram_sale: BRAM}
     assert state_of(store, bram) == ("delivered", None)
@@ -308,7 +308,7 @@ def test_a_late_visible_sale_with_a_lower_marker_is_seen_once_and_not_taken(kass
     stranger = kassa.book_sale(2, after=-5, delay=1.0)  # booked before the scan, shown late
     claim = scan(store, ANNA)
     poller.catch_up()
-    mine = kassa.book_sale(2, after=3)
+    mine = kassa.book_sale(2, after=4)
     poller.catch_up()
     time.sleep(1.1)
     poller.catch_up()
@@ -326,7 +326,7 @@ def test_a_pos_clock_5_s_behind_is_measured_and_the_customer_gets_the_sale(kassa
     assert events.offsets and abs(events.offsets[-1] + 5.0) < 1.0
     scan(store, ANNA)
     poller.catch_up()
-    mine = kassa.book_sale(2, after=3)  # booked 3 s later on a POS clock 5 s behind
+    mine = kassa.book_sale(2, after=4)  # booked 4 s later on a POS clock 5 s behind
     poller.catch_up()
     assert got(store) == {mine: ANNA}
 
@@ -337,7 +337,7 @@ def test_a_timezone_field_of_zero_is_absorbed_by_the_measured_offset(kassa, stor
     poller.catch_up()
     scan(store, ANNA)
     poller.catch_up()
-    mine = kassa.book_sale(2, after=3)
+    mine = kassa.book_sale(2, after=4)
     poller.catch_up()
     assert got(store) == {mine: ANNA}
 
@@ -406,7 +406,7 @@ def test_a_claim_before_the_cursor_existed_takes_no_sale_booked_before_it(kassa,
     claim = scan(store, ANNA)
     poller = make_poller()
     poller.catch_up()
-    mine = kassa.book_sale(2, after=3)
+    mine = kassa.book_sale(2, after=4)
     poller.catch_up()
     assert got(store) == {mine: ANNA}
     assert state_of(store, claim) == ("delivered", None)
@@ -460,7 +460,7 @@ def test_hostile_xml_does_not_stop_the_poller(kassa, store, poller, events):
     with running(poller):
         until(lambda: False in events.cycles)
         kassa.faults.reset()
-        sale = kassa.book_sale(2, after=3)
+        sale = kassa.book_sale(2, after=4)
         until(lambda: store.outbox(), poke=poller.wake.set)
     assert False in events.cycles
     assert [i.receipt_id for i in store.outbox()] == [sale]
@@ -532,7 +532,7 @@ def test_a_manual_scan_gets_its_own_sale_and_not_the_next_one(kassa, store, poll
     claim = scan(store, ANNA)  # `boniq-agent scan` wakes no poller
     time.sleep(0.5)  # the daemon's next regular poll
     poller.catch_up()
-    anna = kassa.book_sale(2, after=3)
+    anna = kassa.book_sale(2, after=4)
     poller.catch_up()
     carl = kassa.book_sale(2, after=40)
     poller.catch_up()

@@ -1,7 +1,7 @@
 """A busy Saturday: thousands of customers at four tills served by one agent, as fast as the
 simulators go. Every till works at once; at each till the cashier books a customer's sale only
 once the agent has polled the POS since the scan (the claim is fenced), as a real cashier does;
-the payment completes 3 s after the scan on the POS clock, and the next customer's code is read
+the payment completes 4 s after the scan on the POS clock, and the next customer's code is read
 once the agent has seen that sale.
 Each receipt must reach the cloud once, for the right customer, and the daemon's memory must not
 grow with the number of customers served."""
@@ -81,7 +81,7 @@ class Tills:
         fenced = self.watch.fenced(list(self.waiting.values())) if self.waiting else set()
         for till, code in list(self.waiting.items()):
             if code in fenced:
-                self.booked[self.kassa.book_sale(till, after=3)] = code
+                self.booked[self.kassa.book_sale(till, after=4)] = code
                 self.last_sale[till] = self.kassa.marker
                 del self.waiting[till]
         return bool(fenced)

@@ -149,7 +149,7 @@ class WriteLock:
 def serve(agent: Agent, kassa, codes: dict[int, str]) -> dict[str, str]:
     wait_until(lambda: all(agent.claim_fenced(code) for code in codes.values()),
                what="every claim stored and fenced")
-    return {kassa.book_sale(till, after=3): code for till, code in codes.items()}
+    return {kassa.book_sale(till, after=4): code for till, code in codes.items()}
 
 
 def delivered(cloud) -> dict[str, str]:

@@ -121,7 +121,7 @@ class Shop:
         self.scan_until_acknowledged(n, code)
         self.wait(lambda: self.agent.claim_fenced(code), f"customer {n}'s claim to be fenced")
         self.maybe_kill(n, "after_fence")
-        self.expected[self.kassa.book_sale(2, after=3)] = code  # the payment, 3 s on
+        self.expected[self.kassa.book_sale(2, after=4)] = code  # the payment, 4 s on
         self.maybe_kill(n, "after_book")
         if self.rng.random() < 0.15:  # a customer without BONIQ right after
             self.unclaimed.append(self.kassa.book_sale(2, after=-15))

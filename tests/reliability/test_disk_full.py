@@ -87,13 +87,13 @@ def run_scenario(agent, kassa, cloud, feedback, disk: Path) -> None:
         agent.scan(customers[till], workplace=till)
     wait_until(lambda: all(agent.claim_fenced(c) for c in customers.values()),
                what="every claim stored and fenced")
-    receipts = {kassa.book_sale(till, after=3): customers[till] for till in TILLS[:2]}
+    receipts = {kassa.book_sale(till, after=4): customers[till] for till in TILLS[:2]}
     wait_until(lambda: agent.summary()["outbox_pending"] == 2, what="two receipts in the outbox")
     claims_before_full = len(customers)
 
     filler = disk / "filler"
     fill(filler)
-    receipts.update({kassa.book_sale(till, after=3): customers[till] for till in TILLS[2:]})
+    receipts.update({kassa.book_sale(till, after=4): customers[till] for till in TILLS[2:]})
     # an idle poll writes nothing; these sales make the poller write, and fail, on the full disk
     wait_until(lambda: "POS poll failed" in agent.log_text(), what="the poller on the full disk")
     cloud.faults.update(down=False)

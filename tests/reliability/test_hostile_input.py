@@ -488,7 +488,7 @@ def serve(agent: Agent, kassa: KassaSimulator, cloud: CloudSimulator, code: str)
     delivered = cloud.count()
     agent.scan(code)
     wait_until(lambda: agent.claim_fenced(code), what="the good customer's claim, fenced")
-    receipt = kassa.book_sale(agent.workplace, after=3)
+    receipt = kassa.book_sale(agent.workplace, after=4)
     wait_until(lambda: cloud.count() > delivered, what="the good customer's receipt")
     return receipt
 

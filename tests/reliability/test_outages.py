@@ -84,7 +84,7 @@ def test_cloud_unreachable_while_500_receipts_pile_up_then_each_delivered_once(
         code = previous[till] = customer_code(70_000 + n)
         agent.scan(code, workplace=till)
         wait_until(lambda c=code: agent.claim_fenced(c), what=f"customer {n}'s claim fenced")
-        expected[kassa.book_sale(till, after=3)] = code
+        expected[kassa.book_sale(till, after=4)] = code
     wait_until(lambda: agent.summary()["outbox_pending"] == BACKLOG, what="every sale matched")
     assert cloud.count() == 0
 
@@ -161,7 +161,7 @@ def test_hanging_pos_and_cloud_time_out_scans_still_accepted_then_all_delivered(
     third = customer_code(90_002)  # scans are still accepted while uploads time out
     agent.scan(third, workplace=2)
     wait_until(lambda: agent.claim_fenced(third), what="the third claim")
-    expected[kassa.book_sale(2, after=3)] = third
+    expected[kassa.book_sale(2, after=4)] = third
 
     cloud.faults.update(latency=0.0)
     wait_until(lambda: agent.summary()["outbox_delivered"] == 3, timeout=30,

@@ -70,7 +70,7 @@ def serve(agent: Agent, kassa: KassaSimulator, till: int, customer: str) -> str:
     agent.scan(customer, workplace=till)
     stored = customer.split("/")[-1].removeprefix("mailto:")
     wait_until(lambda: agent.claim_fenced(stored), what="the claim stored and fenced")
-    return kassa.book_sale(till, after=3)
+    return kassa.book_sale(till, after=4)
 
 
 def provoke_pos_errors(agent: Agent, kassa: KassaSimulator, codes: list[str]) -> None:
