@@ -219,6 +219,11 @@ class Store:
 
     def _migrate(self) -> None:
         version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(_MIGRATIONS):  # never run an older schema over a newer one
+            raise StoreCorrupt(
+                f"{self.path} has schema version {version}, written by a newer boniq-agent; this "
+                f"build knows schema versions up to {len(_MIGRATIONS)}: install the newer "
+                "boniq-agent again (the store is left as it is)")
         for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
             with self._tx() as conn:
                 for statement in filter(str.strip, script.split(";")):
