@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import array
+import fcntl
 import io
 import logging
 import os
@@ -51,6 +52,8 @@ class Journal:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
         if fds:  # an entry too large for one datagram comes as a memfd
+            seals = fcntl.fcntl(fds[0], fcntl.F_GET_SEALS)
+            assert seals & fcntl.F_SEAL_WRITE, "journald refuses a memfd that is not sealed"
             with os.fdopen(fds[0], "rb") as memfd:  # journald maps it from offset 0
                 memfd.seek(0)
                 data = memfd.read()

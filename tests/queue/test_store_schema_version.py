@@ -1,0 +1,54 @@
+"""No silent schema downgrade: a store written by a newer agent is refused, and left as it was."""
+
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from agent.errors import StoreCorrupt
+from agent.queue import store as store_module
+from agent.queue.store import DB_NAME, Store
+
+
+def written_by_a_newer_agent(data_dir) -> int:
+    """A store with one claim whose user_version is one past what this build knows."""
+    with Store.open(data_dir) as store:
+        store.add_claim(correlation_id="c-1", customer_kind="email", customer="a@b.nl",
+                        workplace=2, source="test", scanned_at=time.time(), pos_marker=None)
+    newer = len(store_module._MIGRATIONS) + 1
+    conn = sqlite3.connect(data_dir / DB_NAME)
+    conn.execute(f"PRAGMA user_version = {newer}")
+    conn.close()
+    return newer
+
+
+def test_a_store_with_a_newer_schema_is_refused_naming_both_versions(tmp_path):
+    newer = written_by_a_newer_agent(tmp_path)
+    with pytest.raises(StoreCorrupt) as refused:
+        Store.open(tmp_path)
+    message = str(refused.value)
+    assert f"schema version {newer}" in message
+    assert f"up to {len(store_module._MIGRATIONS)}" in message
+    assert "newer boniq-agent" in message
+    conn = sqlite3.connect(tmp_path / DB_NAME)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == newer
+    assert conn.execute("SELECT count(*) FROM claims").fetchone()[0] == 1
+
+
+def test_the_agent_refusing_a_newer_store_exits_65_so_systemd_does_not_restart_it(tmp_path):
+    newer = written_by_a_newer_agent(tmp_path / "data")
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "store: {merchant_id: m, branch: 1, workplace: 2}\n"
+        "kassa: {url: 'http://127.0.0.1:9/', ident: i, secret: s}\n"
+        "cloud: {url: 'http://127.0.0.1:9/', token: t}\n"
+        "scanners: [{type: stdin}]\n"
+        f"data_dir: {tmp_path / 'data'}\n"
+        "metrics: {listen: ''}\n")
+    config.chmod(0o600)
+    run = subprocess.run([sys.executable, "-m", "agent.cli", "run", "--config", str(config)],
+                         capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert run.returncode == 65, run.stderr
+    assert f"schema version {newer}" in run.stderr
