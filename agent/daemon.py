@@ -24,7 +24,7 @@ from agent.logs import correlation, fields, get_logger, mask_code, new_correlati
 from agent.metrics import Metrics, serve
 from agent.queue.store import Claim, OutboxItem, Store
 from agent.queue.uploader import Uploader
-from agent.scanner import build_source
+from agent.scanner import base as scanner_base, build_source
 from agent.scanner.base import ScanEvent, Source
 
 log = get_logger(__name__)
@@ -50,6 +50,8 @@ class Daemon:
     def __post_init__(self) -> None:
         self.store = Store.open(self.config.data_dir)
         self.metrics = Metrics()
+        self.metrics.watch_filesystem(self.config.data_dir)
+        self.metrics.pos_clock_tolerance(self.config.matching.clock_skew)
         self.heartbeat = systemd.Heartbeat()
         self.upload_wake = threading.Event()
         fb = self.config.feedback
@@ -88,6 +90,7 @@ class Daemon:
             try:
                 sources.append(build_source(scanner))
             except ScannerError as exc:
+                self.metrics.scanner_up(f"{scanner.type}:{scanner.device}", False)
                 log.error("scanner source cannot start", extra=fields(
                     type=scanner.type, device=scanner.device, reason=str(exc)))
         return sources
@@ -159,6 +162,7 @@ class Daemon:
 
     def start(self) -> None:
         self.heartbeat.register("poller", "uploader")
+        scanner_base.on_state_change(self.metrics.scanner_up)
         self._spawn("poller", self.poller.run)
         self._spawn("uploader", lambda stop: self.uploader.run(stop, self.upload_wake))
         for source in self.sources or []:
@@ -189,6 +193,7 @@ class Daemon:
         try:
             source.run(self.on_scan, stop)
         except ScannerError as exc:
+            self.metrics.scanner_up(source.name, False)
             log.error("scanner source cannot run", extra=fields(source=source.name, reason=str(exc)))
 
     def ready(self) -> bool:
