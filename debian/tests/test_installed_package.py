@@ -70,7 +70,7 @@ def newer_build(deb: Path, folder: Path, version: str) -> Path:
     control.write_text("".join(f"Version: {version}\n" if line.startswith("Version:") else line
                                for line in control.read_text().splitlines(keepends=True)))
     out = folder / f"boniq-agent_{version}_amd64.deb"
-    run("dpkg-deb", "--root-owner-group", "-b", tree, out)
+    run("dpkg-deb", "--root-owner-group", "-Zgzip", "-z1", "-b", tree, out)  # fast to pack
     return out
 
 
@@ -275,3 +275,87 @@ def test_maintainer_scripts_work_without_any_systemd_tool(deb: Path, without_sys
     finally:
         if installed_version() is not None:
             run("dpkg", "--purge", "boniq-agent", check=False)
+
+
+STUB = """#!/bin/sh
+# systemctl stand-in for debian/tests: records each call; the unit counts as enabled, not active.
+echo "$*" >> /run/boniq-test-systemctl.log
+for arg; do
+    case "$arg" in is-enabled) echo enabled; exit 0 ;; is-active) exit 3 ;; esac
+done
+exit 0
+"""
+
+
+@pytest.fixture
+def systemd_as_seen_by_scripts() -> Iterator[Path]:
+    """A running systemd as maintainer scripts detect it (/run/systemd/system), with systemctl
+    replaced by a stub that records what the scripts ask of it. The host's PID 1 is not systemd.
+    A container's policy-rc.d (exit 101: start nothing) is moved aside meanwhile."""
+    marker, log = Path("/run/systemd/system"), Path("/run/boniq-test-systemctl.log")
+    if marker.exists():
+        pytest.skip("a real systemd runs here; the stub would not be the one asked")
+    policy = Path("/usr/sbin/policy-rc.d")
+    policy_aside = policy.with_name("policy-rc.d.boniq-test")
+    systemctl = Path(shutil.which("systemctl", path=ENV["PATH"]) or "/usr/bin/systemctl")
+    run("dpkg-divert", "--local", "--rename", "--divert", f"{systemctl}.boniq-test", "--add",
+        systemctl)
+    try:
+        if policy.exists():
+            policy.rename(policy_aside)
+        systemctl.write_text(STUB)
+        systemctl.chmod(0o755)
+        marker.mkdir(parents=True)
+        log.write_text("")
+        yield log
+    finally:
+        shutil.rmtree(marker, ignore_errors=True)
+        log.unlink(missing_ok=True)
+        systemctl.unlink(missing_ok=True)
+        run("dpkg-divert", "--local", "--rename", "--remove", systemctl, check=False)
+        if policy_aside.exists():
+            policy_aside.rename(policy)
+
+
+def calls(log: Path) -> list[str]:
+    """What was asked of systemctl since the last call, options left out: "start UNIT", ..."""
+    lines = log.read_text().splitlines()
+    log.write_text("")
+    return [" ".join(w for w in line.split() if not w.startswith("-")) for line in lines]
+
+
+def test_with_systemd_postinst_starts_only_when_configured_and_restarts_on_upgrade(
+        deb: Path, tmp_path: Path, systemd_as_seen_by_scripts: Path) -> None:
+    log = systemd_as_seen_by_scripts
+    if installed_version() is not None:
+        run("dpkg", "--purge", "boniq-agent")
+    try:
+        first = run("dpkg", "-i", deb)
+        asked = calls(log)
+        assert "daemon-reload" in asked
+        assert not any(c.startswith(("start", "restart", "try-restart")) for c in asked), asked
+        assert "NOT started" in first.stdout
+
+        for name in ("kassa-secret", "cloud-token"):
+            (ETC / name).write_text("s3cret\n")
+            (ETC / name).chmod(0o600)
+        run("dpkg", "-i", newer_build(deb, tmp_path, f"{__version__}+upgrade2"))
+        asked = calls(log)
+        assert "try-restart boniq-agent.service" in asked, asked
+        assert "stop boniq-agent.service" not in asked  # no stop before the unpack
+
+        run("dpkg", "--purge", "boniq-agent")
+        calls(log)
+        ETC.mkdir()
+        for name in ("kassa-secret", "cloud-token"):  # a till image seeded with credentials
+            (ETC / name).write_text("s3cret\n")
+            (ETC / name).chmod(0o600)
+        seeded = run("dpkg", "-i", deb)
+        assert "start boniq-agent.service" in calls(log)
+        assert "NOT started" not in seeded.stdout
+
+        run("dpkg", "-r", "boniq-agent")
+        assert "stop boniq-agent.service" in calls(log)
+    finally:
+        run("dpkg", "--purge", "boniq-agent", check=False)
+        shutil.rmtree(ETC, ignore_errors=True)
