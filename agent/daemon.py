@@ -36,6 +36,7 @@ from agent.queue.claims import ClaimState, Close
 from agent.queue.outbox import OutboxItem
 from agent.queue.store import Store
 from agent.queue.uploader import Uploader
+from agent.scanner import base as scanner_base
 from agent.scanner import build_source
 from agent.scanner.base import ScanEvent, Source
 
@@ -115,6 +116,8 @@ class Daemon:
         self._wake = threading.Event()  # cuts the supervisor's wait short (stop, reload)
         self._reload_requested = False
         self.metrics = Metrics()
+        self.metrics.watch_filesystem(config.data_dir)
+        self.metrics.pos_clock_tolerance(config.matching.clock_skew)
         self.heartbeat = systemd.Heartbeat()
         fb = config.feedback
         self.reporter = Reporter(self.metrics, self.heartbeat,
@@ -140,6 +143,7 @@ class Daemon:
                 sources.append(build_source(scanner))
             except ScannerError as exc:
                 self.unbuilt.append(f"{scanner.type}:{scanner.device or '-'}")
+                self.metrics.scanner_up(f"{scanner.type}:{scanner.device}", False)
                 log.error("scanner source cannot start", extra=fields(
                     type=scanner.type, device=scanner.device, reason=str(exc)))
         return sources
@@ -173,6 +177,7 @@ class Daemon:
     # -- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> None:
+        scanner_base.on_state_change(self.metrics.scanner_up)
         for source in self.sources:
             self._spawn(f"source {source.name}", lambda stop, s=source: self._run_source(s, stop))
         self.heartbeat.register("poller", "uploader")
@@ -216,6 +221,7 @@ class Daemon:
         try:
             source.run(self.on_scan, stop)
         except ScannerError as exc:
+            self.metrics.scanner_up(source.name, False)
             log.error("scanner source cannot run", extra=fields(source=source.name, reason=str(exc)))
 
     def request_stop(self) -> None:

@@ -106,6 +106,11 @@ def redact_url(url: str) -> str:
     return redact(url)
 
 
+def priority(levelno: int) -> int:
+    """The syslog priority (journald's PRIORITY) of a logging level."""
+    return _PRIORITY.get(levelno, 6)
+
+
 def _logfmt_value(value: Any) -> str:
     text = "" if value is None else str(value)
     if text == "" or any(c in text for c in ' "=\\') or not text.isprintable():
@@ -150,15 +155,22 @@ class _CorrelationFilter(logging.Filter):
 
 
 def setup(level: str = "info", stream: TextIO | None = None) -> logging.Handler:
-    """Route every logger to one stderr handler; idempotent."""
+    """Route every logger to one handler: the journal when stderr is the journal, else stderr."""
     stream = stream or sys.stderr
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, "_boniq", False)]:
         root.removeHandler(old)
-    handler = logging.StreamHandler(stream)
+        old.close()
+    from agent import journal
+
+    handler: logging.Handler
+    if journal.stderr_is_journal(stream):
+        handler = journal.JournalHandler(stream)
+    else:
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(LogfmtFormatter(terminal=_is_terminal(stream)))
     handler._boniq = True  # type: ignore[attr-defined]
     handler.addFilter(_CorrelationFilter())
-    handler.setFormatter(LogfmtFormatter(terminal=_is_terminal(stream)))
     root.addHandler(handler)
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
     logging.getLogger("urllib3").setLevel(logging.WARNING)

@@ -10,8 +10,10 @@ are right after a restart and cost nothing between scrapes.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Literal, NamedTuple, TypedDict
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info, disable_created_metrics
@@ -101,6 +103,17 @@ class Metrics:
             "POS clock minus this till's clock, measured at the last reference refresh.",
             registry=r,
         )
+        self._pos_clock_tolerance = Gauge(
+            "boniq_agent_pos_clock_tolerance_seconds",
+            "The clock offset matching tolerates (matching.clock_skew); alert beyond it.",
+            registry=r,
+        )
+        self._scanner_up = Gauge(
+            "boniq_agent_scanner_up",
+            "1 while a scanner source has its device open, 0 while it is absent or failing.",
+            ["source"],
+            registry=r,
+        )
         self._pos_polls = Counter(
             "boniq_agent_pos_polls", "getReceipts polls of the POS.", registry=r
         )
@@ -135,6 +148,17 @@ class Metrics:
 
     def pos_clock_offset(self, seconds: float) -> None:
         self._pos_clock_offset.set(seconds)
+
+    def pos_clock_tolerance(self, seconds: float) -> None:
+        self._pos_clock_tolerance.set(seconds)
+
+    def scanner_up(self, source: str, up: bool) -> None:
+        """`source`: the source's name, `KIND:DEVICE` (one series per configured scanner)."""
+        self._scanner_up.labels(source).set(1 if up else 0)
+
+    def watch_filesystem(self, path: Path) -> None:
+        """Export free and total bytes of the filesystem holding `path` (the data_dir)."""
+        self.registry.register(_FilesystemCollector(path))
 
     def receipt_matched(self, via: Literal["claim", "credit"] = "claim") -> None:
         self._receipts_matched.labels(via).inc()
@@ -209,6 +233,31 @@ class _StoreCollector(Collector):
             "boniq_agent_last_delivery_timestamp_seconds",
             "Unix time of the last receipt the cloud accepted; 0 if none yet.",
             value=last,
+        )
+
+
+class _FilesystemCollector(Collector):
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        probe = self._path if self._path.exists() else self._path.parent
+        try:
+            usage = shutil.disk_usage(probe)
+        except OSError:
+            return
+        yield GaugeMetricFamily(
+            "boniq_agent_data_dir_free_bytes",
+            "Bytes free to the agent on the filesystem holding data_dir.",
+            value=usage.free,
+        )
+        yield GaugeMetricFamily(
+            "boniq_agent_data_dir_size_bytes",
+            "Size in bytes of the filesystem holding data_dir.",
+            value=usage.total,
         )
 
 

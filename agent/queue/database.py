@@ -170,7 +170,12 @@ class Database:
         """Each migration in its own transaction; foreign keys are off while tables are rebuilt
         (SQLite's documented procedure) and checked before the commit."""
         version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-        if version >= len(MIGRATIONS):
+        if version > len(MIGRATIONS):  # never run an older schema over a newer one
+            raise StoreCorrupt(
+                f"{self.path} has schema version {version}, written by a newer boniq-agent; this "
+                f"build knows schema versions up to {len(MIGRATIONS)}: install the newer "
+                "boniq-agent again (the store is left as it is)")
+        if version == len(MIGRATIONS):
             return
         self._conn.execute("PRAGMA foreign_keys = OFF")
         try:

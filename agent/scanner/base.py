@@ -50,6 +50,20 @@ def workplace_of(config: Any) -> int | None:
     return getattr(config, "workplace", None)
 
 
+_state_listener: Callable[[str, bool], None] | None = None
+
+
+def on_state_change(listener: Callable[[str, bool], None] | None) -> None:
+    """`listener(source_name, up)` hears every device open (True) and failure (False)."""
+    global _state_listener
+    _state_listener = listener
+
+
+def _tell(name: str, up: bool) -> None:
+    if _state_listener is not None:
+        _state_listener(name, up)
+
+
 class _Reporter:
     """Logs a device problem once per change, so a scanner absent for hours costs one line."""
 
@@ -58,6 +72,7 @@ class _Reporter:
         self._last: str | None = None
 
     def failed(self, exc: BaseException) -> None:
+        _tell(self.name, False)
         message = f"{type(exc).__name__}: {exc}"[:200]
         if message != self._last:
             log.warning(
@@ -67,6 +82,7 @@ class _Reporter:
             self._last = message
 
     def opened(self) -> None:
+        _tell(self.name, True)
         if self._last is not None:
             log.info("scanner back", extra=fields(source=self.name))
         self._last = None
