@@ -237,8 +237,9 @@ def _translated(exc: BaseException, expired: bool, total: float) -> HttpError:
     if isinstance(exc, (requests.RequestException, Urllib3Error)):
         return HttpBroken(f"answer broken off ({type(exc).__name__})")
     if isinstance(exc, OSError) and exc.errno is None:
-        # requests raises a bare OSError for a CA bundle that does not exist
-        return HttpTLSError(f"TLS set-up failed: {exc}")
+        # requests raises a bare OSError for a CA bundle that does not exist: configuration,
+        # not the network; the stage's supervisor stops the agent with exit status 78
+        raise exc
     if isinstance(exc, OSError):
         return HttpBroken(f"connection lost ({exc.strerror or type(exc).__name__})")
     raise exc

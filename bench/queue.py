@@ -140,6 +140,7 @@ class Day:
         self.poller = Poller(self.pos, self.store, merchant_id="bench", branch=1, matching=rules,
                              clock=self.clock)
         self.total = customers
+        self.mix = MIX
         self.customers: list[Customer] = []
         self.events: list[tuple[float, int, str, tuple]] = []
         self.seq = 0
@@ -176,7 +177,7 @@ class Day:
     def _customer(self) -> Customer | None:
         if len(self.customers) >= self.total:
             return None
-        behaviour = self.rng.choices([b for b, _ in MIX], [w for _, w in MIX])[0]
+        behaviour = self.rng.choices([b for b, _ in self.mix], [w for _, w in self.mix])[0]
         code = None if behaviour == "no app" else codes.make_code(
             "".join(self.rng.choice(codes.ALPHABET) for _ in range(16)))
         customer = Customer(len(self.customers), behaviour, code)
@@ -248,10 +249,23 @@ SCAN_WHILE_PAYING = frozenset({"on time", "double read", "slow POS", "skewed clo
 
 
 def outcomes(customers: list[Customer], store: Store) -> dict[str, Counter]:
+    """Per behaviour. A receipt that went to the wrong person counts against the customer whose
+    claim took it (a credit that followed it: against the same customer)."""
     owner = {c.owns: c.code for c in customers if c.owns}
-    received: dict[str, set[str]] = defaultdict(set)
-    for item in store.outbox(limit=10**7):
+    items = store.outbox(limit=10**7)
+    claims = {c.id: c for c in store.claims(limit=10**7)}
+    taker: dict[str, int] = {}  # receipt → the customer (n) whose claim took it
+    for item in sorted(items, key=lambda i: i.id):
+        if item.claim_id is not None:
+            taker[item.receipt_id] = int(claims[item.claim_id].correlation_id[2:])
+    received: dict[str, set[str]] = defaultdict(set)  # code → receipts delivered to it
+    wrong_by: Counter = Counter()
+    for item in items:
         received[item.customer or ""].add(item.receipt_id)
+        credited = store_credited(item)
+        n = taker.get(item.receipt_id, taker.get(credited or "", -1))
+        if owner.get(item.receipt_id) != item.customer:
+            wrong_by[n] += 1
     reasons: dict[int, Counter] = defaultdict(Counter)  # customer → why their claims closed unsure
     for c in store.claims("unsure", limit=10**7):
         reasons[int(c.correlation_id[2:])][c.reason] += 1
@@ -261,12 +275,10 @@ def outcomes(customers: list[Customer], store: Store) -> dict[str, Counter]:
             continue
         row = table[f"{c.behaviour} ({c.detail})" if c.detail else c.behaviour]
         row["customers"] += 1
-        got = received.get(c.code, set())
-        mine = c.owns in got if c.owns else None
-        strangers = {r for r in got if owner.get(r) != c.code}
-        row["wrong"] += bool(strangers)
+        row["wrong"] += wrong_by.get(c.n, 0) > 0
         if c.owns:
-            row["delivered"] += bool(mine)
+            mine = c.owns in received.get(c.code, set())
+            row["delivered"] += mine
             row["lost"] += not mine
         row["unsure"] += c.n in reasons
         for reason in reasons.get(c.n, {}):
@@ -274,9 +286,19 @@ def outcomes(customers: list[Customer], store: Store) -> dict[str, Counter]:
     return table
 
 
-def run_day(customers: int, rules: MatchingSection, seed: int) -> tuple[dict[str, Counter], float]:
+def store_credited(item: object) -> str | None:
+    """The receipt a credit in the outbox credits (from its payload)."""
+    import json
+
+    body = json.loads(item.body)  # type: ignore[attr-defined]
+    return body.get("credits_receipt_id")
+
+
+def run_day(customers: int, rules: MatchingSection, seed: int, early: float = 2.0
+            ) -> tuple[dict[str, Counter], float]:
     with tempfile.TemporaryDirectory(dir="/dev/shm" if Path("/dev/shm").exists() else None) as d:
         day = Day(customers, rules, seed, Path(d))
+        day.mix = tuple((b, early if b == "early scan" else w) for b, w in MIX)
         started = time.perf_counter()
         result = day.run()
         table = outcomes(result, day.store)
@@ -308,6 +330,8 @@ def main() -> int:
     parser.add_argument("--guard", type=float, default=MatchingSection().recent_sale_guard)
     parser.add_argument("--ttl", type=float, default=MatchingSection().claim_ttl)
     parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--early", type=float, default=2.0,
+                        help="share of early scans, in percent (default 2)")
     parser.add_argument("--sweep", action="store_true",
                         help="several recent_sale_guard and claim_ttl values (fewer customers)")
     args = parser.parse_args()
@@ -325,7 +349,7 @@ def main() -> int:
                       f"  {walk['wrong']}/{walk['customers']}")
         return 0
     rules = MatchingSection(recent_sale_guard=args.guard, claim_ttl=args.ttl)
-    table, seconds = run_day(args.customers, rules, args.seed)
+    table, seconds = run_day(args.customers, rules, args.seed, args.early)
     print_table(table, f"polling mode, {args.customers} customers on {len(TILLS)} tills, "
                        f"recent_sale_guard {args.guard:g} s, claim_ttl {args.ttl:g} s "
                        f"({seconds:.1f} s to simulate)")

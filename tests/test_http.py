@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from agent.supervision import config_fault
 from agent_harness import report_figure
 
 from agent.errors import CloudTransient, KassaRejected, KassaTransient
@@ -165,20 +167,21 @@ def test_a_redirect_is_not_followed_with_the_secret() -> None:
         redirecting.close()
 
 
-def test_a_missing_ca_bundle_is_a_clear_tls_error(tmp_path: Path) -> None:
+def test_a_missing_ca_bundle_is_a_configuration_fault_not_a_network_error(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere.pem"
     transport = Transport(timeout=2.0, max_bytes=100, ca_bundle=missing)
-    with pytest.raises(HttpTLSError, match="TLS"):
+    with pytest.raises(OSError, match="CA certificate bundle") as raised:
         transport.request("GET", "https://127.0.0.1:9/")
+    assert config_fault(raised.value), "the supervisor would retry it forever"
     with Store.open(tmp_path / "data") as store:
         payload = example_receipt("r-ca")
         row = store.enqueue("r-ca", payload["idempotency_key"], canonical(payload), "c-1",
                             now=1000.0)
         with Uploader(store, "https://127.0.0.1:9", "tok", ca_bundle=str(missing),
-                      timeout=1.0) as up:
+                      timeout=1.0) as up, pytest.raises(OSError, match="CA certificate bundle"):
             up.run_once(now=1000.0)
         assert store.get(row.id).state == "pending"
-    with pytest.raises(KassaTransient, match="TLS"):
+    with pytest.raises(OSError, match="CA certificate bundle"):
         KassaClient("https://127.0.0.1:9/", "i", "s", timeout=1.0,
                     verify=str(missing)).get_api_version()
 

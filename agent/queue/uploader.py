@@ -86,6 +86,7 @@ class Uploader:
         self.store = store
         self.endpoint = url.rstrip("/") + "/v1/receipts"
         self.timeout = timeout
+        self.ca_bundle = ca_bundle
         self._transport = Transport(
             timeout=timeout, max_bytes=MAX_ANSWER, ca_bundle=ca_bundle, proxy=proxy, truncate=True
         )
@@ -156,7 +157,7 @@ class Uploader:
                     store_error = self._store_failed(exc, store_error)
                     stop.wait(1.0)
                 except Exception as exc:
-                    if config_fault(exc, [self.verify] if isinstance(self.verify, str) else []):
+                    if config_fault(exc, [self.ca_bundle] if self.ca_bundle else []):
                         raise  # the daemon stops with exit 78: retrying cannot fix it
                     crashes.failed(exc)
                     stop.wait(1.0)
