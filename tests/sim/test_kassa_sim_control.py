@@ -170,3 +170,29 @@ def test_cli_books_sales_by_itself() -> None:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_clock_booking_time_late_visibility_and_receipt_types_over_http(
+        sim: KassaSimulator) -> None:
+    client = KassaClient(sim.url, sim.ident, sim.secret, timeout=2.0)
+    clock = requests.post(sim.url + "_sim/clock", json={"offset": -5, "timezone": "zero"},
+                          timeout=2).json()
+    assert clock == {"offset": -5.0, "timezone": "zero"}
+    server = client.get_server_time()
+    assert server is not None and server.utcoffset().total_seconds() == 0  # timezone 0
+    late = requests.post(sim.url + "_sim/book", json={"workplace": 2, "after": -30, "delay": 0.5},
+                         timeout=2).json()["receipt_id"]
+    inflow = requests.post(sim.url + "_sim/book", json={
+        "workplace": 2, "type": "RECEIPT-TYPE-CASH-INFLOW", "state": "RECEIPT-STATE-PARTLY-PAID"},
+        timeout=2).json()["receipt_id"]
+    first = client.get_receipts(1, 0)
+    assert [r.receipt_id for r in first] == [inflow], "the late receipt showed at once"
+    assert (first[0].receipt_type, first[0].state) == (
+        "RECEIPT-TYPE-CASH-INFLOW", "RECEIPT-STATE-PARTLY-PAID")
+    time.sleep(0.6)
+    (shown, _) = client.get_receipts(1, 0)
+    assert shown.receipt_id == late and shown.sync_marker < first[0].sync_marker
+    requests.post(sim.url + "_sim/settle", json={"receipt_id": inflow}, timeout=2)
+    settled = next(r for r in client.get_receipts(1, 0) if r.receipt_id == inflow)
+    assert settled.state == "RECEIPT-STATE-PAID" and not settled.is_paid  # never a customer sale
+    client.close()
