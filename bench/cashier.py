@@ -29,6 +29,7 @@ from agent import logs  # noqa: E402
 from agent.config import Config  # noqa: E402
 from agent.daemon import Daemon  # noqa: E402
 from agent.demo import CashierPage  # noqa: E402
+from agent.queue.store import NewClaim  # noqa: E402
 from agent.sim.cloud import CloudSimulator  # noqa: E402
 from agent.sim.kassa import KassaSimulator  # noqa: E402
 
@@ -61,14 +62,15 @@ def main() -> None:
                       "poll_interval": args.poll},
             "cloud": {"url": cloud.url, "token": "t"}, "data_dir": tmp,
             "metrics": {"listen": ""}, "cashier": {"listen": "127.0.0.1:0"},
-            "matching": {"claim_ttl": 3600},
+            "matching": {"claim_ttl": 3600, "recent_sale_guard": 0},  # customers back to back
         }), sources=[])
         old = time.time() - 7200
         for n in range(args.claims):  # history: closed long ago, half of it at another till
-            daemon.store.add_claim(correlation_id=f"c-{n}", customer_kind="email",
-                                   customer=f"old{n}@example.nl", workplace=TILL + n % 2,
-                                   source="serial", scanned_at=old + n, pos_marker=None)
-        daemon.store.expire_claims(scanned_before=time.time(), now=time.time())
+            daemon.store.add_claim(NewClaim(f"c-{n}", "email", f"old{n}@example.nl",
+                                            TILL + n % 2, "serial", old + n, None),
+                                   dedupe_window=5.0)
+        daemon.store.expire_claims(scanned_before=time.time(), reserved_before=time.time(),
+                                   now=time.time())
         daemon.start()
         try:
             page = CashierPage(f"http://127.0.0.1:{daemon.cashier_server.port}/")
@@ -93,7 +95,8 @@ def main() -> None:
                 accepted.append(time.perf_counter() - t)
                 assert answer["outcome"] == "accepted", answer
             print(f"POST /api/claim until accepted: {ms(accepted)}")
-            daemon.store.expire_claims(scanned_before=time.time() + 1, now=time.time())
+            daemon.store.expire_claims(scanned_before=time.time() + 1, reserved_before=time.time() + 1,
+                                           now=time.time())
 
             shown = []
             for n in range(args.sales):
@@ -103,7 +106,7 @@ def main() -> None:
                           for c in daemon.store.pending_claims()):
                     time.sleep(0.01)
                 time.sleep(random.uniform(0, args.poll))
-                kassa.book_sale(TILL)
+                kassa.book_sale(TILL, after=4)
                 t = time.perf_counter()
                 while page.outcomes()[0]["outcome"] != "delivered":
                     time.sleep(0.01)

@@ -172,7 +172,7 @@ def warm_up(agent: Agent, kassa: KassaSimulator, cloud: CloudSimulator) -> None:
     code = customer_code(4242)
     agent.scan(code)
     wait_until(lambda: agent.claim_fenced(code), what="the warm-up claim")
-    kassa.book_sale(agent.workplace)
+    kassa.book_sale(agent.workplace, after=4)
     wait_until(lambda: cloud.count() == 1, what="the warm-up receipt in the cloud")
 
 

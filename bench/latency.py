@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from agent_harness import Agent, customer_code, free_port, wait_until
+from agent_harness import BACK_TO_BACK, Agent, customer_code, free_port, wait_until
 
 from agent import config as agent_config
 from agent import logs
@@ -214,7 +214,8 @@ def delivery_latencies(folder: Path, receipts: int, poll: float, seed: int) -> l
     rng = random.Random(seed)
     samples = []
     with KassaSimulator(seed=seed) as kassa, CloudSimulator("demo-token") as cloud:
-        agent = Agent(folder, kassa.url, cloud.url, workplace=WORKPLACE, poll_interval=poll)
+        agent = Agent(folder, kassa.url, cloud.url, workplace=WORKPLACE, poll_interval=poll,
+                      extra=BACK_TO_BACK)
         try:
             agent.start()
             agent.wait_ready()
@@ -224,7 +225,7 @@ def delivery_latencies(folder: Path, receipts: int, poll: float, seed: int) -> l
                 wait_until(lambda c=code: agent.claim_fenced(c), what="the claim fenced")
                 time.sleep(rng.uniform(0.0, poll))
                 booked = time.perf_counter()
-                kassa.book_sale(WORKPLACE)
+                kassa.book_sale(WORKPLACE, after=4)  # visible now, booked 4 s on
                 samples.append(until(lambda k=n + 1: cloud.count() >= k, booked))
             if agent.terminate() != 0:
                 raise SystemExit(f"the daemon did not stop cleanly:\n{agent.log_text()[-4000:]}")

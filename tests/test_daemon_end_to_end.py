@@ -109,7 +109,7 @@ def test_sigkill_after_the_scan_loses_nothing(agent, kassa, cloud):
     agent.kill()
     # the payment completes a few seconds after the scan; with no fence poll before the crash,
     # the POS booking time is what tells the restarted agent that this sale came after the scan
-    receipt = kassa.book_sale(2, at=datetime.now(UTC) + timedelta(seconds=3))
+    receipt = kassa.book_sale(2, at=datetime.now(UTC) + timedelta(seconds=5))
     agent.start()
     wait_until(lambda: cloud.count() == 1, what="delivery after the restart")
     assert cloud.receipts()[0]["pos"]["receipt_id"] == receipt

@@ -181,14 +181,15 @@ def test_upgrade_under_a_running_agent_loses_no_claim_and_no_receipt(
     conffile.write_text(conffile.read_text() + "# edited by store IT\n")
     with KassaSimulator(seed=41) as kassa, CloudSimulator("demo-token") as cloud:
         cloud.faults.update(down=True)  # receipts wait in the outbox
-        agent = InstalledAgent(tmp_path, kassa.url, cloud.url, scanner_workplaces=(2, 3))
+        agent = InstalledAgent(tmp_path, kassa.url, cloud.url, scanner_workplaces=(2, 3),
+                               extra="matching: {claim_ttl: 600}\n")  # waits out the upgrade
         try:
             agent.start()
             agent.wait_ready()
             paid, waiting = customer_code(4101), customer_code(4102)
             agent.scan(paid, workplace=2)
             wait_until(lambda: agent.claim_fenced(paid), what="the first claim")
-            paid_receipt = kassa.book_sale(2)
+            paid_receipt = kassa.book_sale(2, after=4)  # the payment completes 4 s on
             agent.scan(waiting, workplace=3)
             wait_until(lambda: agent.claim_fenced(waiting), what="the second claim")
             wait_until(lambda: agent.summary()["outbox_pending"] == 1, what="a pending receipt")
@@ -207,7 +208,7 @@ def test_upgrade_under_a_running_agent_loses_no_claim_and_no_receipt(
             cloud.faults.update(down=False)
             agent.start()
             agent.wait_ready()
-            waiting_receipt = kassa.book_sale(3)
+            waiting_receipt = kassa.book_sale(3, after=4)
             wait_until(lambda: cloud.count() >= 2, timeout=60, what="both receipts in the cloud")
             assert agent.terminate() == 0
         finally:

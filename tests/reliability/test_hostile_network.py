@@ -44,7 +44,7 @@ def serve_customer(agent: Agent, kassa: KassaSimulator, code: str,
     before = delivered()
     agent.scan(code)
     wait_until(lambda: agent.claim_fenced(code), what="the customer's claim, fenced")
-    receipt = kassa.book_sale(agent.workplace)
+    receipt = kassa.book_sale(agent.workplace, after=4)
     wait_until(lambda: delivered() > before, timeout=30, what="the customer's receipt")
     return receipt
 
@@ -138,7 +138,7 @@ def test_escape_sequences_from_the_cloud_reach_no_log_terminal_or_status(tmp_pat
             agent.wait_ready()
             agent.scan(CODE)
             wait_until(lambda: agent.claim_fenced(CODE), what="the claim, fenced")
-            kassa.book_sale(agent.workplace)
+            kassa.book_sale(agent.workplace, after=4)
             wait_until(lambda: agent.summary()["outbox_dead"] == 1, timeout=30,
                        what="the receipt dead-lettered with the hostile reason")
             with agent.store() as store:
