@@ -143,8 +143,8 @@ class Timed:
         daemon.store.add_claim = self.add_claim  # type: ignore[method-assign]
         daemon.on_scan = self.on_scan  # type: ignore[method-assign]
 
-    def add_claim(self, **claim: Any) -> Any:
-        result = self._add_claim(**claim)
+    def add_claim(self, *args: Any, **kwargs: Any) -> Any:
+        result = self._add_claim(*args, **kwargs)
         self._committed.at = (time.time(), time.perf_counter())
         return result
 

@@ -165,7 +165,7 @@ def test_escape_sequences_from_the_cloud_reach_no_log_terminal_or_status(tmp_pat
 def _cli(agent: Agent, *args: str) -> str:
     result = subprocess.run([sys.executable, "-m", "agent.cli", *args, "--config", str(agent.config)],
                             capture_output=True, text=True, cwd=ROOT, timeout=60)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode in (0, 1), result.stderr  # status: 1 = a dead letter needs attention
     return result.stdout + result.stderr
 
 
