@@ -24,7 +24,7 @@ from pydantic_core import PydanticCustomError
 
 from agent.errors import ConfigError
 from agent.http import cleartext
-from agent.logs import fields, get_logger, register_secret
+from agent.logs import get_logger, register_secret
 
 log = get_logger(__name__)
 

@@ -12,7 +12,6 @@ with plain defusedxml.fromstring (the parser before the element and depth counti
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 from pathlib import Path

@@ -15,7 +15,7 @@ from agent.supervision import config_fault
 from agent_harness import report_figure
 
 from agent.errors import CloudTransient, KassaRejected, KassaTransient
-from agent.http import HttpTimeout, HttpTLSError, HttpTooLarge, Transport, timeouts
+from agent.http import HttpTimeout, HttpTooLarge, Transport, timeouts
 from agent.kassa.client import KassaClient
 from agent.queue.store import Store
 from agent.queue.uploader import Uploader

@@ -97,7 +97,7 @@ def test_situations_at_four_tills_with_the_default_rules(make_agent, kassa, clou
     agent.scan(eva, workplace=3)
     wait_until(lambda: len(agent.claims_of(eva)) == 2 and agent.claim_fenced(eva),
                what="Eva's second claim")
-    owners[eva_credit := kassa.book_credit(eva_sale, after=4)] = eva
+    owners[kassa.book_credit(eva_sale, after=4)] = eva
     stranger3 = kassa.book_sale(3, after=30)
     # 4. the same phone read again right after its sale matched, at till 4
     finn = customer_code(4)

@@ -15,7 +15,7 @@ from typing import Any
 from agent.errors import ClaimStateError
 from agent.queue import outbox
 from agent.queue.claims import Claim, ClaimState, Close, check_assignable
-from agent.queue.database import DB_NAME, Database, translate
+from agent.queue.database import DB_NAME, translate
 from agent.queue.outbox import NewDelivery, OutboxItem, OutboxStore
 
 __all__ = ["DB_NAME", "Claim", "ClaimResult", "NewClaim", "NewDelivery", "OutboxItem",
