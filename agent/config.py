@@ -30,6 +30,7 @@ log = get_logger(__name__)
 
 KASSA_CREDENTIAL = "kassa-secret"
 CLOUD_CREDENTIAL = "cloud-token"
+WEBHOOK_CREDENTIAL = "webhook-key"
 # The unit's LoadCredential= sources (systemd/boniq-agent.service): where check-config and doctor
 # look for the credentials when they run outside the service.
 UNIT_CREDENTIALS = {KASSA_CREDENTIAL: Path("/etc/boniq-agent/kassa-secret"),
@@ -51,6 +52,24 @@ class StoreSection(_Section):
     name: str | None = None
 
 
+class WebhooksSection(_Section):
+    """MplusKASSA webhook mode (docs/mpluskassa.md "Webhooks"): the till's own scanner posts
+    `scanCode` and the session events to this listener."""
+
+    listen: str = Field(default="127.0.0.1:18090", pattern=r"^\[?[0-9A-Za-z.:-]+\]?:\d{1,5}$")
+    subscription_id: str = Field(min_length=1, max_length=200)
+    key: SecretStr | None = None
+    key_file: Path | None = None
+    key_encoding: Literal["auto", "base64", "text"] = "auto"
+    cashier_message: str = Field(default="BONIQ-code gekoppeld: de bon gaat naar de app",
+                                 min_length=1, max_length=200)
+    customer_message: str = Field(default="BONIQ: uw bon komt in de app",
+                                  min_length=1, max_length=200)
+    second_code_message: str = Field(default="Deze verkoop heeft al een BONIQ-code; "
+                                     "de tweede code is niet gekoppeld", min_length=1,
+                                     max_length=200)
+
+
 class KassaSection(_Section):
     url: str = Field(pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
     ident: str = Field(min_length=1)
@@ -62,6 +81,7 @@ class KassaSection(_Section):
     ca_bundle: Path | None = None
     allow_http: bool = False
     proxy: str | None = Field(default=None, pattern=_PROXY)
+    webhooks: WebhooksSection | None = None
 
 
 class CloudSection(_Section):
@@ -203,6 +223,10 @@ class Config(_Section):
     def cloud_token(self) -> str:
         return self._secret(CLOUD_TOKEN)
 
+    def webhook_key(self) -> str:
+        """The webhook subscription's secret key, as typed in the back office."""
+        return self._secret(WEBHOOK_KEY)
+
     def scanner_workplace(self, scanner: Any) -> int:
         return scanner.workplace if scanner.workplace is not None else self.store.workplace
 
@@ -223,7 +247,7 @@ class Config(_Section):
         return _credential_path(name)
 
     def _secret(self, spec: "_SecretSpec") -> str:
-        section = getattr(self, spec.section)
+        section = _section(self, spec.section)
         inline, path = getattr(section, spec.inline), getattr(section, spec.file)
         if inline is not None:
             value = inline.get_secret_value()
@@ -255,6 +279,14 @@ class _SecretSpec:
 
 KASSA_SECRET = _SecretSpec("kassa", "secret", "secret_file", KASSA_CREDENTIAL)
 CLOUD_TOKEN = _SecretSpec("cloud", "token", "token_file", CLOUD_CREDENTIAL)
+WEBHOOK_KEY = _SecretSpec("kassa.webhooks", "key", "key_file", WEBHOOK_CREDENTIAL)
+
+
+def _section(config: Config, dotted: str) -> Any:
+    section: Any = config
+    for name in dotted.split("."):
+        section = getattr(section, name)
+    return section
 
 
 def credential_sources(directory: Path | str | None = None) -> dict[str, Path]:
@@ -413,6 +445,9 @@ def _check_files(config: Config) -> tuple[list[str], list[str]]:
     warnings: list[str] = []
     for spec in (KASSA_SECRET, CLOUD_TOKEN):
         _check_secret_sources(config, spec, problems, warnings)
+    if config.kassa.webhooks is not None:
+        _check_secret_sources(config, WEBHOOK_KEY, problems, warnings)
+        warnings += _webhook_listen_warnings(config)
     for section in ("kassa", "cloud"):
         bundle = getattr(config, section).ca_bundle
         if bundle is not None:
@@ -424,7 +459,7 @@ def _check_files(config: Config) -> tuple[list[str], list[str]]:
 
 def _check_secret_sources(config: Config, spec: _SecretSpec, problems: list[str],
                           warnings: list[str]) -> None:
-    section = getattr(config, spec.section)
+    section = _section(config, spec.section)
     given: list[tuple[str, str]] = []  # (key as named to the user, where)
     if getattr(section, spec.inline) is not None:
         given.append((spec.key, config.where(spec.key)))
@@ -446,6 +481,18 @@ def _check_secret_sources(config: Config, spec: _SecretSpec, problems: list[str]
                 if not rest[-1][1] else "")
         problems.append(f"{where}: the secret is given twice: {first} here and {others};"
                         f" keep one{hint}")
+
+
+def _webhook_listen_warnings(config: Config) -> list[str]:
+    from agent.cashier.access import is_loopback_listen
+
+    assert config.kassa.webhooks is not None
+    listen = config.kassa.webhooks.listen
+    if is_loopback_listen(listen):
+        return []
+    return [f"{config.where('kassa.webhooks.listen')}: warning: {listen} is reachable from the"
+            " shop network; only signed requests are accepted, but keep it on 127.0.0.1 unless"
+            " the till's webhooks come from another machine"]
 
 
 def _check_secret_file(path: Path, where: str, problems: list[str], warnings: list[str]) -> None:
