@@ -30,6 +30,7 @@ from agent.http import cleartext
 from agent.intake import ScanIntake, ScanResult
 from agent.kassa.client import KassaClient
 from agent.kassa.poller import Poller
+from agent.kassa.webhooks import Receiver, serve_receiver
 from agent.logs import fields, get_logger
 from agent.metrics import Metrics, serve
 from agent.queue.claims import ClaimState, Close
@@ -72,6 +73,12 @@ class Reporter:
             self.refused.add(Refused(event.at, workplace, event.source, reason))
         (self.feedback.accepted if result.claim else self.feedback.rejected)()
 
+    def webhook_scan(self, workplace: int, outcome: str) -> None:
+        """A code the till's own scanner read (its screen is the cashier's feedback)."""
+        self.metrics.scan("webhook", outcome)
+        if outcome == "accepted":
+            self.metrics.claim_created()
+
     def stored(self, items: list[OutboxItem]) -> None:
         for item in items:
             self.metrics.receipt_matched("credit" if item.claim_id is None else "claim")
@@ -102,6 +109,24 @@ class Reporter:
         self.feedback.delivered()
 
 
+class _WebhookEvents:
+    """The webhook receiver's reports: to the Reporter, and completed sessions wake the poller
+    so their receipt is read at once."""
+
+    def __init__(self, reporter: Reporter, wake_poller: Callable[[], None]) -> None:
+        self.reporter = reporter
+        self.wake_poller = wake_poller
+
+    def webhook_scan(self, workplace: int, outcome: str) -> None:
+        self.reporter.webhook_scan(workplace, outcome)
+
+    def closed(self, closes: list[Close]) -> None:
+        self.reporter.closed(closes)
+
+    def session_done(self) -> None:
+        self.wake_poller()
+
+
 class Daemon:
     def __init__(self, config: Config, sources: list[Source] | None = None,
                  clock: Callable[[], float] = time.time, config_path: Path | None = None
@@ -130,10 +155,12 @@ class Daemon:
         self.poller = self._poller()
         self.intake = ScanIntake(self.store, config, events=self.reporter,
                                  wake=self.poller.wake.set)
+        self.webhooks = self._webhooks()
         self.uploader = self._uploader()
         self._threads: dict[str, threading.Thread] = {}
         self.metrics_server: Any = None
         self.cashier_server: Any = None
+        self.webhook_server: Any = None
 
     def _build_sources(self) -> list[Source]:
         """Every source that can run here; one that cannot is logged and left out."""
@@ -161,6 +188,15 @@ class Daemon:
                       interval=kassa.poll_interval, batch=kassa.batch,
                       store_name=self.config.store.name, events=self.reporter, clock=self.clock)
 
+    def _webhooks(self) -> Receiver | None:
+        """The webhook source (kassa.webhooks); its key is read now, so a missing one stops
+        the start (exit 78) rather than refusing every request of the till."""
+        if self.config.kassa.webhooks is None:
+            return None
+        self.config.webhook_key()
+        return Receiver(self.config, self.store, self.config.webhook_key,
+                        _WebhookEvents(self.reporter, self.poller.wake.set))
+
     def _uploader(self) -> Uploader:
         cloud = self.config.cloud
         return Uploader(
@@ -180,6 +216,7 @@ class Daemon:
         scanner_base.on_state_change(self.metrics.scanner_up)
         for source in self.sources:
             self._spawn(f"source {source.name}", lambda stop, s=source: self._run_source(s, stop))
+        self.webhook_server = serve_receiver(self.webhooks) if self.webhooks else None
         self.heartbeat.register("poller", "uploader")
         self._spawn("poller", self.poller.run)
         self._spawn("uploader", lambda stop: self.uploader.run(stop, self.upload_wake))
@@ -207,7 +244,8 @@ class Daemon:
     def _named_files(self) -> list[Path]:
         c = self.config
         files = [c.kassa.ca_bundle, c.cloud.ca_bundle, c.kassa.secret_file, c.cloud.token_file,
-                 c.credential_path("kassa-secret"), c.credential_path("cloud-token")]
+                 c.credential_path("kassa-secret"), c.credential_path("cloud-token"),
+                 c.kassa.webhooks.key_file if c.kassa.webhooks else None]
         return [f for f in files if f is not None]
 
     def _config_fault(self, stage: str, reason: str) -> None:
@@ -325,7 +363,7 @@ class Daemon:
         deadline = time.monotonic() + STOP_GRACE
         for thread in self._threads.values():
             thread.join(max(0.0, deadline - time.monotonic()))
-        for server in (self.metrics_server, self.cashier_server):
+        for server in (self.webhook_server, self.metrics_server, self.cashier_server):
             if server is not None:
                 server.close()
         self.uploader.close()

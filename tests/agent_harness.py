@@ -64,10 +64,11 @@ class Agent:
                  scanner_workplaces: tuple[int, ...] | None = None,
                  data_dir: Path | None = None, poll_interval: float = 0.2,
                  extra_scanners: str = "", cloud_options: str = "",
-                 cashier_listen: str = "") -> None:
+                 cashier_listen: str = "", kassa_options: str = "") -> None:
         """One serial scanner on a pty per entry of `scanner_workplaces` (default: `workplace`);
         `extra_scanners`: more YAML list items for `scanners:` (e.g. a webcam); `cloud_options`:
-        more `cloud:` keys in flow style (e.g. `retry_base: 0.05, retry_max: 0.5`)."""
+        more `cloud:` keys in flow style (e.g. `retry_base: 0.05, retry_max: 0.5`);
+        `kassa_options` likewise for `kassa:` (e.g. `webhooks: {…}`)."""
         self.folder = folder
         self.data_dir = data_dir or folder / "data"
         self.workplace = workplace
@@ -84,7 +85,8 @@ class Agent:
         self.config.write_text(
             f"store: {{merchant_id: demo-merchant, branch: 1, workplace: {workplace}}}\n"
             f"kassa: {{url: '{kassa_url}', ident: {ident}, secret: {secret},"
-            f" poll_interval: {poll_interval}, timeout: 2}}\n"
+            f" poll_interval: {poll_interval}, timeout: 2"
+            f"{', ' + kassa_options if kassa_options else ''}}}\n"
             f"cloud: {{url: '{cloud_url}', token: {token}, timeout: 2"
             f"{', ' + cloud_options if cloud_options else ''}}}\n"
             f"scanners:\n{scanners}"

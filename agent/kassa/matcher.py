@@ -1,4 +1,8 @@
-"""Claim ↔ receipt matching in polling mode: the transform between the sources and the buffer.
+"""Claim ↔ receipt matching: the transform between the sources and the buffer.
+
+In webhook mode the link is exact (`pos-session`): a receipt whose lines carry the line ids of a
+POS session goes to that session's claim, and never to any other claim. What follows is the
+polling mode, for every other receipt and claim.
 
 A stranger's receipt in a customer's app cannot be taken back; a receipt that does not arrive can
 be assigned later. So a claim takes a receipt only on evidence (`till-sequence`, docs/matching.md):
@@ -22,12 +26,13 @@ it reads a `PollView` and returns `Decisions`; the poller commits them in one tr
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from agent.config import MatchingSection
 from agent.kassa.receipt import Receipt
 from agent.queue.claims import Claim, ClaimState, Close, Reason
+from agent.queue.sessions import SessionLink
 from agent.queue.store import PastSale
 
 POS_TIME_RESOLUTION = 1.0
@@ -66,6 +71,7 @@ class PollView:
     fenced: frozenset[int] = frozenset()  # claims this (complete) poll is the first fence of
     unreadable: Sequence[int | None] = ()  # workplaces of receipts that cannot be read
     credited_to: dict[str, str] = field(default_factory=dict)  # original receipt → customer
+    sessions: Mapping[str, SessionLink] = field(default_factory=dict)  # receipt → its session
 
 
 @dataclass(frozen=True)
@@ -93,8 +99,10 @@ class Matcher:
 
     def decide(self, view: PollView) -> Decisions:
         decisions = Decisions()
-        for workplace in sorted({c.workplace for c in view.claims}):
-            claims = sorted((c for c in view.claims if c.workplace == workplace),
+        _session_takes(view, decisions)
+        polling = [c for c in view.claims if c.session_id is None]
+        for workplace in sorted({c.workplace for c in polling}):
+            claims = sorted((c for c in polling if c.workplace == workplace),
                             key=lambda c: (c.scanned_at, c.id))
             _Till(self, workplace, claims, view, decisions).decide()
         return decisions
@@ -123,6 +131,22 @@ class Matcher:
             self.rules.clock_skew
 
 
+def _session_takes(view: PollView, decisions: Decisions) -> None:
+    """`pos-session`: a sale whose lines carry a session's line ids goes to that session's
+    claim (or waits for it while partly paid); no clock and no order is involved."""
+    by_id = {c.id: c for c in view.claims if c.session_id is not None}
+    for seen in view.seen:
+        link = view.sessions.get(seen.receipt_id)
+        claim = by_id.get(link.claim_id) if link and link.claim_id is not None else None
+        if claim is None or seen.kind != "sale" or claim.session_id != link.session_id \
+                or claim.id in decisions.decided():
+            continue
+        if seen.receipt.is_paid:
+            decisions.takes.append(Take(seen, claim, "pos-session"))
+        else:
+            decisions.reserves.append((claim, seen))
+
+
 class _Till:
     """The claims and receipts of one workplace in one poll, oldest claim first."""
 
@@ -133,7 +157,7 @@ class _Till:
         self.view = view
         self.d = decisions
         self.events = [s for s in view.seen if s.receipt.workplace == workplace
-                       and s.kind in ("sale", "credit")]
+                       and s.kind in ("sale", "credit") and s.receipt_id not in view.sessions]
         self.past = [p for p in view.past if p.workplace == workplace]
         self.owned = {c.receipt_id for c in claims if c.receipt_id}  # awaited unpaid sales
         self.unreadable = workplace in view.unreadable or None in view.unreadable

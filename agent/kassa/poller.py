@@ -23,6 +23,7 @@ from agent.kassa.sync import Fetched, ReceiptSync
 from agent.logs import Problem, correlation, fields, get_logger, mask_code
 from agent.queue.claims import Claim, ClaimState, Close, explain
 from agent.queue.outbox import NewDelivery, OutboxItem
+from agent.queue.sessions import SessionLink
 from agent.queue.store import PollCommit, PollResult, Sighting, Store
 
 log = get_logger(__name__)
@@ -160,7 +161,7 @@ class Poller:
             fenced=frozenset(c.id for c in claims if c.fence_marker is None)
             if fetched.caught_up else frozenset(),
             unreadable=[u.workplace for u in unreadable],
-            credited_to=self._credited_to(seen))
+            credited_to=self._credited_to(seen), sessions=self._sessions(seen))
         return view, sightings
 
     def _kind(self, receipt: Receipt) -> str:
@@ -175,6 +176,21 @@ class Poller:
         back = max(rules.recent_sale_guard, rules.late_scan_window) + rules.clock_skew + 1
         return self.store.past_sales(sorted({c.workplace for c in claims}),
                                      min(c.scanned_at for c in claims) - back)
+
+    def _sessions(self, seen: Sequence[Seen]) -> dict[str, SessionLink]:
+        """The webhook session of each receipt whose lines carry a known session's line ids. A
+        receipt with lines of two sessions (merged at the till) is linked to none of them."""
+        links = self.store.sessions_of_lines(
+            [line for s in seen for line in s.receipt.webhook_line_ids])
+        found = {}
+        for s in seen:
+            sessions = {links[line] for line in s.receipt.webhook_line_ids if line in links}
+            by_id = {link.session_id: link for link in sessions}
+            if len(by_id) == 1:
+                found[s.receipt_id] = next(iter(by_id.values()))
+            elif by_id:
+                found[s.receipt_id] = SessionLink("", None, "merged")
+        return found
 
     def _credited_to(self, seen: Sequence[Seen]) -> dict[str, str]:
         originals = {s.receipt.credited_receipt_id for s in seen

@@ -44,6 +44,7 @@ class Line:
     total_excl: int | None
     vat_code: int | None
     vat_percentage: int | None
+    webhook_line_id: str | None = None  # the line's id in the webhook session that booked it
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,12 @@ class Receipt:
     @property
     def is_paid(self) -> bool:
         return (self.is_sale or self.is_credit) and self.state in PAID_STATES
+
+    @property
+    def webhook_line_ids(self) -> tuple[str, ...]:
+        """The webhook session line ids its lines carry: the link to the session (webhook
+        mode); empty for a receipt booked without webhooks."""
+        return tuple(line.webhook_line_id for line in self.lines if line.webhook_line_id)
 
 
 def _required(element: Element, name: str) -> str:
@@ -198,7 +205,13 @@ def parse_line(element: Element) -> Line:
         total_excl=_opt_int(data, "totalExclAmount"),
         vat_code=_opt_int(data, "vatCode"),
         vat_percentage=_opt_int(data, "vatPercentage"),
+        webhook_line_id=_webhook_line_id(element),
     )
+
+
+def _webhook_line_id(line: Element) -> str | None:
+    webhook = child(line, "webhookData")
+    return (text(webhook, "webhookLineId") or None) if webhook is not None else None
 
 
 def parse_vat_group(element: Element) -> VatGroup:

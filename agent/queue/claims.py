@@ -65,6 +65,12 @@ EXPLANATION: dict[str, str] = {
 }
 
 
+CLAIM_COLUMNS = (  # the `claims` columns in `Claim`'s field order
+    "id, correlation_id, customer_kind, customer, workplace, source, scanned_at, pos_marker,"
+    " state, receipt_id, closed_at, fence_marker, reason, session_id"
+)
+
+
 @dataclass(frozen=True)
 class Claim:
     id: int

@@ -58,6 +58,34 @@ _CLAIMS_V2 = """
     CREATE INDEX seen_sales ON seen_receipts (workplace, booked_at) WHERE kind = 'sale'
 """
 
+_WEBHOOK_SESSIONS_V3 = """
+    CREATE TABLE webhook_sessions (
+        session_id TEXT PRIMARY KEY,
+        branch INTEGER NOT NULL,
+        workplace INTEGER NOT NULL,
+        claim_id INTEGER REFERENCES claims (id) ON DELETE SET NULL,
+        state TEXT NOT NULL DEFAULT 'open' CHECK (state IN ('open', 'completed', 'cancelled')),
+        started_at REAL NOT NULL,
+        last_event_at REAL NOT NULL,
+        completed_at REAL
+    ) WITHOUT ROWID;
+    CREATE TABLE webhook_lines (
+        line_id TEXT PRIMARY KEY,
+        session_id TEXT NOT NULL REFERENCES webhook_sessions (session_id) ON DELETE CASCADE
+    ) WITHOUT ROWID;
+    CREATE INDEX webhook_lines_session ON webhook_lines (session_id);
+    CREATE TABLE webhook_events (
+        instance_id TEXT NOT NULL,
+        counter INTEGER NOT NULL,
+        event TEXT NOT NULL,
+        session_id TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        claim_id INTEGER,
+        at REAL NOT NULL,
+        PRIMARY KEY (instance_id, counter, event, session_id)
+    ) WITHOUT ROWID
+"""
+
 MIGRATIONS: list[str] = [
     """
     CREATE TABLE claims (
@@ -107,6 +135,7 @@ MIGRATIONS: list[str] = [
     );
     """,
     _CLAIMS_V2,
+    _WEBHOOK_SESSIONS_V3,
 ]
 
 

@@ -14,17 +14,15 @@ from typing import Any
 
 from agent.errors import ClaimStateError
 from agent.queue import outbox
+from agent.queue.claims import CLAIM_COLUMNS as _CLAIM_COLUMNS
 from agent.queue.claims import Claim, ClaimState, Close, check_assignable
 from agent.queue.database import DB_NAME, translate
-from agent.queue.outbox import NewDelivery, OutboxItem, OutboxStore
+from agent.queue.outbox import NewDelivery, OutboxItem
+from agent.queue.sessions import SessionStore
 
 __all__ = ["DB_NAME", "Claim", "ClaimResult", "NewClaim", "NewDelivery", "OutboxItem",
            "PastSale", "PollCommit", "PollResult", "Sighting", "Store", "translate"]
 
-_CLAIM_COLUMNS = (
-    "id, correlation_id, customer_kind, customer, workplace, source, scanned_at, pos_marker,"
-    " state, receipt_id, closed_at, fence_marker, reason, session_id"
-)
 
 
 @dataclass(frozen=True)
@@ -105,7 +103,7 @@ class PollResult:
     closed: list[Close] = field(default_factory=list)  # claims still pending until this commit
 
 
-class Store(OutboxStore):
+class Store(SessionStore):
     # -- claims -------------------------------------------------------------------------------
 
     def add_claim(self, new: NewClaim, *, dedupe_window: float, rescan_guard: float = 0.0
@@ -155,16 +153,25 @@ class Store(OutboxStore):
     def expire_claims(self, *, scanned_before: float, reserved_before: float, now: float
                       ) -> list[Claim]:
         """Pending claims past their time become `expired`: kept and countable. A claim that
-        waits for an unpaid sale (`receipt_id` set) has the longer `reserved_before`."""
-        where = ("state = 'pending' AND ((receipt_id IS NULL AND scanned_at < ?)"
-                 " OR scanned_at < ?)")
+        waits for an unpaid sale (`receipt_id` set) has the longer `reserved_before`. A claim of
+        a webhook session counts from the session's last event while it is open (a long sale
+        keeps it), and waits `reserved_before` for its receipt once the session completed."""
+        where = ("state = 'pending' AND CASE WHEN session_id IS NULL THEN"
+                 " (receipt_id IS NULL AND scanned_at < ?1) OR scanned_at < ?2"
+                 " ELSE coalesce((SELECT CASE w.state WHEN 'open' THEN w.last_event_at < ?1"
+                 " ELSE coalesce(w.completed_at, w.last_event_at) < ?2 END FROM webhook_sessions w"
+                 " WHERE w.session_id = claims.session_id), scanned_at < ?1) END")
         args = (scanned_before, reserved_before)
         with self._tx() as conn:
             rows = [Claim(*r) for r in conn.execute(
                 f"SELECT {_CLAIM_COLUMNS} FROM claims WHERE {where}", args)]
-            conn.execute(f"UPDATE claims SET state = 'expired', closed_at = ? WHERE {where}",
-                         (now, *args))
+            conn.execute(f"UPDATE claims SET state = 'expired', closed_at = ?3 WHERE {where}",
+                         (*args, now))
         return rows
+
+    def purge_delivered(self, *, delivered_before: float) -> int:
+        self.purge_sessions()
+        return super().purge_delivered(delivered_before=delivered_before)
 
     def close_claims(self, closes: Sequence[Close], now: float | None = None) -> list[Close]:
         """End pending claims outside a poll (a cancelled POS session); the ones that were

@@ -1,0 +1,345 @@
+"""The webhook receiver: MplusKASSA's till posts `scanCode` and its session events here.
+
+A source like the scanners, but exact: the code is read by the till's own scanner inside a POS
+session, and the receipt of that session carries the session's line ids, which the poller
+matches (`pos-session`, docs/matching.md). Facts and unknowns: docs/mpluskassa.md "Webhooks".
+
+Each request is checked in this order, and refused with HTTP 400 and the documented error code,
+storing nothing: content type (`NO_CONTENT_TYPE`, `INVALID_CONTENT_TYPE`), subscription id
+(`NO_SUBSCRIPTION_ID`, `INVALID_SUBSCRIPTION_ID`), signature (`NO_SIGNATURE`,
+`INVALID_SIGNATURE`: HMAC-SHA256 of the exact body, `agent/kassa/signature.py`), JSON
+(`INVALID_JSON`, at most `MAX_DEPTH` levels), envelope (`INVALID_DATA`), the event's own object
+(`NO_EVENT_DETAILS`, `NO_SCANNED_CODE`). Every reply is signed. The event is the last segment of
+the path, whatever base path the back office was given.
+
+A `scanCode` reply says `recognized: true` only after the claim is committed. A request that
+carries an `error` object is the till reporting a problem with an earlier reply: it is logged.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from agent import codes
+from agent.config import Config, WebhooksSection
+from agent.errors import CodeRejected, StoreError
+from agent.kassa import signature
+from agent.listener import Handler, Limits, Server, serve
+from agent.logs import correlation, fields, get_logger, mask_code, new_correlation_id
+from agent.printable import printable
+from agent.queue.claims import Close
+from agent.queue.sessions import (EventKey, SessionClaim, SessionEvent, SessionScan,
+                                  SessionScanOutcome)
+from agent.queue.store import Store
+
+log = get_logger(__name__)
+
+MAX_DEPTH = 16
+LIMITS = Limits(max_connections=16, header_bytes=16 * 1024, body_bytes=256 * 1024, timeout=5.0)
+SESSION_EVENTS = frozenset({
+    "startSession", "scanCode", "addSessionLine", "updateSessionLine", "removeSessionLine",
+    "pauseSession", "resumeSession", "selectRelation", "startPayment", "cancelPayment",
+    "mergeSession", "cancelSession", "completeSession", "creditSession",
+})
+STORE_FAILED_MESSAGE = "BONIQ-code NIET opgeslagen: probeer opnieuw of gebruik het kassascherm"
+
+
+class Refused(Exception):
+    """A request answered with 400 and a documented error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: dict[str, Any]
+
+
+class ReceiverEvents(Protocol):
+    """What the receiver reports (metrics, feedback, the poller's wake-up)."""
+
+    def webhook_scan(self, workplace: int, outcome: str) -> None: ...
+    def closed(self, closes: list[Close]) -> None: ...
+    def session_done(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Envelope:
+    event: str
+    session_id: str
+    branch: int
+    workplace: int
+    key: EventKey | None
+    line_ids: tuple[str, ...]
+    body: dict[str, Any]
+
+
+class Receiver:
+    """Turns one verified request into a reply; the HTTP side is `_Handler`."""
+
+    def __init__(self, config: Config, store: Store, key: Callable[[], str],
+                 events: ReceiverEvents, clock: Callable[[], float] = time.time) -> None:
+        assert config.kassa.webhooks is not None
+        self.section: WebhooksSection = config.kassa.webhooks
+        self.branch = config.store.branch
+        self.url_hosts = config.codes.url_hosts
+        self.store = store
+        self.key = key
+        self.events = events
+        self.clock = clock
+        self._key_form: str | None = None
+        self._lock = threading.Lock()
+
+    def keys(self) -> tuple[signature.Key, ...]:
+        return signature.keys(self.key(), self.section.key_encoding)
+
+    def handle(self, path: str, headers: Any, body: bytes) -> tuple[Reply, signature.Key]:
+        """The reply to one request, and the key to sign it with."""
+        keys = self.keys()
+        try:
+            used = self._verify(headers, body, keys)
+        except Refused as exc:
+            return self._refused(exc, path, None), keys[0]
+        try:
+            return self._dispatch(path, _json(body)), used
+        except Refused as exc:
+            return self._refused(exc, path, used), used
+
+    # -- checks -----------------------------------------------------------------------------
+
+    def _verify(self, headers: Any, body: bytes, keys: tuple[signature.Key, ...]
+                ) -> signature.Key:
+        content_type = headers.get("Content-Type")
+        if not content_type:
+            raise Refused("NO_CONTENT_TYPE", "Content-Type is missing")
+        if content_type.split(";")[0].strip().lower() != "application/json":
+            raise Refused("INVALID_CONTENT_TYPE", "Content-Type must be application/json")
+        subscription = headers.get("X-Mplus-Subscription-Id")
+        if not subscription:
+            raise Refused("NO_SUBSCRIPTION_ID", "X-Mplus-Subscription-Id is missing")
+        if subscription.strip() != self.section.subscription_id:
+            raise Refused("INVALID_SUBSCRIPTION_ID",
+                          "X-Mplus-Subscription-Id is not this agent's subscription")
+        given = headers.get(signature.HEADER)
+        if not given:
+            raise Refused("NO_SIGNATURE", f"{signature.HEADER} is missing")
+        used = signature.verify(given, body, keys)
+        if used is None:
+            raise Refused("INVALID_SIGNATURE", "the signature does not match the body")
+        self._note_key_form(used)
+        return used
+
+    def _note_key_form(self, key: signature.Key) -> None:
+        with self._lock:
+            if self._key_form == key.form:
+                return
+            self._key_form = key.form
+        log.info("webhook signatures verify with the key read as " + key.form, extra=fields(
+            key_encoding=self.section.key_encoding,
+            hint=f"kassa.webhooks.key_encoding: {key.form} pins it"))
+
+    def _refused(self, exc: Refused, path: str, key: signature.Key | None) -> Reply:
+        log.warning("webhook request refused", extra=fields(
+            event=_event_name(path) or "-", code=exc.code, reason=exc.message))
+        return Reply(400, {"error": {"code": exc.code, "message": exc.message}})
+
+    # -- events -----------------------------------------------------------------------------
+
+    def _dispatch(self, path: str, body: dict[str, Any]) -> Reply:
+        if isinstance(body.get("error"), dict):
+            return self._till_error(path, body["error"])
+        event = _event_name(path)
+        if not event:
+            raise Refused("INVALID_DATA", "no event name in the request path")
+        if event not in SESSION_EVENTS:
+            return Reply(200, {})
+        envelope = _envelope(event, body)
+        if event == "scanCode":
+            return self._scan(envelope)
+        return self._session(envelope)
+
+    def _till_error(self, path: str, error: dict[str, Any]) -> Reply:
+        log.warning("the till reports a problem with the agent's webhook reply", extra=fields(
+            event=_event_name(path) or "-", type=_short(error.get("type")),
+            code=_short(error.get("code")), reason=_short(error.get("message"))))
+        return Reply(200, {})
+
+    def _scan(self, envelope: Envelope) -> Reply:
+        details = envelope.body.get("scanCode")
+        if not isinstance(details, dict):
+            raise Refused("NO_EVENT_DETAILS", "scanCode without a scanCode object")
+        scanned = details.get("scannedCode")
+        if not isinstance(scanned, str) or not scanned:
+            raise Refused("NO_SCANNED_CODE", "scanCode without scannedCode")
+        try:
+            code = codes.parse(scanned, url_hosts=self.url_hosts)
+        except CodeRejected:
+            return Reply(200, {"scanCode": {"recognized": False}})
+        if envelope.branch != self.branch:
+            log.warning("a BONIQ code scanned at another branch is not linked", extra=fields(
+                branch=envelope.branch, workplace=envelope.workplace))
+            return Reply(200, {"scanCode": {"recognized": False}})
+        try:
+            scan = self.store.scan_in_session(_session_event(envelope, self.clock()), SessionClaim(
+                correlation_id=new_correlation_id(), customer_kind=code.kind,
+                customer=code.value, source="webhook", scanned_at=self.clock(),
+                pos_marker=self.store.get_cursor()))
+        except StoreError as exc:
+            log.error("webhook scan NOT stored: the store refused it", extra=fields(
+                workplace=envelope.workplace, reason=str(exc)))
+            self.events.webhook_scan(envelope.workplace, "failed")
+            return Reply(200, {"scanCode": {"recognized": False,
+                                            "message": STORE_FAILED_MESSAGE}})
+        self._report_scan(envelope, scan)
+        return Reply(200, {"scanCode": self._scan_reply(scan)})
+
+    def _scan_reply(self, scan: SessionScan) -> dict[str, Any]:
+        if scan.outcome is SessionScanOutcome.SECOND_CODE:
+            return {"recognized": True, "message": self.section.second_code_message}
+        return {"recognized": True, "message": self.section.cashier_message,
+                "customerMessage": self.section.customer_message}
+
+    def _report_scan(self, envelope: Envelope, scan: SessionScan) -> None:
+        outcome = {SessionScanOutcome.LINKED: "accepted", SessionScanOutcome.SAME: "duplicate",
+                   SessionScanOutcome.SECOND_CODE: "rejected"}[scan.outcome]
+        with correlation(scan.claim.correlation_id):
+            log.info(f"webhook scan {scan.outcome.value}" + (" (repeated event)"
+                                                            if scan.replayed else ""),
+                     extra=fields(workplace=envelope.workplace, session=envelope.session_id,
+                                  kind=scan.claim.customer_kind,
+                                  customer=mask_code(scan.claim.customer)))
+        if not scan.replayed:
+            self.events.webhook_scan(envelope.workplace, outcome)
+
+    def _session(self, envelope: Envelope) -> Reply:
+        if not envelope.session_id:
+            log.warning("a session event without sessionId cannot be linked (MplusKASSA before "
+                        "59.4.2 sent this for split payments); its claim will expire",
+                        extra=fields(event=envelope.event, workplace=envelope.workplace))
+            return Reply(200, {})
+        try:
+            update = self.store.session_event(_session_event(envelope, self.clock()))
+        except StoreError as exc:
+            log.error("webhook session event NOT stored: the store refused it", extra=fields(
+                event=envelope.event, workplace=envelope.workplace, reason=str(exc)))
+            return Reply(503, {"error": {"code": "STORE_FAILED", "message": "not stored"}})
+        if update.closed:
+            self.events.closed(update.closed)
+        if envelope.event in ("completeSession", "creditSession") and not update.replayed:
+            self.events.session_done()
+        return Reply(200, {})
+
+
+def _event_name(path: str) -> str:
+    name = path.split("?", 1)[0].rstrip("/").rpartition("/")[2]
+    return name if name.isascii() and name.isalnum() and len(name) <= 64 else ""
+
+
+def _short(value: Any) -> str:
+    return printable(str(value))[:200] if value is not None else "-"
+
+
+def _json(body: bytes) -> dict[str, Any]:
+    if _depth(body) > MAX_DEPTH:
+        raise Refused("INVALID_JSON", f"JSON nested deeper than {MAX_DEPTH} levels")
+    try:
+        value = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise Refused("INVALID_JSON", "the body is not JSON") from None
+    if not isinstance(value, dict):
+        raise Refused("INVALID_DATA", "the body is not a JSON object")
+    return value
+
+
+def _depth(body: bytes) -> int:
+    """How deep `[`/`{` nest outside strings: checked before parsing, in one pass."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
+
+
+def _envelope(event: str, body: dict[str, Any]) -> Envelope:
+    sender, session, meta = body.get("sender"), body.get("session"), body.get("event")
+    if not isinstance(sender, dict) or not isinstance(session, dict):
+        raise Refused("INVALID_DATA", "sender and session objects are required")
+    branch, workplace = sender.get("branchNumber"), sender.get("workplaceNumber")
+    if not _is_int(branch) or not _is_int(workplace):
+        raise Refused("INVALID_DATA", "sender.branchNumber and workplaceNumber must be integers")
+    session_id = session.get("sessionId")
+    if not isinstance(session_id, str) or len(session_id) > 100 or (
+            not session_id and event == "scanCode"):
+        raise Refused("INVALID_DATA", "session.sessionId must be a string")
+    instance = sender.get("instanceId")
+    counter = meta.get("eventCounter") if isinstance(meta, dict) else None
+    key = (EventKey(instance, counter, event, session_id)
+           if isinstance(instance, str) and _is_int(counter) else None)
+    return Envelope(event, session_id, branch, workplace, key, _line_ids(session, body.get(event)),
+                    body)
+
+
+def _line_ids(session: dict[str, Any], details: Any) -> tuple[str, ...]:
+    """Every `lineId` in the session's lines and in the event's own object."""
+    found: list[str] = []
+    stack: list[Any] = [session.get("lines"), details]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            line_id = item.get("lineId")
+            if isinstance(line_id, str) and 0 < len(line_id) <= 100:
+                found.append(line_id)
+            stack.extend(v for v in item.values() if isinstance(v, (dict, list)))
+        elif isinstance(item, list):
+            stack.extend(item)
+    return tuple(dict.fromkeys(found))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2 ** 63
+
+
+def _session_event(envelope: Envelope, now: float) -> SessionEvent:
+    return SessionEvent(event=envelope.event, session_id=envelope.session_id,
+                        branch=envelope.branch, workplace=envelope.workplace,
+                        line_ids=envelope.line_ids, key=envelope.key, at=now)
+
+
+class _Handler(Handler):
+    def do_POST(self) -> None:
+        body = self.read_body()
+        receiver: Receiver = self.context
+        reply, key = receiver.handle(self.path, self.headers, body)
+        data = json.dumps(reply.body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        self.reply(reply.status, data, "application/json",
+                   {signature.HEADER: signature.sign(key, data)})
+
+    def do_GET(self) -> None:
+        self.reply(405, b"webhooks are POSTed\n", headers={"Allow": "POST"})
+
+
+def serve_receiver(receiver: Receiver) -> Server | None:
+    return serve(receiver.section.listen, _Handler, limits=LIMITS, name="webhooks",
+                 context=receiver, key="kassa.webhooks.listen")

@@ -1,0 +1,234 @@
+"""Webhook sessions: the POS sessions the till told the agent about, their line ids and claims.
+
+In webhook mode (docs/mpluskassa.md "Webhooks") a code is read inside a POS session, and the
+receipt that session books carries the session's line ids (`webhookData.webhookLineId`). The
+store keeps, per session, its till, its state (open, completed, cancelled), the claim of the code
+scanned in it and every line id it ever had, so the poller can give a receipt to exactly the
+claim of the session whose lines it carries, and to no one else.
+
+Every event is stored under its key (instance, counter, event, session): a repeated event is
+recognised and answered as it was the first time, and changes nothing.
+"""
+
+from __future__ import annotations
+
+import enum
+import sqlite3
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from agent.queue.claims import CLAIM_COLUMNS, Claim, ClaimState, Close
+from agent.queue.outbox import OutboxStore
+
+SESSION_KEEP = 2 * 86400.0  # line ids outlive any receipt that reaches the API late
+EVENT_KEEP = 86400.0
+
+
+class SessionScanOutcome(enum.StrEnum):
+    LINKED = "linked"  # the session's code: a new claim, or the customer's pending one adopted
+    SAME = "same"  # the session's code read again
+    SECOND_CODE = "second-code"  # another code in a session that has one: not linked
+
+
+@dataclass(frozen=True)
+class EventKey:
+    """What makes an event the same event: the counter alone may reset (a restarted till)."""
+
+    instance_id: str
+    counter: int
+    event: str
+    session_id: str
+
+
+@dataclass(frozen=True)
+class SessionEvent:
+    """One webhook event of a POS session, as the receiver hands it to the store."""
+
+    event: str
+    session_id: str
+    branch: int
+    workplace: int
+    line_ids: tuple[str, ...] = ()
+    key: EventKey | None = None
+    at: float | None = None
+
+
+@dataclass(frozen=True)
+class SessionScan:
+    outcome: SessionScanOutcome
+    claim: Claim
+    replayed: bool = False
+
+
+@dataclass(frozen=True)
+class SessionUpdate:
+    closed: list[Close]
+    replayed: bool = False
+
+
+@dataclass(frozen=True)
+class SessionLink:
+    """The webhook session a receipt line belongs to, and that session's claim."""
+
+    session_id: str
+    claim_id: int | None
+    state: str
+
+
+@dataclass(frozen=True)
+class SessionClaim:
+    """A pending claim of a code read inside a POS session, as `scan_in_session` stores it."""
+
+    correlation_id: str
+    customer_kind: str
+    customer: str
+    source: str
+    scanned_at: float
+    pos_marker: int | None
+
+
+class SessionStore(OutboxStore):
+    def scan_in_session(self, event: SessionEvent, new: SessionClaim) -> SessionScan:
+        """The claim for a code read in a session, committed before the till is answered.
+
+        The session's first code keeps the session: the same code again is the same claim, a
+        different one is not linked (it may be the next customer's phone, handed over early).
+        A pending claim of the same customer at the till (a webcam read it too) becomes the
+        session's claim rather than a second claim that would wait for another sale."""
+        now = _now(event)
+        with self._tx() as conn:
+            replay = _replayed(conn, event.key)
+            if replay is not None:
+                outcome, claim_id = replay
+                return SessionScan(SessionScanOutcome(outcome), _claim(conn, claim_id), True)
+            _touch(conn, event, now)
+            held = _session_claim(conn, event.session_id)
+            if held is not None and held.state not in (ClaimState.EXPIRED, ClaimState.UNSURE):
+                outcome = (SessionScanOutcome.SAME if held.customer == new.customer
+                           else SessionScanOutcome.SECOND_CODE)
+                claim = held
+            else:
+                outcome, claim = SessionScanOutcome.LINKED, _link(conn, event, new)
+            _remember(conn, event.key, outcome.value, claim.id, now)
+            return SessionScan(outcome, claim)
+
+    def session_event(self, event: SessionEvent) -> SessionUpdate:
+        """A session's lines, and its end: `cancelSession` closes its claim `cancelled`,
+        `completeSession` marks it completed (its receipt is due), others record lines."""
+        now = _now(event)
+        with self._tx() as conn:
+            if _replayed(conn, event.key) is not None:
+                return SessionUpdate([], replayed=True)
+            _touch(conn, event, now)
+            closed: list[Close] = []
+            if event.event == "cancelSession":
+                closed = _cancel(conn, event.session_id, now)
+            elif event.event == "completeSession":
+                conn.execute("UPDATE webhook_sessions SET state = 'completed', completed_at = ?"
+                             " WHERE session_id = ? AND state = 'open'", (now, event.session_id))
+            _remember(conn, event.key, event.event, None, now)
+            return SessionUpdate(closed)
+
+    def sessions_of_lines(self, line_ids: Sequence[str]) -> dict[str, SessionLink]:
+        """The known session of each of these line ids (unknown ones are left out)."""
+        found: dict[str, SessionLink] = {}
+        for start in range(0, len(line_ids), 500):
+            chunk = list(line_ids[start:start + 500])
+            marks = ",".join("?" * len(chunk))
+            for line_id, session_id, claim_id, state in self._read(
+                    "SELECT l.line_id, s.session_id, s.claim_id, s.state FROM webhook_lines l"
+                    " JOIN webhook_sessions s ON s.session_id = l.session_id"
+                    f" WHERE l.line_id IN ({marks})", chunk):
+                found[line_id] = SessionLink(session_id, claim_id, state)
+        return found
+
+    def purge_sessions(self, now: float | None = None) -> int:
+        """Sessions past `SESSION_KEEP` (their lines with them) and event keys past a day."""
+        now = time.time() if now is None else now
+        with self._tx() as conn:
+            gone = conn.execute("DELETE FROM webhook_sessions WHERE last_event_at < ?",
+                                (now - SESSION_KEEP,)).rowcount
+            conn.execute("DELETE FROM webhook_events WHERE at < ?", (now - EVENT_KEEP,))
+            return gone
+
+
+def _now(event: SessionEvent) -> float:
+    return time.time() if event.at is None else event.at
+
+
+def _replayed(conn: sqlite3.Connection, key: EventKey | None) -> tuple[str, int | None] | None:
+    if key is None:
+        return None
+    row = conn.execute(
+        "SELECT outcome, claim_id FROM webhook_events WHERE instance_id = ? AND counter = ?"
+        " AND event = ? AND session_id = ?",
+        (key.instance_id, key.counter, key.event, key.session_id)).fetchone()
+    return (row[0], row[1]) if row is not None else None
+
+
+def _remember(conn: sqlite3.Connection, key: EventKey | None, outcome: str,
+              claim_id: int | None, now: float) -> None:
+    if key is not None:
+        conn.execute(
+            "INSERT INTO webhook_events (instance_id, counter, event, session_id, outcome,"
+            " claim_id, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (key.instance_id, key.counter, key.event, key.session_id, outcome, claim_id, now))
+
+
+def _touch(conn: sqlite3.Connection, event: SessionEvent, now: float) -> None:
+    conn.execute(
+        "INSERT INTO webhook_sessions (session_id, branch, workplace, started_at, last_event_at)"
+        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (session_id) DO UPDATE SET"
+        " last_event_at = excluded.last_event_at",
+        (event.session_id, event.branch, event.workplace, now, now))
+    conn.executemany(
+        "INSERT INTO webhook_lines (line_id, session_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        [(line_id, event.session_id) for line_id in event.line_ids])
+
+
+def _claim(conn: sqlite3.Connection, claim_id: int | None) -> Claim:
+    row = conn.execute(f"SELECT {CLAIM_COLUMNS} FROM claims WHERE id = ?", (claim_id,)).fetchone()
+    if row is None:  # a replayed event whose claim was purged: its session is long over
+        raise LookupError(f"claim {claim_id} is gone")
+    return Claim(*row)
+
+
+def _session_claim(conn: sqlite3.Connection, session_id: str) -> Claim | None:
+    row = conn.execute(
+        f"SELECT {CLAIM_COLUMNS} FROM claims WHERE id ="
+        " (SELECT claim_id FROM webhook_sessions WHERE session_id = ?)", (session_id,)).fetchone()
+    return Claim(*row) if row is not None else None
+
+
+def _link(conn: sqlite3.Connection, event: SessionEvent, new: SessionClaim) -> Claim:
+    row = conn.execute(
+        "SELECT id FROM claims WHERE customer = ? AND workplace = ? AND state = 'pending'"
+        " AND session_id IS NULL ORDER BY scanned_at DESC LIMIT 1",
+        (new.customer, event.workplace)).fetchone()
+    if row is not None:
+        claim_id = int(row[0])
+        conn.execute("UPDATE claims SET session_id = ?, receipt_id = NULL WHERE id = ?",
+                     (event.session_id, claim_id))
+    else:
+        cur = conn.execute(
+            "INSERT INTO claims (correlation_id, customer_kind, customer, workplace, source,"
+            " scanned_at, pos_marker, session_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (new.correlation_id, new.customer_kind, new.customer, event.workplace, new.source,
+             new.scanned_at, new.pos_marker, event.session_id))
+        assert cur.lastrowid is not None
+        claim_id = cur.lastrowid
+    conn.execute("UPDATE webhook_sessions SET claim_id = ? WHERE session_id = ?",
+                 (claim_id, event.session_id))
+    return _claim(conn, claim_id)
+
+
+def _cancel(conn: sqlite3.Connection, session_id: str, now: float) -> list[Close]:
+    conn.execute("UPDATE webhook_sessions SET state = 'cancelled', completed_at = ?"
+                 " WHERE session_id = ?", (now, session_id))
+    claim = _session_claim(conn, session_id)
+    if claim is None or not claim.is_pending:
+        return []
+    conn.execute("UPDATE claims SET state = 'cancelled', closed_at = ? WHERE id = ?",
+                 (now, claim.id))
+    return [Close(claim, ClaimState.CANCELLED)]
