@@ -68,6 +68,9 @@ class WebhooksSection(_Section):
     second_code_message: str = Field(default="Deze verkoop heeft al een BONIQ-code; "
                                      "de tweede code is niet gekoppeld", min_length=1,
                                      max_length=200)
+    recent_sale_message: str = Field(default="BONIQ-code niet gekoppeld: er is net een verkoop "
+                                     "afgerond. Scan de code opnieuw bij het afrekenen",
+                                     min_length=1, max_length=200)
 
 
 class KassaSection(_Section):

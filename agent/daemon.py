@@ -29,7 +29,7 @@ from agent.feedback import Feedback
 from agent.http import cleartext
 from agent.intake import ScanIntake, ScanResult
 from agent.kassa.client import KassaClient
-from agent.kassa.poller import Poller
+from agent.kassa.poller import Poller, log_close
 from agent.kassa.webhooks import Receiver, serve_receiver
 from agent.logs import fields, get_logger
 from agent.metrics import Metrics, serve
@@ -121,6 +121,8 @@ class _WebhookEvents:
         self.reporter.webhook_scan(workplace, outcome)
 
     def closed(self, closes: list[Close]) -> None:
+        for close in closes:
+            log_close(close)
         self.reporter.closed(closes)
 
     def session_done(self) -> None:
@@ -280,6 +282,8 @@ class Daemon:
             self.reporter.feedback = Feedback(fb.accepted, fb.rejected, fb.delivered)
         if new.matching != self.config.matching:
             self.poller.set_matching(new.matching)
+            if self.webhooks is not None:
+                self.webhooks.rescan_guard = new.matching.recent_sale_guard
         self.config = reload.applied(self.config, new)
         return True
 

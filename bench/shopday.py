@@ -23,10 +23,18 @@ Behaviours (share of customers):
 
 Outcome per customer with the app: delivered (their own receipt reached them), wrong (they got
 someone else's receipt: what must never happen), lost (their own receipt did not reach them),
-unsure (a claim of theirs closed unsure: support can assign it). A webhook column (where the
-till's own scanner reads the code inside the POS session) follows with the webhook issue.
+unsure (a claim of theirs closed unsure: support can assign it).
 
-    python bench/queue.py [--customers 10000]   (this module: bench/shopday.py) [--guard 10] [--ttl 120] [--sweep]
+Webhook mode (`--mode webhook`, and the second table by default): the same day, but the code is
+read by the till's own scanner inside the POS session, and the agent's real webhook receiver gets
+signed `scanCode` and session events (in process, no HTTP). The till keeps one open session: a
+customer's first article starts it, or a scan between customers does (the next customer's
+articles then land in it). A walk-away's session is cancelled (the sale is voided). An early scan
+is the cashier scanning the next customer's phone, held out early, into the current session.
+Receipts carry their session's line ids.
+
+    python bench/queue.py [--customers 10000] [--guard 10] [--ttl 30] [--early 2]
+                          [--mode both|polling|webhook] [--sweep]   (this module: bench/shopday.py)
 """
 
 from __future__ import annotations
@@ -35,20 +43,26 @@ import sys
 from pathlib import Path
 
 import argparse
+import base64
 import heapq
+import json
 import random
 import tempfile
 import time
+import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
-from agent import codes, logs  # noqa: E402
-from agent.config import MatchingSection  # noqa: E402
-from agent.kassa.client import ReceiptBatch  # noqa: E402
-from agent.kassa.poller import Poller  # noqa: E402
-from agent.kassa.receipt import Receipt  # noqa: E402
-from agent.queue.store import NewClaim, Store  # noqa: E402
+from agent import codes, logs
+from agent import config as agent_config
+from agent.config import MatchingSection
+from agent.kassa import signature, webhooks
+from agent.kassa.client import ReceiptBatch
+from agent.kassa.poller import Poller
+from agent.kassa.receipt import Line, Receipt
+from agent.queue.claims import Close
+from agent.queue.store import NewClaim, Store
 
 TILLS = (1, 2, 3, 4)
 MIX = (("on time", 45), ("no app", 25), ("double read", 6), ("late scan", 5),
@@ -75,14 +89,17 @@ class Pos:
     receipts: list[tuple[float, Receipt]] = field(default_factory=list)  # (visible at, receipt)
     by_id: dict[str, Receipt] = field(default_factory=dict)
 
-    def book(self, till: int, *, credit_of: str | None = None) -> str:
+    def book(self, till: int, *, credit_of: str | None = None,
+             line_ids: tuple[str, ...] = ()) -> str:
         self.marker += 1
         rid = f"r{self.marker}"
         booked = datetime.fromtimestamp(int(self.clock.now + self.offset), tz=UTC)
         kind = "RECEIPT-TYPE-CREDIT-RECEIPT" if credit_of else "RECEIPT-TYPE-RECEIPT"
+        lines = tuple(Line(None, "1001", None, "Cappuccino", 1, 0, 350, None, None, 0, 350, 321,
+                           2, 9, webhook_line_id=line) for line in line_ids)
         receipt = Receipt(rid, self.marker, kind, "RECEIPT-STATE-PAID", 1, till, 2027, self.marker,
                           f"1.{till}.{self.marker}", None, credit_of, None, booked,
-                          date(2027, 1, 1), 1000, 826, 1000, None, 1, (), (), ())
+                          date(2027, 1, 1), 1000, 826, 1000, None, 1, lines, (), ())
         late = self.rng.uniform(2, 8) if self.rng.random() < 0.02 else 0.0
         self.receipts.append((self.clock.now + late, receipt))
         self.by_id[rid] = receipt
@@ -239,6 +256,98 @@ class Day:
         self.poller.poll_once()  # the daemon wakes the poller on every scan
 
 
+WEBHOOK_KEY = base64.b64encode(b"bench-key-" * 3).decode()
+
+
+class _Quiet:
+    """The receiver's reports: the bench counts outcomes from the store instead."""
+
+    def webhook_scan(self, workplace: int, outcome: str) -> None:
+        pass
+
+    def closed(self, closes: list[Close]) -> None:
+        pass
+
+    def session_done(self) -> None:
+        pass
+
+
+class WebhookDay(Day):
+    """The same shop day with the till's own scanner: signed webhooks to the real receiver."""
+
+    def __init__(self, customers: int, rules: MatchingSection, seed: int, folder: Path) -> None:
+        super().__init__(customers, rules, seed, folder)
+        config = agent_config.parse(
+            "store: {merchant_id: bench, branch: 1, workplace: 1}\n"
+            "kassa: {url: 'http://127.0.0.1:1/', ident: i, secret: s,"
+            f" webhooks: {{subscription_id: bench, key: '{WEBHOOK_KEY}'}}}}\n"
+            "cloud: {url: 'http://127.0.0.1:2/', token: t}\n"
+            f"matching: {json.dumps(rules.model_dump())}\n")
+        self.receiver = webhooks.Receiver(config, self.store, lambda: WEBHOOK_KEY, _Quiet(),
+                                          clock=self.clock)
+        self.key = signature.keys(WEBHOOK_KEY)[0]
+        self.open: dict[int, str] = {}  # till → its open session
+        self.lines: dict[str, tuple[str, ...]] = {}
+        self.counter = 0
+
+    def _send(self, event: str, till: int, session: str, **details: object) -> dict:
+        self.counter += 1
+        lines = [{"lineId": line, "articleNumber": 1001, "priceIncl": 3.5, "quantity": 1,
+                  "text": "Cappuccino"} for line in self.lines.get(session, ())]
+        body = json.dumps({
+            "event": {"eventBlocking": event == "scanCode", "eventCounter": self.counter,
+                      "eventTimestamp": datetime.fromtimestamp(self.clock.now, UTC).isoformat()},
+            "sender": {"branchNumber": 1, "workplaceNumber": till, "instanceId": "bench"},
+            "session": {"sessionId": session, "lines": lines}, **details}).encode()
+        headers = {"Content-Type": "application/json", "X-Mplus-Subscription-Id": "bench",
+                   signature.HEADER: signature.sign(self.key, body)}
+        reply, _ = self.receiver.handle(f"/mplus/{event}", headers, body)
+        return reply.body
+
+    def _session(self, till: int) -> str:
+        """The till's open session, or a new one (a scan between customers starts one)."""
+        if till not in self.open:
+            self.open[till] = str(uuid.UUID(int=self.rng.getrandbits(128)))
+            self._send("startSession", till, self.open[till])
+        return self.open[till]
+
+    def _arrive(self, till: int, customer: Customer | None) -> None:
+        if customer is not None:
+            session = self._session(till)
+            self.lines[session] = self.lines.get(session, ()) + tuple(
+                str(uuid.UUID(int=self.rng.getrandbits(128))) for _ in range(2))
+            self._send("addSessionLine", till, session)
+        super()._arrive(till, customer)
+
+    def _pay(self, till: int, customer: Customer) -> None:
+        self._send("startPayment", till, self._session(till))
+        super()._pay(till, customer)
+        if customer.behaviour == "walk-away":  # voided once they are gone, after their scan
+            self.at(self.clock.now + 1.5, "cancel", till)
+
+    def _cancel(self, till: int) -> None:
+        self._send("cancelSession", till, self.open.pop(till))
+
+    def _book(self, till: int, customer: Customer) -> None:
+        session = self.open.pop(till)
+        original = customer.original
+        if customer.behaviour == "return" and original is None:
+            original = self.earlier.pop()
+        customer.owns = self.pos.book(till, credit_of=original,
+                                      line_ids=self.lines.pop(session, ()))
+        if customer.code and customer.behaviour != "return":
+            self.history.append((customer.code, customer.owns))
+        self._send("completeSession", till, session, completeSession={})
+        self.poller.poll_once()  # completeSession wakes the poller
+
+    def _scan(self, till: int, customer: Customer) -> None:
+        if customer.code is None:
+            return
+        webhooks.new_correlation_id = lambda prefix="c": f"c-{customer.n}"
+        self._send("scanCode", till, self._session(till),
+                   scanCode={"scannedCode": customer.code, "codeType": "qrcode"})
+
+
 SCAN_WHILE_PAYING = frozenset({"on time", "double read", "slow POS", "skewed clock",
                                "walk-away", "return"})
 
@@ -289,10 +398,10 @@ def store_credited(item: object) -> str | None:
     return body.get("credits_receipt_id")
 
 
-def run_day(customers: int, rules: MatchingSection, seed: int, early: float = 2.0
-            ) -> tuple[dict[str, Counter], float]:
+def run_day(customers: int, rules: MatchingSection, seed: int, early: float = 2.0,
+            mode: str = "polling") -> tuple[dict[str, Counter], float]:
     with tempfile.TemporaryDirectory(dir="/dev/shm" if Path("/dev/shm").exists() else None) as d:
-        day = Day(customers, rules, seed, Path(d))
+        day = (WebhookDay if mode == "webhook" else Day)(customers, rules, seed, Path(d))
         day.mix = tuple((b, early if b == "early scan" else w) for b, w in MIX)
         started = time.perf_counter()
         result = day.run()
@@ -327,6 +436,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--early", type=float, default=2.0,
                         help="share of early scans, in percent (default 2)")
+    parser.add_argument("--mode", choices=("both", "polling", "webhook"), default="both")
     parser.add_argument("--sweep", action="store_true",
                         help="several recent_sale_guard and claim_ttl values (fewer customers)")
     args = parser.parse_args()
@@ -344,10 +454,12 @@ def main() -> int:
                       f"  {walk['wrong']}/{walk['customers']}")
         return 0
     rules = MatchingSection(recent_sale_guard=args.guard, claim_ttl=args.ttl)
-    table, seconds = run_day(args.customers, rules, args.seed, args.early)
-    print_table(table, f"polling mode, {args.customers} customers on {len(TILLS)} tills, "
-                       f"recent_sale_guard {args.guard:g} s, claim_ttl {args.ttl:g} s "
-                       f"({seconds:.1f} s to simulate)")
+    modes = ("polling", "webhook") if args.mode == "both" else (args.mode,)
+    for mode in modes:
+        table, seconds = run_day(args.customers, rules, args.seed, args.early, mode)
+        print_table(table, f"{mode} mode, {args.customers} customers on {len(TILLS)} tills, "
+                           f"recent_sale_guard {args.guard:g} s, claim_ttl {args.ttl:g} s "
+                           f"({seconds:.1f} s to simulate)")
     return 0
 
 

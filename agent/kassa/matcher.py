@@ -133,18 +133,29 @@ class Matcher:
 
 def _session_takes(view: PollView, decisions: Decisions) -> None:
     """`pos-session`: a sale whose lines carry a session's line ids goes to that session's
-    claim (or waits for it while partly paid); no clock and no order is involved."""
+    claim (or waits for it while partly paid); no clock and no order is involved. A return
+    booked in the session is the claim's only receipt too: by `credit-link` when the returned
+    sale was the customer's, else the claim closes unsure."""
     by_id = {c.id: c for c in view.claims if c.session_id is not None}
     for seen in view.seen:
         link = view.sessions.get(seen.receipt_id)
         claim = by_id.get(link.claim_id) if link and link.claim_id is not None else None
-        if claim is None or seen.kind != "sale" or claim.session_id != link.session_id \
-                or claim.id in decisions.decided():
+        if claim is None or claim.session_id != link.session_id or claim.id in decisions.decided():
             continue
-        if seen.receipt.is_paid:
+        if seen.kind == "credit":
+            _session_return(view, decisions, claim, seen)
+        elif seen.kind == "sale" and seen.receipt.is_paid:
             decisions.takes.append(Take(seen, claim, "pos-session"))
-        else:
+        elif seen.kind == "sale":
             decisions.reserves.append((claim, seen))
+
+
+def _session_return(view: PollView, decisions: Decisions, claim: Claim, credit: Seen) -> None:
+    original = credit.receipt.credited_receipt_id or ""
+    if view.credited_to.get(original) == claim.customer and credit.receipt.is_paid:
+        decisions.takes.append(Take(credit, claim, "credit-link"))
+    elif credit.receipt.is_paid:
+        decisions.closes.append(Close(claim, ClaimState.UNSURE, Reason.RETURN))
 
 
 class _Till:

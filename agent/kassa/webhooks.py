@@ -32,7 +32,7 @@ from agent.kassa import signature
 from agent.listener import Handler, Limits, Server, serve
 from agent.logs import correlation, fields, get_logger, mask_code, new_correlation_id
 from agent.printable import printable
-from agent.queue.claims import Close
+from agent.queue.claims import ClaimState, Close, Reason
 from agent.queue.sessions import (EventKey, SessionClaim, SessionEvent, SessionScan,
                                   SessionScanOutcome)
 from agent.queue.store import Store
@@ -91,6 +91,7 @@ class Receiver:
         assert config.kassa.webhooks is not None
         self.section: WebhooksSection = config.kassa.webhooks
         self.branch = config.store.branch
+        self.rescan_guard = config.matching.recent_sale_guard
         self.url_hosts = config.codes.url_hosts
         self.store = store
         self.key = key
@@ -192,7 +193,7 @@ class Receiver:
             scan = self.store.scan_in_session(_session_event(envelope, self.clock()), SessionClaim(
                 correlation_id=new_correlation_id(), customer_kind=code.kind,
                 customer=code.value, source="webhook", scanned_at=self.clock(),
-                pos_marker=self.store.get_cursor()))
+                pos_marker=self.store.get_cursor()), rescan_guard=self.rescan_guard)
         except StoreError as exc:
             log.error("webhook scan NOT stored: the store refused it", extra=fields(
                 workplace=envelope.workplace, reason=str(exc)))
@@ -205,12 +206,15 @@ class Receiver:
     def _scan_reply(self, scan: SessionScan) -> dict[str, Any]:
         if scan.outcome is SessionScanOutcome.SECOND_CODE:
             return {"recognized": True, "message": self.section.second_code_message}
+        if scan.outcome is SessionScanOutcome.RECENT_SALE:
+            return {"recognized": True, "message": self.section.recent_sale_message}
         return {"recognized": True, "message": self.section.cashier_message,
                 "customerMessage": self.section.customer_message}
 
     def _report_scan(self, envelope: Envelope, scan: SessionScan) -> None:
         outcome = {SessionScanOutcome.LINKED: "accepted", SessionScanOutcome.SAME: "duplicate",
-                   SessionScanOutcome.SECOND_CODE: "rejected"}[scan.outcome]
+                   SessionScanOutcome.SECOND_CODE: "rejected",
+                   SessionScanOutcome.RECENT_SALE: "rejected"}[scan.outcome]
         with correlation(scan.claim.correlation_id):
             log.info(f"webhook scan {scan.outcome.value}" + (" (repeated event)"
                                                             if scan.replayed else ""),
@@ -219,6 +223,8 @@ class Receiver:
                                   customer=mask_code(scan.claim.customer)))
         if not scan.replayed:
             self.events.webhook_scan(envelope.workplace, outcome)
+            if scan.outcome is SessionScanOutcome.RECENT_SALE:
+                self.events.closed([Close(scan.claim, ClaimState.UNSURE, Reason.RECENT_SALE)])
 
     def _session(self, envelope: Envelope) -> Reply:
         if not envelope.session_id:

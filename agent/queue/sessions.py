@@ -29,6 +29,7 @@ class SessionScanOutcome(enum.StrEnum):
     LINKED = "linked"  # the session's code: a new claim, or the customer's pending one adopted
     SAME = "same"  # the session's code read again
     SECOND_CODE = "second-code"  # another code in a session that has one: not linked
+    RECENT_SALE = "recent-sale"  # read just after a sale at the till: maybe that sale's, unsure
 
 
 @dataclass(frozen=True)
@@ -89,13 +90,20 @@ class SessionClaim:
 
 
 class SessionStore(OutboxStore):
-    def scan_in_session(self, event: SessionEvent, new: SessionClaim) -> SessionScan:
+    def scan_in_session(self, event: SessionEvent, new: SessionClaim, *,
+                        rescan_guard: float = 0.0) -> SessionScan:
         """The claim for a code read in a session, committed before the till is answered.
 
-        The session's first code keeps the session: the same code again is the same claim, a
-        different one is not linked (it may be the next customer's phone, handed over early).
-        A pending claim of the same customer at the till (a webcam read it too) becomes the
-        session's claim rather than a second claim that would wait for another sale."""
+        - The session's first code keeps the session: the same code again is the same claim, a
+          different one is not linked (it may be the next customer's phone, handed over early).
+        - Within `rescan_guard` seconds after the customer's own session at this till completed,
+          the code is that session's again (the phone read once more after paying), and the
+          new session is not linked.
+        - Within `rescan_guard` seconds after another session at this till completed, the code
+          may be a late scan for that sale: its claim closes unsure (`recent-sale`) and the
+          session stays free, so a scan after the guard links it.
+        - A pending claim of the same customer at the till (a webcam read it too) becomes the
+          session's claim rather than a second claim that would wait for another sale."""
         now = _now(event)
         with self._tx() as conn:
             replay = _replayed(conn, event.key)
@@ -103,13 +111,7 @@ class SessionStore(OutboxStore):
                 outcome, claim_id = replay
                 return SessionScan(SessionScanOutcome(outcome), _claim(conn, claim_id), True)
             _touch(conn, event, now)
-            held = _session_claim(conn, event.session_id)
-            if held is not None and held.state not in (ClaimState.EXPIRED, ClaimState.UNSURE):
-                outcome = (SessionScanOutcome.SAME if held.customer == new.customer
-                           else SessionScanOutcome.SECOND_CODE)
-                claim = held
-            else:
-                outcome, claim = SessionScanOutcome.LINKED, _link(conn, event, new)
+            outcome, claim = _scan_outcome(conn, event, new, now - rescan_guard)
             _remember(conn, event.key, outcome.value, claim.id, now)
             return SessionScan(outcome, claim)
 
@@ -192,6 +194,36 @@ def _claim(conn: sqlite3.Connection, claim_id: int | None) -> Claim:
     if row is None:  # a replayed event whose claim was purged: its session is long over
         raise LookupError(f"claim {claim_id} is gone")
     return Claim(*row)
+
+
+def _scan_outcome(conn: sqlite3.Connection, event: SessionEvent, new: SessionClaim,
+                  since: float) -> tuple[SessionScanOutcome, Claim]:
+    held = _session_claim(conn, event.session_id)
+    if held is not None and held.state not in (ClaimState.EXPIRED, ClaimState.UNSURE):
+        same = held.customer == new.customer
+        return (SessionScanOutcome.SAME if same else SessionScanOutcome.SECOND_CODE), held
+    recent = conn.execute(
+        f"SELECT {', '.join('c.' + c.strip() for c in CLAIM_COLUMNS.split(','))}"
+        " FROM webhook_sessions s LEFT JOIN claims c ON c.id = s.claim_id"
+        " WHERE s.workplace = ? AND s.state = 'completed' AND s.completed_at >= ?"
+        " AND s.session_id != ? ORDER BY c.customer = ? DESC LIMIT 1",
+        (event.workplace, since, event.session_id, new.customer)).fetchone()
+    if recent is not None and recent[3] == new.customer:
+        return SessionScanOutcome.SAME, Claim(*recent)
+    if recent is not None:
+        return SessionScanOutcome.RECENT_SALE, _unsure(conn, event, new)
+    return SessionScanOutcome.LINKED, _link(conn, event, new)
+
+
+def _unsure(conn: sqlite3.Connection, event: SessionEvent, new: SessionClaim) -> Claim:
+    cur = conn.execute(
+        "INSERT INTO claims (correlation_id, customer_kind, customer, workplace, source,"
+        " scanned_at, pos_marker, state, reason, closed_at) VALUES"
+        " (?, ?, ?, ?, ?, ?, ?, 'unsure', 'recent-sale', ?)",
+        (new.correlation_id, new.customer_kind, new.customer, event.workplace, new.source,
+         new.scanned_at, new.pos_marker, new.scanned_at))
+    assert cur.lastrowid is not None
+    return _claim(conn, cur.lastrowid)
 
 
 def _session_claim(conn: sqlite3.Connection, session_id: str) -> Claim | None:
