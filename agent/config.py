@@ -53,7 +53,7 @@ class StoreSection(_Section):
 
 
 class WebhooksSection(_Section):
-    """MplusKASSA webhook mode (docs/mpluskassa.md "Webhooks"): the till's own scanner posts
+    """MplusKASSA webhook mode (docs/webhooks.md): the till's own scanner posts
     `scanCode` and the session events to this listener."""
 
     listen: str = Field(default="127.0.0.1:18090", pattern=r"^\[?[0-9A-Za-z.:-]+\]?:\d{1,5}$")

@@ -1,7 +1,7 @@
 """The HMAC signature of MplusKASSA webhooks (`X-Mplus-Signature`), both ways.
 
 The signature is Base64 of HMAC-SHA256 over the exact body bytes (request and reply alike). What
-is not settled (docs/mpluskassa.md "Webhooks") is how the back office's secret key becomes the
+is not settled (docs/webhooks.md) is how the back office's secret key becomes the
 HMAC key: the Base64-decoded bytes of the key as typed, or the key's UTF-8 text. `key_encoding`
 chooses; `auto` tries both, so a shop works whichever it is, and the receiver logs once which
 one matched so the setting can be pinned.

@@ -2,7 +2,7 @@
 
 A source like the scanners, but exact: the code is read by the till's own scanner inside a POS
 session, and the receipt of that session carries the session's line ids, which the poller
-matches (`pos-session`, docs/matching.md). Facts and unknowns: docs/mpluskassa.md "Webhooks".
+matches (`pos-session`, docs/matching.md). Facts and unknowns: docs/webhooks.md.
 
 Each request is checked in this order, and refused with HTTP 400 and the documented error code,
 storing nothing: content type (`NO_CONTENT_TYPE`, `INVALID_CONTENT_TYPE`), subscription id

@@ -1,6 +1,6 @@
 """Webhook sessions: the POS sessions the till told the agent about, their line ids and claims.
 
-In webhook mode (docs/mpluskassa.md "Webhooks") a code is read inside a POS session, and the
+In webhook mode (docs/webhooks.md) a code is read inside a POS session, and the
 receipt that session books carries the session's line ids (`webhookData.webhookLineId`). The
 store keeps, per session, its till, its state (open, completed, cancelled), the claim of the code
 scanned in it and every line id it ever had, so the poller can give a receipt to exactly the
