@@ -52,7 +52,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = _load_config(args, warn=False)
     problems = []
-    for secret in (cfg.kassa_secret, cfg.cloud_token):
+    webhook_key = [cfg.webhook_key] if cfg.kassa.webhooks is not None else []
+    for secret in (cfg.kassa_secret, cfg.cloud_token, *webhook_key):
         try:
             secret()
         except ConfigError as exc:

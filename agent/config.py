@@ -297,7 +297,7 @@ def credential_sources(directory: Path | str | None = None) -> dict[str, Path]:
     $CREDENTIALS_DIRECTORY, else the unit's LoadCredential= sources."""
     base = directory or os.environ.get("CREDENTIALS_DIRECTORY")
     if base:
-        return {name: Path(base) / name for name in UNIT_CREDENTIALS}
+        return {name: Path(base) / name for name in (*UNIT_CREDENTIALS, WEBHOOK_CREDENTIAL)}
     return dict(UNIT_CREDENTIALS)
 
 
