@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 from agent import codes
 from agent.config import Config, WebhooksSection
@@ -323,7 +323,7 @@ def _line_ids(session: dict[str, Any], details: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(found))
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2 ** 63
 
 

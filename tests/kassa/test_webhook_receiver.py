@@ -153,12 +153,12 @@ def bad_json(depth: int) -> bytes:
 
 
 REFUSALS = [
-    ("NO_CONTENT_TYPE", dict(drop=("Content-Type",))),
-    ("INVALID_CONTENT_TYPE", dict(headers={"Content-Type": "text/plain"})),
-    ("NO_SUBSCRIPTION_ID", dict(drop=("X-Mplus-Subscription-Id",))),
-    ("INVALID_SUBSCRIPTION_ID", dict(headers={"X-Mplus-Subscription-Id": "someone-else"})),
-    ("NO_SIGNATURE", dict(drop=(signature.HEADER,))),
-    ("INVALID_SIGNATURE", dict(key=base64.b64encode(b"x" * 32).decode())),
+    ("NO_CONTENT_TYPE", {"drop": ("Content-Type",)}),
+    ("INVALID_CONTENT_TYPE", {"headers": {"Content-Type": "text/plain"}}),
+    ("NO_SUBSCRIPTION_ID", {"drop": ("X-Mplus-Subscription-Id",)}),
+    ("INVALID_SUBSCRIPTION_ID", {"headers": {"X-Mplus-Subscription-Id": "someone-else"}}),
+    ("NO_SIGNATURE", {"drop": (signature.HEADER,)}),
+    ("INVALID_SIGNATURE", {"key": base64.b64encode(b"x" * 32).decode()}),
 ]
 
 
@@ -193,7 +193,8 @@ def test_every_malformed_body_gets_its_code_nothing_stored_and_one_line_each(age
     assert agent.summary()["claims_by_state"] == claims_before
     for code in {c for c, _ in BODIES}:
         count = sum(1 for c, _ in BODIES if c == code)
-        wait_until(lambda: agent.log_text()[mark:].count(f"code={code}") == count,
+        wait_until(lambda code=code, count=count:
+                   agent.log_text()[mark:].count(f"code={code}") == count,
                    what=f"{count} {code} lines")
 
 
