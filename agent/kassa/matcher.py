@@ -139,7 +139,9 @@ def _session_takes(view: PollView, decisions: Decisions) -> None:
     by_id = {c.id: c for c in view.claims if c.session_id is not None}
     for seen in view.seen:
         link = view.sessions.get(seen.receipt_id)
-        claim = by_id.get(link.claim_id) if link and link.claim_id is not None else None
+        if link is None or link.claim_id is None:
+            continue
+        claim = by_id.get(link.claim_id)
         if claim is None or claim.session_id != link.session_id or claim.id in decisions.decided():
             continue
         if seen.kind == "credit":
