@@ -57,6 +57,18 @@ PAYMENT_METHODS = {
     "CASH": ("Contant", "PAYMENT-METHOD-TYPE-PAYMENT"),
     "CREDITCARD": ("Creditcard", "PAYMENT-METHOD-TYPE-EFT"),
 }
+COUNTRY_CODE = 528  # ISO 3166 numeric, the Netherlands: `countryCode` is a number in the WSDL
+RESPONSE_ELEMENTS = {
+    "getApiVersion": "getApiVersionResponse",
+    "getCurrentSyncMarkers": "getCurrentSyncMarkersResponse",
+    "getCurrentSyncMarkersV2": "GetCurrentSyncMarkersV2Response",
+    "getReceipts": "GetReceiptsResponse",
+    "getReceipt": "GetReceiptResponse",
+    "getBranches": "getBranchesResponse",
+    "getPaymentMethods": "GetPaymentMethodsResponse",
+    "getVatGroupList": "getVatGroupListResponse",
+}
+"""Each call's response element as the WSDL's `<message>` names it: the case differs per call."""
 EMPLOYEES = ((7, "Sanne"), (3, "Daan"), (12, "Fatima"), (5, "Joost"))
 _MAX_CONTROL_BODY = 1_000_000
 _POLL = 0.02
@@ -484,8 +496,7 @@ class KassaSimulator:
         handler = handlers.get(operation)
         if handler is None:
             raise LookupError(operation)
-        element = operation[0].upper() + operation[1:] + "Response"
-        return element, handler(request)
+        return RESPONSE_ELEMENTS[operation], handler(request)
 
     def _api_version(self, _: Element) -> dict[str, Any]:
         return {
@@ -498,9 +509,14 @@ class KassaSimulator:
             "slaveApiType": "NO-SLAVE-API",
         }
 
-    def _sync_markers(self, _: Element) -> dict[str, Any]:
+    def _sync_markers(self, call: Element) -> dict[str, Any]:
+        """V2 answers the markers it is asked for (the receipt's at least); V1 all it must."""
         with self._lock:
-            return {"receiptSyncMarker": self._marker, "orderSyncMarker": 0}
+            receipt = self._marker
+        if local_name(call.tag) == "getCurrentSyncMarkersV2":
+            return {"receiptSyncMarker": receipt, "orderSyncMarker": 0}
+        return {"articleSyncMarker": 0, "relationSyncMarker": 0, "employeeSyncMarker": 0,
+                "invoiceSyncMarker": 0, "receiptSyncMarker": receipt, "orderSyncMarker": 0}
 
     def _get_receipts(self, call: Element) -> dict[str, Any]:
         request = child(call, "request")
@@ -542,6 +558,7 @@ class KassaSimulator:
             {
                 "workplaceNumber": n,
                 "workplaceName": f"Kassa {n}",
+                "isMobile": False,
                 "workplaceType": "STANDARD",
             }
             for n in self.workplaces
@@ -549,13 +566,18 @@ class KassaSimulator:
         branch = {
             "branchNumber": self.branch,
             "branchName": "Winkel Utrecht Centrum",
+            "abbreviation": "UTC",
             "workplaces": {"workplace": workplaces},
+            "countryCode": COUNTRY_CODE,
+            "countryIso3": "NLD",
+            "countryName": "Nederland",
         }
         return {"branches": {"branch": [branch]}}
 
     def _payment_methods(self, _: Element) -> dict[str, Any]:
         methods = [
-            {"method": code, "description": desc, "buttonText": desc, "type": kind}
+            {"method": code, "description": desc, "buttonText": desc,
+             "allowNegativeAmount": True, "active": True, "type": kind}
             for code, (desc, kind) in PAYMENT_METHODS.items()
         ]
         return {"paymentMethodList": {"paymentMethod": methods}}
@@ -564,14 +586,14 @@ class KassaSimulator:
         groups = [
             {
                 "branchNumber": self.branch,
-                "countryCode": "NL",
+                "countryCode": COUNTRY_CODE,
                 "countryIso3": "NLD",
                 "vatCode": code,
                 "vatPercentage": rate * self.vat_percentage_scale,
             }
             for rate, code in VAT_CODES.items()
         ]
-        return {"vatGroupList": {"vatGroup": groups}}
+        return {"vatGroup": groups}
 
     def _receipt_xml(self, r: _Receipt, with_lines: bool) -> dict[str, Any]:
         scale = self.vat_percentage_scale
