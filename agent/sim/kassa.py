@@ -57,6 +57,10 @@ PAYMENT_METHODS = {
     "CASH": ("Contant", "PAYMENT-METHOD-TYPE-PAYMENT"),
     "CREDITCARD": ("Creditcard", "PAYMENT-METHOD-TYPE-EFT"),
 }
+RECEIPT_TYPES = ("RECEIPT-TYPE-RECEIPT", "RECEIPT-TYPE-CREDIT-RECEIPT", "RECEIPT-TYPE-CASH-INFLOW",
+                 "RECEIPT-TYPE-CASH-OUTFLOW", "RECEIPT-TYPE-PAYMENT-METHOD-TRANSFER")
+RECEIPT_STATES = ("RECEIPT-STATE-OUTSTANDING", "RECEIPT-STATE-PARTLY-PAID", "RECEIPT-STATE-PAID",
+                  "RECEIPT-STATE-HANDLED", "RECEIPT-STATE-OUTSTANDING-CREDIT")
 COUNTRY_CODE = 528  # ISO 3166 numeric, the Netherlands: `countryCode` is a number in the WSDL
 RESPONSE_ELEMENTS = {
     "getApiVersion": "getApiVersionResponse",
@@ -229,6 +233,11 @@ def _as_line(value: SimLine | Mapping[str, Any]) -> SimLine:
     return line
 
 
+def _check_enum(name: str, value: str, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} is one of {', '.join(allowed)} (the WSDL's values)")
+
+
 def sale_total(lines: Sequence[SimLine | Mapping[str, Any]]) -> int:
     """What a sale of these lines comes to (incl. VAT, cents): to split a payment in advance."""
     return sum(_price_line(_as_line(line), "").total for line in lines)
@@ -348,6 +357,8 @@ class KassaSimulator:
             raise ValueError(
                 f"workplace {workplace} is not one of {list(self.workplaces)}"
             )
+        _check_enum("type", receipt_type, RECEIPT_TYPES)
+        _check_enum("state", state, RECEIPT_STATES)
         with self._lock:
             specs = [_as_line(x) for x in lines] if lines else self._random_lines()
             priced = tuple(_price_line(spec, self._uuid()) for spec in specs)
@@ -407,6 +418,7 @@ class KassaSimulator:
     def settle(self, receipt_id: str, state: str = "RECEIPT-STATE-PAID") -> None:
         """The POS changes a receipt's state (a partly paid sale paid in full, …): it comes
         back under a new syncMarker."""
+        _check_enum("state", state, RECEIPT_STATES)
         with self._lock:
             self._marker += 1
             self._receipts[receipt_id] = replace(

@@ -53,7 +53,7 @@ class Wsdl:
         """Schema violations of one SOAP body element; [] when it is valid."""
         if self.schema.validate(body_element):
             return []
-        return [f"line {e.line}: {e.message}" for e in self.schema.error_log]
+        return [f"{e.path}: {e.message}" for e in self.schema.error_log]
 
 
 @cache
