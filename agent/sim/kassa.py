@@ -18,7 +18,9 @@ Control endpoints for other processes (JSON): `POST /_sim/book {"workplace": 2, 
 "delay": 0, "type": "RECEIPT-TYPE-RECEIPT", "state": "RECEIPT-STATE-PAID", "branch": 1}`,
 `POST /_sim/credit {"receipt_id": …, "after": 3}`, `POST /_sim/settle {"receipt_id": …}`,
 `POST /_sim/clock {"offset": -5, "timezone": "zero"}`, `POST /_sim/faults {"hang": true, …}`,
-`GET /_sim/faults`, `GET /_sim/receipts`.
+`POST /_sim/webhook-consumers {"consumers": [{"endpoint_url": …, "subscription_id": …}]}`
+(what getWebhookConsumers answers, `agent/sim/consumers.py`), `GET /_sim/faults`,
+`GET /_sim/webhook-consumers`, `GET /_sim/receipts`.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
@@ -49,6 +51,7 @@ from agent.kassa.soap import (
     response_envelope,
     text,
 )
+from agent.sim.consumers import SimConsumer
 
 POS_ZONE = ZoneInfo("Europe/Amsterdam")
 VAT_CODES = {21: 1, 9: 2, 0: 3}
@@ -71,6 +74,7 @@ RESPONSE_ELEMENTS = {
     "getBranches": "getBranchesResponse",
     "getPaymentMethods": "GetPaymentMethodsResponse",
     "getVatGroupList": "getVatGroupListResponse",
+    "getWebhookConsumers": "GetWebhookConsumersResponse",
 }
 """Each call's response element as the WSDL's `<message>` names it: the case differs per call."""
 EMPLOYEES = ((7, "Sanne"), (3, "Daan"), (12, "Fatima"), (5, "Joost"))
@@ -271,6 +275,7 @@ class KassaSimulator:
         seed: int | None = None,
         *,
         vat_percentage_scale: int = 1,
+        webhook_consumers: Sequence[SimConsumer | Mapping[str, Any]] = (),
     ) -> None:
         self.ident = ident
         self.secret = secret
@@ -278,6 +283,7 @@ class KassaSimulator:
         self.workplaces = tuple(workplaces)
         self.vat_percentage_scale = vat_percentage_scale
         self.faults = Faults()
+        self.webhook_consumers = [SimConsumer.of(c) for c in webhook_consumers]
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._receipts: dict[str, _Receipt] = {}
@@ -504,6 +510,7 @@ class KassaSimulator:
             "getBranches": self._branches,
             "getPaymentMethods": self._payment_methods,
             "getVatGroupList": self._vat_group_list,
+            "getWebhookConsumers": self._webhook_consumers,
         }
         handler = handlers.get(operation)
         if handler is None:
@@ -606,6 +613,20 @@ class KassaSimulator:
             for rate, code in VAT_CODES.items()
         ]
         return {"vatGroup": groups}
+
+    def _webhook_consumers(self, call: Element) -> dict[str, Any]:
+        request = child(call, "request")
+        key = child(request, "workplace") if request is not None else None
+        if key is None:
+            raise ValueError("getWebhookConsumers needs request/workplace")
+        branch = int(text(key, "branchNumber") or 0)
+        workplace = int(text(key, "workplaceNumber") or 0)
+        consumers = [
+            c.xml(branch, workplace)
+            for c in list(self.webhook_consumers)
+            if branch == self.branch and c.resolved_for(workplace)
+        ]
+        return {"webhookConsumerList": {"webhookConsumer": consumers}}
 
     def _receipt_xml(self, r: _Receipt, with_lines: bool) -> dict[str, Any]:
         scale = self.vat_percentage_scale
@@ -786,6 +807,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(200, self.sim.receipts())
         elif path == "/_sim/faults":
             self._json(200, self.sim.faults.snapshot())
+        elif path == "/_sim/webhook-consumers":
+            self._json(200, [asdict(c) for c in self.sim.webhook_consumers])
         else:
             self._send(405, b"", "text/plain")
 
@@ -809,6 +832,7 @@ class _Handler(BaseHTTPRequestHandler):
                 str(data.get("receipt_id")), str(data.get("state", "RECEIPT-STATE-PAID"))),
             "/_sim/clock": self._set_clock,
             "/_sim/faults": self._set_faults,
+            "/_sim/webhook-consumers": self._set_webhook_consumers,
         }
         action = actions.get(path)
         if action is None:
@@ -850,6 +874,14 @@ class _Handler(BaseHTTPRequestHandler):
                 raise ValueError("timezone is offset, zero or negated")
             self.sim.timezone_field = str(data["timezone"])
         return {"offset": self.sim.clock_offset, "timezone": self.sim.timezone_field}
+
+    def _set_webhook_consumers(self, data: dict[str, Any]) -> dict[str, Any]:
+        """`{"consumers": [{"endpoint_url": …, "subscription_id": …, …}]}` replaces them all."""
+        consumers = data.get("consumers")
+        if not isinstance(consumers, list):
+            raise TypeError("expected {\"consumers\": [...]}")
+        self.sim.webhook_consumers = [SimConsumer.of(c) for c in consumers]
+        return {"consumers": len(self.sim.webhook_consumers)}
 
     def _set_faults(self, data: dict[str, Any]) -> dict[str, Any]:
         self.sim.faults.update(data)
