@@ -17,6 +17,10 @@ from xml.etree.ElementTree import Element
 from agent.kassa import soap
 
 _NOT_ALNUM = re.compile(r"[^0-9a-z]")
+BONIQ_PATTERN = ".*BQ1[0-9A-Z]{17}.*"
+"""A trigger pattern that sends compact BONIQ codes and their links, read whole or searched."""
+EMAIL_PATTERN = ".*[@].*"
+"""One for e-mail QR codes (`[@]`, not `@`: the log redaction would mask `.*@.*` as an address)."""
 
 
 def event_key(name: str) -> str:

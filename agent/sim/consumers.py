@@ -14,9 +14,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.kassa.consumers import BONIQ_PATTERN, EMAIL_PATTERN
+
 BOOKING_EVENTS = ("startSession", "addSessionLine", "updateSessionLine", "removeSessionLine",
                   "startPayment", "cancelPayment", "cancelSession", "creditSession")
-BONIQ_PATTERN = ".*BQ1[0-9A-Z]{17}.*"
 
 
 def _default_events() -> dict[str, dict[str, bool]]:
@@ -27,7 +28,9 @@ def _default_events() -> dict[str, dict[str, bool]]:
 
 
 def _default_patterns() -> list[dict[str, Any]]:
-    return [{"code_type": "CODE-TYPE-QRCODE", "pattern": BONIQ_PATTERN, "reject": False}]
+    return [{"code_type": kind, "pattern": pattern, "reject": False}
+            for pattern in (BONIQ_PATTERN, EMAIL_PATTERN)
+            for kind in ("CODE-TYPE-QRCODE", "CODE-TYPE-BARCODE")]
 
 
 @dataclass(frozen=True)

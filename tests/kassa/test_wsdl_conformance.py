@@ -11,10 +11,6 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
-
-from agent.kassa import soap
-from agent.kassa.client import KassaClient
-from agent.sim.kassa import RESPONSE_ELEMENTS, KassaSimulator, SimLine
 from wsdl_support import (
     Exchange,
     RecordingProxy,
@@ -24,6 +20,10 @@ from wsdl_support import (
     local,
     require_wsdl,
 )
+
+from agent.kassa import soap
+from agent.kassa.client import KassaClient
+from agent.sim.kassa import RESPONSE_ELEMENTS, KassaSimulator, SimLine
 
 IDENT, SECRET = "wsdl-ident", "wsdl-Secret-55"
 CLIENT_CALLS = {"getApiVersion", "getCurrentSyncMarkersV2", "getReceipts", "getReceipt",

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 import pytest
@@ -144,7 +144,7 @@ class RecordingProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}{self.upstream.path or '/'}"
 
-    def __enter__(self) -> RecordingProxy:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
