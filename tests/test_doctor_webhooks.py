@@ -58,8 +58,7 @@ def consumer(**changes: Any) -> dict[str, Any]:
 def doctor(agent: Agent) -> tuple[int, dict[str, str], str]:
     result = subprocess.run([sys.executable, "-m", "agent.cli", "doctor", "--config",
                              str(agent.config)], check=False, capture_output=True, text=True,
-                            cwd=ROOT,
-                            timeout=60)
+                            cwd=ROOT, timeout=60)
     found = {}
     for line, after in zip(result.stdout.splitlines(), result.stdout.splitlines()[1:] + [""]):
         for name in NAMES:

@@ -27,7 +27,18 @@ from agent.sim.kassa import RESPONSE_ELEMENTS, KassaSimulator, SimLine
 
 IDENT, SECRET = "wsdl-ident", "wsdl-Secret-55"
 CLIENT_CALLS = {"getApiVersion", "getCurrentSyncMarkersV2", "getReceipts", "getReceipt",
-                "getBranches", "getPaymentMethods", "getVatGroupList"}
+                "getBranches", "getPaymentMethods", "getVatGroupList", "getWebhookConsumers"}
+CONSUMERS = [
+    {"endpoint_url": "http://127.0.0.1:18090/mplus", "subscription_id": "boniq-shop-1"},
+    {"endpoint_url": "https://pay.example/mplus", "subscription_id": "pay", "enabled": False,
+     "application_name": "Pay.", "workplaces": [1, 2],
+     "events": {"startExternalPayment": {"enabled": True, "blocking": True},
+                "scanCode": {"enabled": False, "blocking": False}},
+     "patterns": [{"code_type": "CODE-TYPE-BARCODE", "pattern": "25.*"},
+                  {"code_type": "CODE-TYPE-QRCODE", "pattern": "^BQ1", "reject": True}]},
+    {"endpoint_url": "http://10.0.0.5/hooks", "subscription_id": "x", "events": {},
+     "patterns": []},
+]
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +48,8 @@ def wsdl() -> Wsdl:
 
 @pytest.fixture()
 def recorded() -> Iterator[tuple[KassaSimulator, KassaClient, RecordingProxy]]:
-    with KassaSimulator(ident=IDENT, secret=SECRET, seed=1503) as sim, \
+    with KassaSimulator(ident=IDENT, secret=SECRET, seed=1503,
+                        webhook_consumers=CONSUMERS) as sim, \
             RecordingProxy(sim.url) as proxy:
         client = KassaClient(proxy.url, IDENT, SECRET, timeout=5.0)
         try:
@@ -111,6 +123,9 @@ def test_every_call_of_the_client_and_every_answer_of_the_simulator_follow_the_w
     assert client.get_branches()[0].workplaces
     assert client.get_payment_methods()["PIN"] == "Pinbetaling"
     assert {g.percentage for g in client.get_vat_groups()} == {21, 9, 0}
+    assert len(client.get_webhook_consumers(1, 2)) == 3
+    assert len(client.get_webhook_consumers(1, 3)) == 2
+    assert client.get_webhook_consumers(9, 2) == []
     exchanges = proxy.recording.take()
     assert {e.operation for e in exchanges} == CLIENT_CALLS
     assert all(e.status == 200 for e in exchanges)
