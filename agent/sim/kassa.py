@@ -14,13 +14,15 @@ official PHP clients read `SoapMplusDateTime.timezone`); a receipt can be booked
 time, become visible late under the syncMarker it was given at booking (a till that replicates
 late), be a cash inflow, unpaid or partly paid, or belong to another branch.
 
+What getWebhookConsumers answers is set with `webhook_consumers=` or `POST /_sim/webhook-consumers
+{"consumers": [{"endpoint_url": …, "subscription_id": …}]}` (`agent/sim/consumers.py`) and read
+with `GET /_sim/webhook-consumers`.
+
 Control endpoints for other processes (JSON): `POST /_sim/book {"workplace": 2, "after": 3,
 "delay": 0, "type": "RECEIPT-TYPE-RECEIPT", "state": "RECEIPT-STATE-PAID", "branch": 1}`,
 `POST /_sim/credit {"receipt_id": …, "after": 3}`, `POST /_sim/settle {"receipt_id": …}`,
 `POST /_sim/clock {"offset": -5, "timezone": "zero"}`, `POST /_sim/faults {"hang": true, …}`,
-`POST /_sim/webhook-consumers {"consumers": [{"endpoint_url": …, "subscription_id": …}]}`
-(what getWebhookConsumers answers, `agent/sim/consumers.py`), `GET /_sim/faults`,
-`GET /_sim/webhook-consumers`, `GET /_sim/receipts`.
+`GET /_sim/faults`, `GET /_sim/receipts`.
 """
 
 from __future__ import annotations
@@ -805,10 +807,10 @@ class _Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         if path == "/_sim/receipts":
             self._json(200, self.sim.receipts())
-        elif path == "/_sim/faults":
-            self._json(200, self.sim.faults.snapshot())
         elif path == "/_sim/webhook-consumers":
             self._json(200, [asdict(c) for c in self.sim.webhook_consumers])
+        elif path == "/_sim/faults":
+            self._json(200, self.sim.faults.snapshot())
         else:
             self._send(405, b"", "text/plain")
 
