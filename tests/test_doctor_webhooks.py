@@ -36,6 +36,7 @@ def sims() -> Iterator[tuple[KassaSimulator, CloudSimulator]]:
 @pytest.fixture
 def webhook_agent(tmp_path: Path, sims: tuple[KassaSimulator, CloudSimulator]) -> Iterator[Agent]:
     kassa, cloud = sims
+    assert cloud.url is not None
     agent = Agent(tmp_path, kassa.url, cloud.url)
     text = agent.config.read_text()
     agent.config.write_text(re.sub(

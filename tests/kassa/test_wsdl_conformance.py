@@ -7,8 +7,9 @@ real simulator, over HTTP on 127.0.0.1. Skipped, with the reason, where the WSDL
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from wsdl_support import (
@@ -28,7 +29,7 @@ from agent.sim.kassa import RESPONSE_ELEMENTS, KassaSimulator, SimLine
 IDENT, SECRET = "wsdl-ident", "wsdl-Secret-55"
 CLIENT_CALLS = {"getApiVersion", "getCurrentSyncMarkersV2", "getReceipts", "getReceipt",
                 "getBranches", "getPaymentMethods", "getVatGroupList", "getWebhookConsumers"}
-CONSUMERS = [
+CONSUMERS: list[Mapping[str, Any]] = [
     {"endpoint_url": "http://127.0.0.1:18090/mplus", "subscription_id": "boniq-shop-1"},
     {"endpoint_url": "https://pay.example/mplus", "subscription_id": "pay", "enabled": False,
      "application_name": "Pay.", "workplaces": [1, 2],
@@ -80,7 +81,7 @@ def book_every_variant(sim: KassaSimulator) -> list[str]:
     discounted = SimLine(3300, "Rioja Crianza 75 cl", 899, 21, quantity=2, discount_pct=25)
     zero_rated = SimLine(4100, "Cadeaubon", 2500, 0)
     plu = SimLine(3001, "T-shirt zwart M", 1995, 21, plu="TS-M-BLK")
-    lines = [weighed, discounted, zero_rated, plu]
+    lines: list[SimLine | Mapping[str, Any]] = [weighed, discounted, zero_rated, plu]
     ids.append(sale := sim.book_sale(1, lines=lines, payments=[("CASH", 1000), "PIN"]))
     ids.append(sim.book_credit(sale))
     ids.append(sim.book_sale(2, lines=[plu], payments=["CREDITCARD"]))

@@ -154,8 +154,8 @@ class RecordingProxy:
         self._thread.join(timeout=5)
 
     def forward(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes, str]:
-        connection = http.client.HTTPConnection(self.upstream.hostname, self.upstream.port,
-                                                timeout=10)
+        connection = http.client.HTTPConnection(self.upstream.hostname or "127.0.0.1",
+                                                self.upstream.port, timeout=10)
         try:
             connection.request("POST", path, body, headers)
             answer = connection.getresponse()
