@@ -22,11 +22,10 @@ from agent.config import Config, WebhooksSection
 from agent.doctor import Check
 from agent.errors import KassaError
 from agent.kassa.consumers import (
-    BONIQ_PATTERN,
-    EMAIL_PATTERN,
     TriggerPattern,
     WebhookConsumer,
     code_type_key,
+    recommended_pattern,
 )
 
 if TYPE_CHECKING:
@@ -104,7 +103,8 @@ def checks(client: KassaClient, config: Config) -> Iterator[Check]:
     if cancel is None or not cancel.enabled:
         yield Check("cancelSession", True, "not enabled: a cancelled sale's code keeps its claim"
                     " until claim_ttl", f"tick cancelSession in {SETUP}", warn=True)
-    yield patterns_check(consumer.patterns, samples(config.codes.url_hosts))
+    hosts = config.codes.url_hosts
+    yield patterns_check(consumer.patterns, samples(hosts), recommended_pattern(hosts))
 
 
 def points_at(url: str, listen: str) -> bool:
@@ -160,9 +160,11 @@ def _event(consumer: WebhookConsumer, name: str, why: str) -> Check:
 # -- trigger patterns ---------------------------------------------------------------------------
 
 
-def patterns_check(patterns: Sequence[TriggerPattern], codes: Sequence[Sample]) -> Check:
-    fix = (f"add a trigger pattern {BONIQ_PATTERN} (code types QR code and barcode) and"
-           f" {EMAIL_PATTERN} for e-mail QR codes in {SETUP}; no reject pattern may match them")
+def patterns_check(patterns: Sequence[TriggerPattern], codes: Sequence[Sample],
+                   recommended: str) -> Check:
+    fix = (f"use the trigger pattern {recommended} for code types QR code and barcode in {SETUP}"
+           " (it holds whether the till matches the whole code or searches it); no reject pattern"
+           " may match a BONIQ code")
     if not patterns:
         return Check("scan patterns", True, "no trigger pattern: the till presumably sends every"
                      " scan, articles too, to the agent and waits for each answer", fix, warn=True)

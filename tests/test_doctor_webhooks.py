@@ -16,7 +16,7 @@ from agent_harness import ROOT, Agent
 
 from agent import codes
 from agent.doctor_webhooks import patterns_check, points_at, samples
-from agent.kassa.consumers import BONIQ_PATTERN, EMAIL_PATTERN, TriggerPattern
+from agent.kassa.consumers import TriggerPattern, recommended_pattern
 from agent.sim.cloud import CloudSimulator
 from agent.sim.consumers import SimConsumer
 from agent.sim.kassa import KassaSimulator
@@ -130,7 +130,7 @@ def test_a_pattern_that_does_not_send_boniq_codes_is_a_fail(webhook_agent: Agent
     assert code == 1
     assert found["scan patterns"].startswith("FAIL")
     assert "a BONIQ code would not be sent" in found["scan patterns"]
-    assert BONIQ_PATTERN in found["scan patterns"]  # the fix
+    assert recommended_pattern() in found["scan patterns"]  # the fix
 
 
 def test_the_control_endpoint_sets_the_consumers(sims: tuple[KassaSimulator, Any]) -> None:
@@ -150,7 +150,8 @@ SAMPLES = samples(["boniq.nl"])
 
 
 def check_of(*patterns: tuple[str, str, bool]) -> Any:
-    return patterns_check([TriggerPattern(t, p, r) for t, p, r in patterns], SAMPLES)
+    return patterns_check([TriggerPattern(t, p, r) for t, p, r in patterns], SAMPLES,
+                          recommended_pattern())
 
 
 def test_the_samples_are_codes_the_agent_accepts() -> None:
@@ -159,20 +160,27 @@ def test_the_samples_are_codes_the_agent_accepts() -> None:
     assert [codes.parse(s.code).kind for s in SAMPLES if s.required] == ["boniq_code"] * 2
 
 
-def test_the_recommended_patterns_send_every_form() -> None:
-    check = check_of(("CODE-TYPE-QRCODE", BONIQ_PATTERN, False), ("", BONIQ_PATTERN, False),
-                     ("", EMAIL_PATTERN, False))
+def test_the_recommended_pattern_sends_every_form_in_every_reading() -> None:
+    check = check_of(("CODE-TYPE-QRCODE", recommended_pattern(), False),
+                     ("CODE-TYPE-BARCODE", recommended_pattern(), False))
     assert check.ok and not check.warn, check.line()
 
 
+def test_a_prefix_pattern_without_a_trailing_wildcard_holds_only_if_the_till_searches() -> None:
+    check = check_of(("", r"^([Bb][Qq]1|https://(app\.)?boniq\.nl/|mailto:|[^@\s]+@)", False))
+    assert check.ok and check.warn
+    assert "a BONIQ code is not sent if the till matches the whole code (re.fullmatch)" \
+        in check.detail
+
+
 def test_an_unanchored_prefix_works_only_if_the_till_searches() -> None:
-    check = check_of(("", "BQ1", False), ("", EMAIL_PATTERN, False))
+    check = check_of(("", "BQ1", False), ("", ".*[@].*", False))
     assert check.ok and check.warn, check.line()
     assert "if the till matches the whole code (re.fullmatch)" in check.detail
 
 
 def test_a_pattern_for_one_code_type_says_which() -> None:
-    check = check_of(("CODE-TYPE-QRCODE", BONIQ_PATTERN, False), ("", EMAIL_PATTERN, False))
+    check = check_of(("CODE-TYPE-QRCODE", recommended_pattern(), False), ("", ".*[@].*", False))
     assert check.ok and check.warn
     assert "if the till reports the scan as barcode" in check.detail
 
@@ -202,7 +210,7 @@ def test_links_and_e_mail_refused_are_a_warning_not_a_fail() -> None:
 
 
 def test_a_code_sent_under_one_reading_only_names_that_reading() -> None:
-    check = check_of(("CODE-TYPE-BARCODE", "BQ1", False), ("", EMAIL_PATTERN, False))
+    check = check_of(("CODE-TYPE-BARCODE", "BQ1", False), ("", ".*[@].*", False))
     assert check.ok and check.warn
     assert ("a BONIQ code is sent only if the till searches the code (re.search) and reports the"
             " scan as barcode") in check.detail
@@ -214,7 +222,7 @@ def test_a_broken_regex_is_named() -> None:
 
 
 def test_no_pattern_is_a_warning() -> None:
-    check = patterns_check([], SAMPLES)
+    check = patterns_check([], SAMPLES, recommended_pattern())
     assert check.ok and check.warn and "every scan" in check.detail
 
 

@@ -11,16 +11,21 @@ empty; the consumer's own `enabled` (required by the WSDL) reads as true when ab
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from xml.etree.ElementTree import Element
 
 from agent.kassa import soap
 
 _NOT_ALNUM = re.compile(r"[^0-9a-z]")
-BONIQ_PATTERN = ".*BQ1[0-9A-Z]{17}.*"
-"""A trigger pattern that sends compact BONIQ codes and their links, read whole or searched."""
-EMAIL_PATTERN = ".*[@].*"
-"""One for e-mail QR codes (`[@]`, not `@`: the log redaction would mask `.*@.*` as an address)."""
+
+
+def recommended_pattern(url_hosts: Sequence[str] = ("boniq.nl", "app.boniq.nl")) -> str:
+    """One trigger pattern for a BONIQ code, its link and an e-mail QR code, that holds whether
+    the till matches it against the whole code or searches it (the trailing `.*`). `[@]`, not
+    `@`: doctor's output masks anything that looks like an e-mail address."""
+    hosts = "|".join(re.escape(h) for h in url_hosts) or r"boniq\.nl"
+    return rf"^([Bb][Qq]1|https://({hosts})/|mailto:|[^\s]+[@]).*"
 
 
 def event_key(name: str) -> str:

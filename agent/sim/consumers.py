@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.kassa.consumers import BONIQ_PATTERN, EMAIL_PATTERN
+from agent.kassa.consumers import recommended_pattern
 
 BOOKING_EVENTS = ("startSession", "addSessionLine", "updateSessionLine", "removeSessionLine",
                   "startPayment", "cancelPayment", "cancelSession", "creditSession")
@@ -28,8 +28,7 @@ def _default_events() -> dict[str, dict[str, bool]]:
 
 
 def _default_patterns() -> list[dict[str, Any]]:
-    return [{"code_type": kind, "pattern": pattern, "reject": False}
-            for pattern in (BONIQ_PATTERN, EMAIL_PATTERN)
+    return [{"code_type": kind, "pattern": recommended_pattern(), "reject": False}
             for kind in ("CODE-TYPE-QRCODE", "CODE-TYPE-BARCODE")]
 
 
