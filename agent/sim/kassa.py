@@ -531,7 +531,8 @@ class KassaSimulator:
         }
 
     def _sync_markers(self, call: Element) -> dict[str, Any]:
-        """V2 answers the markers it is asked for (the receipt's at least); V1 all it must."""
+        """V2: the receipt's and order's markers (every one is optional there); V1: every
+        marker the WSDL requires of it."""
         with self._lock:
             receipt = self._marker
         if local_name(call.tag) == "getCurrentSyncMarkersV2":
