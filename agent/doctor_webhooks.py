@@ -89,8 +89,14 @@ def checks(client: KassaClient, config: Config) -> Iterator[Check]:
                     " path: the till appends the event name) or kassa.webhooks.listen to it")
         return
     consumer = next((c for c in ours if c.subscription_id == hooks.subscription_id), ours[0])
-    yield Check("webhook URL", True, f"{_name(consumer)}: {_shown(consumer.endpoint_url)} points"
-                f" at this agent ({hooks.listen})")
+    shown = _shown(consumer.endpoint_url)
+    if urlsplit(consumer.endpoint_url.strip()).scheme == "https":
+        yield Check("webhook URL", False, f"{_name(consumer)}: {shown} points at this agent"
+                    f" ({hooks.listen}) but with https: the agent's listener speaks plain HTTP",
+                    f"make it http://{hooks.listen}{urlsplit(shown).path}")
+    else:
+        yield Check("webhook URL", True, f"{_name(consumer)}: {shown} points at this agent"
+                    f" ({hooks.listen})")
     if not consumer.enabled:
         yield Check("webhooks", False, f"{_name(consumer)} is disabled for {where}",
                     f"enable it in {SETUP} for this workplace (or its branch)")

@@ -103,6 +103,15 @@ def test_an_endpoint_elsewhere_is_named_without_its_query(webhook_agent: Agent,
     assert "scanCode" not in found  # nothing else is judged on another app's consumer
 
 
+def test_https_to_the_agent_is_a_fail(webhook_agent: Agent,
+                                     sims: tuple[KassaSimulator, Any]) -> None:
+    sims[0].webhook_consumers = [SimConsumer.of(consumer(endpoint_url=f"https://{LISTEN}/mplus"))]
+    code, found, _ = doctor(webhook_agent)
+    assert code == 1
+    assert found["webhook URL"].startswith("FAIL") and "plain HTTP" in found["webhook URL"]
+    assert f"make it http://{LISTEN}/mplus" in found["webhook URL"]
+
+
 def test_wrong_subscription_id_and_events_not_blocking_are_each_a_fail(
         webhook_agent: Agent, sims: tuple[KassaSimulator, Any]) -> None:
     events = {"scanCode": {"enabled": True, "blocking": False},
