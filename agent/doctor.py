@@ -202,6 +202,10 @@ def _kassa(config: Config) -> Iterator[Check]:
     yield Check("POS API", True, f"reachable, credentials accepted (API {version})")
     yield _guard("POS branch", lambda: _branch(client, config),
                  "check store.branch and store.workplace against MplusKASSA")
+    if config.kassa.webhooks is not None:
+        from agent import doctor_webhooks
+
+        yield from doctor_webhooks.checks(client, config)
 
 
 def _branch(client, config: Config) -> Check:  # noqa: ANN001

@@ -31,6 +31,7 @@ from agent.http import (
     timeouts,
 )
 from agent.kassa import soap
+from agent.kassa.consumers import WebhookConsumer, parse_consumer
 from agent.kassa.receipt import (
     INTEGER,
     Branch,
@@ -224,6 +225,15 @@ class KassaClient:
         return [
             parse_vat_group(e)
             for e in soap.descendants(response, "vatGroup", having="vatCode")
+        ]
+
+    def get_webhook_consumers(self, branch: int, workplace: int) -> list[WebhookConsumer]:
+        """The webhook consumers as the POS resolves them for this workplace."""
+        workplace_key = {"branchNumber": branch, "workplaceNumber": workplace}
+        response = self._call("getWebhookConsumers", {"request": {"workplace": workplace_key}})
+        return [
+            parse_consumer(e)
+            for e in soap.descendants(response, "webhookConsumer", having="endpointUrl")
         ]
 
     # -- transport ---------------------------------------------------------------------------

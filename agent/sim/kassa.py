@@ -14,6 +14,10 @@ official PHP clients read `SoapMplusDateTime.timezone`); a receipt can be booked
 time, become visible late under the syncMarker it was given at booking (a till that replicates
 late), be a cash inflow, unpaid or partly paid, or belong to another branch.
 
+What getWebhookConsumers answers is set with `webhook_consumers=` or `POST /_sim/webhook-consumers
+{"consumers": [{"endpoint_url": …, "subscription_id": …}]}` (`agent/sim/consumers.py`) and read
+with `GET /_sim/webhook-consumers`.
+
 Control endpoints for other processes (JSON): `POST /_sim/book {"workplace": 2, "after": 3,
 "delay": 0, "type": "RECEIPT-TYPE-RECEIPT", "state": "RECEIPT-STATE-PAID", "branch": 1}`,
 `POST /_sim/credit {"receipt_id": …, "after": 3}`, `POST /_sim/settle {"receipt_id": …}`,
@@ -31,7 +35,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
@@ -49,6 +53,7 @@ from agent.kassa.soap import (
     response_envelope,
     text,
 )
+from agent.sim.consumers import SimConsumer
 
 POS_ZONE = ZoneInfo("Europe/Amsterdam")
 VAT_CODES = {21: 1, 9: 2, 0: 3}
@@ -57,6 +62,23 @@ PAYMENT_METHODS = {
     "CASH": ("Contant", "PAYMENT-METHOD-TYPE-PAYMENT"),
     "CREDITCARD": ("Creditcard", "PAYMENT-METHOD-TYPE-EFT"),
 }
+RECEIPT_TYPES = ("RECEIPT-TYPE-RECEIPT", "RECEIPT-TYPE-CREDIT-RECEIPT", "RECEIPT-TYPE-CASH-INFLOW",
+                 "RECEIPT-TYPE-CASH-OUTFLOW", "RECEIPT-TYPE-PAYMENT-METHOD-TRANSFER")
+RECEIPT_STATES = ("RECEIPT-STATE-OUTSTANDING", "RECEIPT-STATE-PARTLY-PAID", "RECEIPT-STATE-PAID",
+                  "RECEIPT-STATE-HANDLED", "RECEIPT-STATE-OUTSTANDING-CREDIT")
+COUNTRY_CODE = 528  # ISO 3166 numeric, the Netherlands: `countryCode` is a number in the WSDL
+RESPONSE_ELEMENTS = {
+    "getApiVersion": "getApiVersionResponse",
+    "getCurrentSyncMarkers": "getCurrentSyncMarkersResponse",
+    "getCurrentSyncMarkersV2": "GetCurrentSyncMarkersV2Response",
+    "getReceipts": "GetReceiptsResponse",
+    "getReceipt": "GetReceiptResponse",
+    "getBranches": "getBranchesResponse",
+    "getPaymentMethods": "GetPaymentMethodsResponse",
+    "getVatGroupList": "getVatGroupListResponse",
+    "getWebhookConsumers": "GetWebhookConsumersResponse",
+}
+"""Each call's response element as the WSDL's `<message>` names it: the case differs per call."""
 EMPLOYEES = ((7, "Sanne"), (3, "Daan"), (12, "Fatima"), (5, "Joost"))
 _MAX_CONTROL_BODY = 1_000_000
 _POLL = 0.02
@@ -217,6 +239,11 @@ def _as_line(value: SimLine | Mapping[str, Any]) -> SimLine:
     return line
 
 
+def _check_enum(name: str, value: str, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} is one of {', '.join(allowed)} (the WSDL's values)")
+
+
 def sale_total(lines: Sequence[SimLine | Mapping[str, Any]]) -> int:
     """What a sale of these lines comes to (incl. VAT, cents): to split a payment in advance."""
     return sum(_price_line(_as_line(line), "").total for line in lines)
@@ -250,6 +277,7 @@ class KassaSimulator:
         seed: int | None = None,
         *,
         vat_percentage_scale: int = 1,
+        webhook_consumers: Sequence[SimConsumer | Mapping[str, Any]] = (),
     ) -> None:
         self.ident = ident
         self.secret = secret
@@ -257,6 +285,7 @@ class KassaSimulator:
         self.workplaces = tuple(workplaces)
         self.vat_percentage_scale = vat_percentage_scale
         self.faults = Faults()
+        self.webhook_consumers = [SimConsumer.of(c) for c in webhook_consumers]
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._receipts: dict[str, _Receipt] = {}
@@ -336,6 +365,8 @@ class KassaSimulator:
             raise ValueError(
                 f"workplace {workplace} is not one of {list(self.workplaces)}"
             )
+        _check_enum("type", receipt_type, RECEIPT_TYPES)
+        _check_enum("state", state, RECEIPT_STATES)
         with self._lock:
             specs = [_as_line(x) for x in lines] if lines else self._random_lines()
             priced = tuple(_price_line(spec, self._uuid()) for spec in specs)
@@ -395,6 +426,7 @@ class KassaSimulator:
     def settle(self, receipt_id: str, state: str = "RECEIPT-STATE-PAID") -> None:
         """The POS changes a receipt's state (a partly paid sale paid in full, …): it comes
         back under a new syncMarker."""
+        _check_enum("state", state, RECEIPT_STATES)
         with self._lock:
             self._marker += 1
             self._receipts[receipt_id] = replace(
@@ -480,12 +512,12 @@ class KassaSimulator:
             "getBranches": self._branches,
             "getPaymentMethods": self._payment_methods,
             "getVatGroupList": self._vat_group_list,
+            "getWebhookConsumers": self._webhook_consumers,
         }
         handler = handlers.get(operation)
         if handler is None:
             raise LookupError(operation)
-        element = operation[0].upper() + operation[1:] + "Response"
-        return element, handler(request)
+        return RESPONSE_ELEMENTS[operation], handler(request)
 
     def _api_version(self, _: Element) -> dict[str, Any]:
         return {
@@ -498,9 +530,15 @@ class KassaSimulator:
             "slaveApiType": "NO-SLAVE-API",
         }
 
-    def _sync_markers(self, _: Element) -> dict[str, Any]:
+    def _sync_markers(self, call: Element) -> dict[str, Any]:
+        """V2: the receipt's and order's markers (every one is optional there); V1: every
+        marker the WSDL requires of it."""
         with self._lock:
-            return {"receiptSyncMarker": self._marker, "orderSyncMarker": 0}
+            receipt = self._marker
+        if local_name(call.tag) == "getCurrentSyncMarkersV2":
+            return {"receiptSyncMarker": receipt, "orderSyncMarker": 0}
+        return {"articleSyncMarker": 0, "relationSyncMarker": 0, "employeeSyncMarker": 0,
+                "invoiceSyncMarker": 0, "receiptSyncMarker": receipt, "orderSyncMarker": 0}
 
     def _get_receipts(self, call: Element) -> dict[str, Any]:
         request = child(call, "request")
@@ -542,6 +580,7 @@ class KassaSimulator:
             {
                 "workplaceNumber": n,
                 "workplaceName": f"Kassa {n}",
+                "isMobile": False,
                 "workplaceType": "STANDARD",
             }
             for n in self.workplaces
@@ -549,13 +588,18 @@ class KassaSimulator:
         branch = {
             "branchNumber": self.branch,
             "branchName": "Winkel Utrecht Centrum",
+            "abbreviation": "UTC",
             "workplaces": {"workplace": workplaces},
+            "countryCode": COUNTRY_CODE,
+            "countryIso3": "NLD",
+            "countryName": "Nederland",
         }
         return {"branches": {"branch": [branch]}}
 
     def _payment_methods(self, _: Element) -> dict[str, Any]:
         methods = [
-            {"method": code, "description": desc, "buttonText": desc, "type": kind}
+            {"method": code, "description": desc, "buttonText": desc,
+             "allowNegativeAmount": True, "active": True, "type": kind}
             for code, (desc, kind) in PAYMENT_METHODS.items()
         ]
         return {"paymentMethodList": {"paymentMethod": methods}}
@@ -564,14 +608,28 @@ class KassaSimulator:
         groups = [
             {
                 "branchNumber": self.branch,
-                "countryCode": "NL",
+                "countryCode": COUNTRY_CODE,
                 "countryIso3": "NLD",
                 "vatCode": code,
                 "vatPercentage": rate * self.vat_percentage_scale,
             }
             for rate, code in VAT_CODES.items()
         ]
-        return {"vatGroupList": {"vatGroup": groups}}
+        return {"vatGroup": groups}
+
+    def _webhook_consumers(self, call: Element) -> dict[str, Any]:
+        request = child(call, "request")
+        key = child(request, "workplace") if request is not None else None
+        if key is None:
+            raise ValueError("getWebhookConsumers needs request/workplace")
+        branch = int(text(key, "branchNumber") or 0)
+        workplace = int(text(key, "workplaceNumber") or 0)
+        consumers = [
+            c.xml(branch, workplace)
+            for c in list(self.webhook_consumers)
+            if branch == self.branch and c.resolved_for(workplace)
+        ]
+        return {"webhookConsumerList": {"webhookConsumer": consumers}}
 
     def _receipt_xml(self, r: _Receipt, with_lines: bool) -> dict[str, Any]:
         scale = self.vat_percentage_scale
@@ -750,6 +808,8 @@ class _Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         if path == "/_sim/receipts":
             self._json(200, self.sim.receipts())
+        elif path == "/_sim/webhook-consumers":
+            self._json(200, [asdict(c) for c in self.sim.webhook_consumers])
         elif path == "/_sim/faults":
             self._json(200, self.sim.faults.snapshot())
         else:
@@ -775,6 +835,7 @@ class _Handler(BaseHTTPRequestHandler):
                 str(data.get("receipt_id")), str(data.get("state", "RECEIPT-STATE-PAID"))),
             "/_sim/clock": self._set_clock,
             "/_sim/faults": self._set_faults,
+            "/_sim/webhook-consumers": self._set_webhook_consumers,
         }
         action = actions.get(path)
         if action is None:
@@ -816,6 +877,14 @@ class _Handler(BaseHTTPRequestHandler):
                 raise ValueError("timezone is offset, zero or negated")
             self.sim.timezone_field = str(data["timezone"])
         return {"offset": self.sim.clock_offset, "timezone": self.sim.timezone_field}
+
+    def _set_webhook_consumers(self, data: dict[str, Any]) -> dict[str, Any]:
+        """`{"consumers": [{"endpoint_url": …, "subscription_id": …, …}]}` replaces them all."""
+        consumers = data.get("consumers")
+        if not isinstance(consumers, list):
+            raise TypeError("expected {\"consumers\": [...]}")
+        self.sim.webhook_consumers = [SimConsumer.of(c) for c in consumers]
+        return {"consumers": len(self.sim.webhook_consumers)}
 
     def _set_faults(self, data: dict[str, Any]) -> dict[str, Any]:
         self.sim.faults.update(data)
