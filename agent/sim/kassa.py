@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import parse_qs, urlsplit
 from xml.etree.ElementTree import Element
 from zoneinfo import ZoneInfo
@@ -49,6 +49,9 @@ from agent.kassa.soap import (
     response_envelope,
     text,
 )
+
+if TYPE_CHECKING:
+    from agent.sim.till import Till
 
 POS_ZONE = ZoneInfo("Europe/Amsterdam")
 VAT_CODES = {21: 1, 9: 2, 0: 3}
@@ -149,6 +152,7 @@ class _Line:
     discount: int
     total: int
     total_excl: int
+    webhook_line_id: str | None = None  # the till session's lineId (`webhookData`)
 
 
 @dataclass(frozen=True)
@@ -267,6 +271,7 @@ class KassaSimulator:
         self._stopping = threading.Event()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self.till: Till | None = None  # the till-session player (agent.sim.till) attached
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -324,6 +329,7 @@ class KassaSimulator:
         receipt_type: str = "RECEIPT-TYPE-RECEIPT",
         state: str = "RECEIPT-STATE-PAID",
         branch: int | None = None,
+        webhook_line_ids: Sequence[str | None] | None = None,
     ) -> str:
         """Book a sale at `workplace`; random realistic content unless given.
 
@@ -331,7 +337,9 @@ class KassaSimulator:
         books it that many seconds from now instead (a payment that completes a moment later).
         `delay`: the API shows it only that many seconds from now, under the syncMarker it got
         now (a till that replicates late). `receipt_type`, `state` and `branch` make cash
-        inflows, unpaid or partly paid sales and other branches' receipts."""
+        inflows, unpaid or partly paid sales and other branches' receipts.
+        `webhook_line_ids`: per given line, the till session's lineId its `webhookData` carries
+        (a sale played through webhooks, `agent.sim.till`); None for a line without one."""
         if workplace not in self.workplaces:
             raise ValueError(
                 f"workplace {workplace} is not one of {list(self.workplaces)}"
@@ -339,6 +347,11 @@ class KassaSimulator:
         with self._lock:
             specs = [_as_line(x) for x in lines] if lines else self._random_lines()
             priced = tuple(_price_line(spec, self._uuid()) for spec in specs)
+            if webhook_line_ids is not None:
+                if len(webhook_line_ids) != len(priced):
+                    raise ValueError("one webhook line id (or None) per line")
+                priced = tuple(replace(line, webhook_line_id=hook)
+                               for line, hook in zip(priced, webhook_line_ids, strict=True))
             total = sum(line.total for line in priced)
             paid = (
                 _resolve_payments(total, payments)
@@ -672,6 +685,7 @@ class KassaSimulator:
                 "totalExclAmount": x.total_excl,
                 "priceType": "PRICE-TYPE-ARTICLE",
             },
+            "webhookData": {"webhookLineId": x.webhook_line_id} if x.webhook_line_id else None,
         }
 
     def _summary(self, r: _Receipt) -> dict[str, Any]:
@@ -752,6 +766,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(200, self.sim.receipts())
         elif path == "/_sim/faults":
             self._json(200, self.sim.faults.snapshot())
+        elif path == "/_sim/screen" and self.sim.till is not None:
+            self._json(200, self.sim.till.screen_json())
         else:
             self._send(405, b"", "text/plain")
 
@@ -777,6 +793,8 @@ class _Handler(BaseHTTPRequestHandler):
             "/_sim/faults": self._set_faults,
         }
         action = actions.get(path)
+        if action is None and self.sim.till is not None:
+            action = self.sim.till.control(path)
         if action is None:
             self._json(404, {"error": f"no control endpoint {path}"})
             return
