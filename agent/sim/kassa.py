@@ -766,8 +766,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(200, self.sim.receipts())
         elif path == "/_sim/faults":
             self._json(200, self.sim.faults.snapshot())
-        elif path == "/_sim/screen" and self.sim.till is not None:
-            self._json(200, self.sim.till.screen_json())
+        elif self.sim.till is not None and (view := self.sim.till.view(path)) is not None:
+            self._json(200, view)
         else:
             self._send(405, b"", "text/plain")
 
