@@ -954,13 +954,21 @@ def _trickle(sim: KassaSimulator) -> Iterator[bytes]:
 
 
 def serve_forever_cli(
-    port: int, ident: str, secret: str, auto_sales_per_minute: float = 0.0
+    port: int, ident: str, secret: str, auto_sales_per_minute: float = 0.0,
+    webhook: Mapping[str, Any] | None = None,
 ) -> None:
-    """`boniq-agent sim kassa`: serve until SIGINT/SIGTERM, optionally booking sales by itself."""
+    """`boniq-agent sim kassa`: serve until SIGINT/SIGTERM, optionally booking sales by itself.
+
+    `webhook`: keyword arguments of `agent.sim.till.Till` (webhook_url, key, subscription_id,
+    …): a till player plays sessions to that URL through the `/_sim/session/…` endpoints."""
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     sim = KassaSimulator(ident=ident, secret=secret)
+    if webhook:
+        from agent.sim.till import Till
+
+        Till(sim=sim, **webhook)
     url = sim.start(port)
     print(
         f"MplusKASSA simulator on {url} (branch {sim.branch}, workplaces "
@@ -968,6 +976,9 @@ def serve_forever_cli(
         '{"workplace": 2}',
         flush=True,
     )
+    if sim.till is not None:
+        print(f"till sessions to {sim.till.webhook_url}/EVENT: POST {url}_sim/session/start "
+              '{"workplace": 2}, screen: GET ' f"{url}_sim/screen", flush=True)
     rng = random.Random()
     try:
         while not stop.is_set():
