@@ -18,7 +18,8 @@ Control endpoints for other processes (JSON): `POST /_sim/book {"workplace": 2, 
 "delay": 0, "type": "RECEIPT-TYPE-RECEIPT", "state": "RECEIPT-STATE-PAID", "branch": 1}`,
 `POST /_sim/credit {"receipt_id": …, "after": 3}`, `POST /_sim/settle {"receipt_id": …}`,
 `POST /_sim/clock {"offset": -5, "timezone": "zero"}`, `POST /_sim/faults {"hang": true, …}`,
-`GET /_sim/faults`, `GET /_sim/receipts`.
+`GET /_sim/faults`, `GET /_sim/receipts`; with a till player attached (`agent.sim.till`), its
+`POST /_sim/session/…`, `POST /_sim/till/…` and `GET /_sim/screen` endpoints.
 """
 
 from __future__ import annotations

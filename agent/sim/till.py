@@ -167,7 +167,10 @@ class SessionLine:
 
 
 @dataclass
-class _Reply:
+class Reply:
+    """How the till took the answer to one request: `outcome` as in ScreenEntry ("ok" for a
+    non-blocking event), the screen texts, and the reply's JSON when it was accepted."""
+
     outcome: str
     code: str | None = None
     cashier: str = ""
@@ -318,7 +321,7 @@ class Till:
         event: str,
         session: Mapping[str, Any] | None,
         details: Mapping[str, Any] | None = None,
-    ) -> tuple[dict[str, Any], Delivery, _Reply]:
+    ) -> tuple[dict[str, Any], Delivery, Reply]:
         """Send one event now: the envelope, `session` and `{event: details}` when given.
 
         The low-level door for events the session API does not play (pauseSession, …)."""
@@ -344,7 +347,7 @@ class Till:
             delivery, reply = self._exchange(pos.workplace, event, request, duplicate=False)
         return request, delivery, reply
 
-    def repeat(self, workplace: int, event: str, request: Mapping[str, Any]) -> tuple[Delivery, _Reply]:
+    def repeat(self, workplace: int, event: str, request: Mapping[str, Any]) -> tuple[Delivery, Reply]:
         """Send `request` again byte for byte (same eventCounter): a duplicated delivery."""
         pos = self._pos_of(workplace)
         with pos.lock:
@@ -352,17 +355,17 @@ class Till:
 
     def _exchange(
         self, workplace: int, event: str, request: dict[str, Any], *, duplicate: bool
-    ) -> tuple[Delivery, _Reply]:
+    ) -> tuple[Delivery, Reply]:
         blocking = bool(request["event"]["eventBlocking"])
         status, headers, body = self._send(event, _dump(request))
         if status is None:
-            reply = _Reply(NO_ANSWER)
+            reply = Reply(NO_ANSWER)
         elif status == 400:
             reply = _endpoint_error(body)
         elif status != 200:
-            reply = _Reply(f"{ENDPOINT_ERROR} HTTP-{status}", f"HTTP-{status}")
+            reply = Reply(f"{ENDPOINT_ERROR} HTTP-{status}", f"HTTP-{status}")
         elif not blocking:
-            reply = _Reply("ok")
+            reply = Reply("ok")
         else:
             reply = self._read_reply(event, headers, body)
         session_id = str(request.get("session", {}).get("sessionId", ""))
@@ -389,10 +392,10 @@ class Till:
             return None, {}, b""
         return answer.status, answer.headers, answer.body
 
-    def _read_reply(self, event: str, headers: Mapping[str, str], body: bytes) -> _Reply:
+    def _read_reply(self, event: str, headers: Mapping[str, str], body: bytes) -> Reply:
         """A 200 reply to a blocking event: signature, JSON, shape, then its screen texts."""
         if not body.strip():
-            return _Reply(NOT_RECOGNIZED if event == "scanCode" else ACCEPTED)  # allowed, §1.6
+            return Reply(NOT_RECOGNIZED if event == "scanCode" else ACCEPTED)  # allowed, §1.6
         given = headers.get(signature.HEADER)
         if not given:
             return _bad("INVALID_SIGNATURE", "the reply has no X-Mplus-Signature")
@@ -408,7 +411,7 @@ class Till:
         return _applied(event, data)
 
     def _error_request(
-        self, workplace: int, event: str, original: dict[str, Any], reply: _Reply
+        self, workplace: int, event: str, original: dict[str, Any], reply: Reply
     ) -> None:
         """POST the error and the original event to the same URL. The wrapping key `original` is
         not documented by MplusKASSA (a third-party receiver unwraps it, reference §1.9)."""
@@ -700,7 +703,7 @@ class TillSession:
         self._remember(event, request, delivery)
         return self._apply(event, request, reply)
 
-    def _apply(self, event: str, request: Mapping[str, Any], reply: _Reply) -> ScreenEntry:
+    def _apply(self, event: str, request: Mapping[str, Any], reply: Reply) -> ScreenEntry:
         body = reply.body
         if isinstance(body.get("scanCode"), dict) and reply.outcome == RECOGNIZED:
             number = body["scanCode"].get("relationNumber")
@@ -758,11 +761,11 @@ def _dump(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def _bad(code: str, message: str) -> _Reply:
-    return _Reply(f"{BAD_REPLY} {code}", code, message)
+def _bad(code: str, message: str) -> Reply:
+    return Reply(f"{BAD_REPLY} {code}", code, message)
 
 
-def _endpoint_error(body: bytes) -> _Reply:
+def _endpoint_error(body: bytes) -> Reply:
     """A 400: the endpoint rejected the request with `{"error": {"code", "message"}}`."""
     code, message = "?", ""
     try:
@@ -772,7 +775,7 @@ def _endpoint_error(body: bytes) -> _Reply:
     except (ValueError, AttributeError, RecursionError):
         pass
     cashier = f"webhook error {code}" + (f": {message}" if message else "")
-    return _Reply(f"{ENDPOINT_ERROR} {code}", code, cashier)
+    return Reply(f"{ENDPOINT_ERROR} {code}", code, cashier)
 
 
 def _shape_problem(data: Any) -> str | None:
@@ -805,7 +808,7 @@ def _shape_problem(data: Any) -> str | None:
     return None
 
 
-def _applied(event: str, data: dict[str, Any]) -> _Reply:
+def _applied(event: str, data: dict[str, Any]) -> Reply:
     cashier: list[str] = []
     customer: list[str] = []
     scan = data.get("scanCode") or {}
@@ -822,7 +825,7 @@ def _applied(event: str, data: dict[str, Any]) -> _Reply:
         outcome = RECOGNIZED if scan.get("recognized") is True else NOT_RECOGNIZED
     else:
         outcome = ACCEPTED
-    return _Reply(outcome, None, "\n".join(cashier), "\n".join(customer), data)
+    return Reply(outcome, None, "\n".join(cashier), "\n".join(customer), data)
 
 
 def _spec(
