@@ -687,6 +687,10 @@ class TillSession:
         self.last = delivery
         return delivery
 
+    def screen(self) -> list[ScreenEntry]:
+        """What the till's screens showed for this session, oldest first."""
+        return [e for e in self.till.screen(self.workplace) if e.session_id == self.session_id]
+
     def to_json(self) -> dict[str, Any]:
         return {
             "session_id": self.session_id, "workplace": self.workplace, "state": self.state,

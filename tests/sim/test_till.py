@@ -217,6 +217,7 @@ def test_a_recognised_scan_shows_both_messages_and_a_foreign_code_does_not(
         ("scanCode", "recognized", 3, session.session_id),
     ]
     assert shown[1]["customer"] == "BONIQ: uw bon komt in de app"
+    assert session.screen() == [article, boniq]
     till.close()
 
 
