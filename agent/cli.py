@@ -302,8 +302,20 @@ def cmd_sim_kassa(args: argparse.Namespace) -> int:
     from agent.sim import kassa
 
     logs.setup("info")
-    kassa.serve_forever_cli(args.port, args.ident, args.secret,
-                            auto_sales_per_minute=args.auto_sales)
+    webhook = None
+    if args.webhook_url:
+        if not (args.webhook_key and args.subscription_id):
+            print("--webhook-url needs --webhook-key and --subscription-id", file=sys.stderr)
+            return EXIT_USAGE
+        webhook = {"webhook_url": args.webhook_url, "key": args.webhook_key,
+                   "subscription_id": args.subscription_id, "key_form": args.webhook_key_form,
+                   "timeout": args.webhook_timeout}
+    try:
+        kassa.serve_forever_cli(args.port, args.ident, args.secret,
+                                auto_sales_per_minute=args.auto_sales, webhook=webhook)
+    except ValueError as exc:  # a webhook URL off loopback, a key that is not Base64
+        print(f"boniq-agent sim kassa: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     return EXIT_OK
 
 
@@ -433,6 +445,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--secret", default="demo-secret", help="the API secret it accepts")
     q.add_argument("--auto-sales", type=float, default=0.0, metavar="PER_MINUTE",
                    help="book random sales at random workplaces")
+    q.add_argument("--webhook-url", metavar="URL",
+                   help="play till sessions to this loopback webhook base URL")
+    q.add_argument("--webhook-key", metavar="KEY", help="the webhook secret key")
+    q.add_argument("--subscription-id", metavar="ID", help="the webhook subscription id")
+    q.add_argument("--webhook-key-form", choices=("base64", "text"), default="base64",
+                   help="HMAC key: the key's Base64-decoded bytes (default) or its text")
+    q.add_argument("--webhook-timeout", type=float, default=5.0, metavar="SECONDS",
+                   help="how long the till waits for a blocking reply (default 5)")
     q.set_defaults(func=cmd_sim_kassa)
     q = sims.add_parser("cloud", help="BONIQ cloud ingest API simulator on loopback",
                         description="BONIQ cloud ingest API simulator on loopback")

@@ -22,7 +22,8 @@ Control endpoints for other processes (JSON): `POST /_sim/book {"workplace": 2, 
 "delay": 0, "type": "RECEIPT-TYPE-RECEIPT", "state": "RECEIPT-STATE-PAID", "branch": 1}`,
 `POST /_sim/credit {"receipt_id": …, "after": 3}`, `POST /_sim/settle {"receipt_id": …}`,
 `POST /_sim/clock {"offset": -5, "timezone": "zero"}`, `POST /_sim/faults {"hang": true, …}`,
-`GET /_sim/faults`, `GET /_sim/receipts`.
+`GET /_sim/faults`, `GET /_sim/receipts`; with a till player attached (`agent.sim.till`), its
+`POST /_sim/session/…`, `POST /_sim/till/…` and `GET /_sim/screen` endpoints.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import parse_qs, urlsplit
 from xml.etree.ElementTree import Element
 from zoneinfo import ZoneInfo
@@ -54,6 +55,9 @@ from agent.kassa.soap import (
     text,
 )
 from agent.sim.consumers import SimConsumer
+
+if TYPE_CHECKING:
+    from agent.sim.till import Till
 
 POS_ZONE = ZoneInfo("Europe/Amsterdam")
 VAT_CODES = {21: 1, 9: 2, 0: 3}
@@ -171,6 +175,7 @@ class _Line:
     discount: int
     total: int
     total_excl: int
+    webhook_line_id: str | None = None  # the till session's lineId (`webhookData`)
 
 
 @dataclass(frozen=True)
@@ -296,6 +301,7 @@ class KassaSimulator:
         self._stopping = threading.Event()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self.till: Till | None = None  # the till-session player (agent.sim.till) attached
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -353,6 +359,7 @@ class KassaSimulator:
         receipt_type: str = "RECEIPT-TYPE-RECEIPT",
         state: str = "RECEIPT-STATE-PAID",
         branch: int | None = None,
+        webhook_line_ids: Sequence[str | None] | None = None,
     ) -> str:
         """Book a sale at `workplace`; random realistic content unless given.
 
@@ -360,7 +367,9 @@ class KassaSimulator:
         books it that many seconds from now instead (a payment that completes a moment later).
         `delay`: the API shows it only that many seconds from now, under the syncMarker it got
         now (a till that replicates late). `receipt_type`, `state` and `branch` make cash
-        inflows, unpaid or partly paid sales and other branches' receipts."""
+        inflows, unpaid or partly paid sales and other branches' receipts.
+        `webhook_line_ids`: per given line, the till session's lineId its `webhookData` carries
+        (a sale played through webhooks, `agent.sim.till`); None for a line without one."""
         if workplace not in self.workplaces:
             raise ValueError(
                 f"workplace {workplace} is not one of {list(self.workplaces)}"
@@ -370,6 +379,11 @@ class KassaSimulator:
         with self._lock:
             specs = [_as_line(x) for x in lines] if lines else self._random_lines()
             priced = tuple(_price_line(spec, self._uuid()) for spec in specs)
+            if webhook_line_ids is not None:
+                if len(webhook_line_ids) != len(priced):
+                    raise ValueError("one webhook line id (or None) per line")
+                priced = tuple(replace(line, webhook_line_id=hook)
+                               for line, hook in zip(priced, webhook_line_ids, strict=True))
             total = sum(line.total for line in priced)
             paid = (
                 _resolve_payments(total, payments)
@@ -730,6 +744,7 @@ class KassaSimulator:
                 "totalExclAmount": x.total_excl,
                 "priceType": "PRICE-TYPE-ARTICLE",
             },
+            "webhookData": {"webhookLineId": x.webhook_line_id} if x.webhook_line_id else None,
         }
 
     def _summary(self, r: _Receipt) -> dict[str, Any]:
@@ -812,6 +827,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(200, [asdict(c) for c in self.sim.webhook_consumers])
         elif path == "/_sim/faults":
             self._json(200, self.sim.faults.snapshot())
+        elif self.sim.till is not None and (view := self.sim.till.view(path)) is not None:
+            self._json(200, view)
         else:
             self._send(405, b"", "text/plain")
 
@@ -838,6 +855,8 @@ class _Handler(BaseHTTPRequestHandler):
             "/_sim/webhook-consumers": self._set_webhook_consumers,
         }
         action = actions.get(path)
+        if action is None and self.sim.till is not None:
+            action = self.sim.till.control(path)
         if action is None:
             self._json(404, {"error": f"no control endpoint {path}"})
             return
@@ -1005,13 +1024,21 @@ def _trickle(sim: KassaSimulator) -> Iterator[bytes]:
 
 
 def serve_forever_cli(
-    port: int, ident: str, secret: str, auto_sales_per_minute: float = 0.0
+    port: int, ident: str, secret: str, auto_sales_per_minute: float = 0.0,
+    webhook: Mapping[str, Any] | None = None,
 ) -> None:
-    """`boniq-agent sim kassa`: serve until SIGINT/SIGTERM, optionally booking sales by itself."""
+    """`boniq-agent sim kassa`: serve until SIGINT/SIGTERM, optionally booking sales by itself.
+
+    `webhook`: keyword arguments of `agent.sim.till.Till` (webhook_url, key, subscription_id,
+    …): a till player plays sessions to that URL through the `/_sim/session/…` endpoints."""
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     sim = KassaSimulator(ident=ident, secret=secret)
+    if webhook:
+        from agent.sim.till import Till
+
+        Till(sim=sim, **webhook)
     url = sim.start(port)
     print(
         f"MplusKASSA simulator on {url} (branch {sim.branch}, workplaces "
@@ -1019,6 +1046,9 @@ def serve_forever_cli(
         '{"workplace": 2}',
         flush=True,
     )
+    if sim.till is not None:
+        print(f"till sessions to {sim.till.webhook_url}/EVENT: POST {url}_sim/session/start "
+              '{"workplace": 2}, screen: GET ' f"{url}_sim/screen", flush=True)
     rng = random.Random()
     try:
         while not stop.is_set():
