@@ -155,7 +155,10 @@ class Poller:
         sightings += [Sighting(u.receipt_id, u.workplace, None, u.sync_marker or 0, "unreadable")
                       for u in unreadable if u.receipt_id and u.receipt_id not in before]
         self._log_unreadable(unreadable)
-        claims = [c for c in self.store.pending_claims() if c.scanned_at < fetched.started]
+        # A polling claim is judged by polls that began after its scan; a session claim by any
+        # poll, since its session's receipt may be read by a poll that began before the scan.
+        claims = [c for c in self.store.pending_claims()
+                  if c.session_id is not None or c.scanned_at < fetched.started]
         view = PollView(
             seen=seen, claims=claims, past=self._past(claims),
             fenced=frozenset(c.id for c in claims if c.fence_marker is None)

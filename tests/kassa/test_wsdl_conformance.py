@@ -7,6 +7,8 @@ real simulator, over HTTP on 127.0.0.1. Skipped, with the reason, where the WSDL
 
 from __future__ import annotations
 
+import uuid
+
 from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from typing import Any
@@ -92,6 +94,8 @@ def book_every_variant(sim: KassaSimulator) -> list[str]:
     ids.append(sim.book_sale(4, at=sim.pos_now() - timedelta(hours=30)))
     ids.append(sim.book_sale(1, after=5))
     sim.settle(ids[-6], "RECEIPT-STATE-HANDLED")
+    ids.append(sim.book_sale(2, lines=[plu, zero_rated],  # a webhook session's receipt
+                             webhook_line_ids=[str(uuid.uuid4()), str(uuid.uuid4())]))
     return ids
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import requests
 
-from agent.kassa import signature, soap
+from agent.kassa import signature
 from agent.kassa.client import KassaClient
 from agent.listener import Handler, Limits, serve
 from agent.sim.kassa import KassaSimulator
@@ -142,18 +142,10 @@ def _till(sim: KassaSimulator, receiver: Receiver, **options: Any) -> Till:
 
 
 def _webhook_line_ids(client: KassaClient, receipt_id: str) -> list[str | None]:
-    """The receipt's lines' webhookData.webhookLineId, read from a getReceipts answer."""
-    answer = client._call("getReceipts", {"request": {
-        "syncMarker": 0, "syncMarkerLimit": 100, "branchNumbers": [1],
-        "articlePluNumbers": {}, "articleBarcodes": {}, "includeLineList": True}})
-    receipt = next(r for r in soap.descendants(answer, "receipt", having="receiptId")
-                   if soap.text(r, "receiptId") == receipt_id)
-    lines = soap.descendants(receipt, "line", having="lineId")
-    found: list[str | None] = []
-    for line in lines:
-        data = soap.child(line, "webhookData")
-        found.append(None if data is None else soap.text(data, "webhookLineId"))
-    return found
+    """The receipt's lines' webhookData.webhookLineId, as the agent's client reads them."""
+    receipt = client.get_receipt(receipt_id)
+    assert receipt is not None
+    return [line.webhook_line_id for line in receipt.lines]
 
 
 @pytest.mark.parametrize("form", ["base64", "text"])
