@@ -37,13 +37,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from agent_harness import customer_code  # noqa: E402
+from agent_harness import Agent, customer_code, free_port, wait_until  # noqa: E402
 
 from agent import config as agent_config  # noqa: E402
 from agent import logs  # noqa: E402
 from agent.kassa import signature, webhooks  # noqa: E402
 from agent.listener import Handler, serve  # noqa: E402
 from agent.queue.store import Store  # noqa: E402
+from agent.sim.cloud import CloudSimulator  # noqa: E402
+from agent.sim.kassa import KassaSimulator  # noqa: E402
+from agent.sim.till import Till  # noqa: E402
+
+DELIVERY_TARGET_S = 0.5
 
 KEY = base64.b64encode(b"bench-webhook-key-32-bytes-long!").decode()
 SIGNING = signature.keys(KEY)[0]
@@ -125,6 +130,48 @@ def bench_scans(count: int) -> None:
           f"{'met' if percentile(agent, 0.99) <= 0.05 else 'MISSED'}")
 
 
+def delivery_latencies(sessions: int, poll: float, seed: int) -> list[float]:
+    import random
+
+    rng = random.Random(seed)
+    samples = []
+    with tempfile.TemporaryDirectory() as folder, KassaSimulator(seed=seed) as kassa, \
+            CloudSimulator("demo-token") as cloud:
+        port = free_port()
+        agent = Agent(Path(folder), kassa.url, cloud.url, poll_interval=poll,
+                      extra="matching: {recent_sale_guard: 0}\n",  # sessions back to back
+                      kassa_options=f"webhooks: {{listen: '127.0.0.1:{port}',"
+                                    f" subscription_id: bench, key: '{KEY}'}}")
+        try:
+            agent.start()
+            agent.wait_ready()
+            with Till(f"http://127.0.0.1:{port}/mplus", KEY, "bench", sim=kassa) as till:
+                for n in range(sessions):
+                    session = till.start_session(2)
+                    session.add_line(1001)
+                    if not session.scan(customer_code(70_000 + n)).recognized:
+                        raise SystemExit(f"scan not recognized:\n{agent.log_text()[-3000:]}")
+                    session.start_payment()
+                    time.sleep(rng.uniform(0.0, poll))
+                    started = time.perf_counter()
+                    session.complete()
+                    wait_until(lambda k=n + 1: cloud.count() >= k, timeout=15,
+                               what="the receipt delivered")
+                    samples.append(time.perf_counter() - started)
+        finally:
+            agent.close()
+    return samples
+
+
+def report_deliveries(samples: list[float], poll: float) -> None:
+    p50, p95 = statistics.median(samples), percentile(samples, 0.95)
+    print(f"completeSession → delivered ({len(samples)} sessions, daemon subprocess,"
+          f" poll_interval {poll:g} s)")
+    print(f"  p50 {p50:.3f} s   p95 {p95:.3f} s   max {max(samples):.3f} s")
+    print(f"  ratio p95 / poll interval {p95 / poll:.2f}; target p95 <= {DELIVERY_TARGET_S} s: "
+          f"{'met' if p95 <= DELIVERY_TARGET_S else 'MISSED'}")
+
+
 def main() -> int:
     logs.setup("error")
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -136,6 +183,8 @@ def main() -> int:
     args = parser.parse_args()
     if not args.skip_scans:
         bench_scans(args.scans)
+    if not args.skip_delivery:
+        report_deliveries(delivery_latencies(args.sessions, args.poll, seed=1), args.poll)
     return 0
 
 
