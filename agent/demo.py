@@ -24,6 +24,7 @@ from agent.queue.store import Claim
 from agent.scanner.base import ScanEvent
 from agent.sim.cloud import CloudSimulator
 from agent.sim.kassa import KassaSimulator, SimLine, sale_total
+from agent.sim.till import Till
 
 TILL = 2
 WAIT = 20.0
@@ -32,12 +33,17 @@ PAYMENT = 4.0  # seconds from the scan to the booked sale: the customer's PIN pa
 ANNA = "BQ17K3M9QW4RT8ZP2C56"
 BRAM = "bram.dekker@example.nl"
 CHRIS = "https://app.boniq.nl/c/BQ1M9S346Q3D25VT4F56"
+DANA = "BQ1PX4R7C2NJ8KW3T5H0"
+WEBHOOK_KEY = "ZGVtby13ZWJob29rLWtleS1vZi10aGUtc2hvcC0zMmI="  # as the back office shows it
+SUBSCRIPTION = "boniq-demo"
 
 BASKET_ANNA = [SimLine(3001, "T-shirt zwart M", 1995, 21, plu="TS-M-BLK"),
                SimLine(1001, "Cappuccino", 350, 9, quantity=2),
                SimLine(4001, "Postzegels 10 stuks", 1010, 0)]
 BASKET_BRAM = [SimLine(2210, "Jong belegen kaas", 1290, 9, quantity=530, decimal_places=3),
                SimLine(2101, "Volkorenbrood heel", 289, 9, discount_pct=25)]
+BASKET_DANA = [SimLine(2300, "Verse jus d'orange 1 L", 349, 9),
+               SimLine(3410, "Paraplu", 1499, 21)]
 BASKET_CHRIS = [SimLine(3300, "Rioja Crianza 75 cl", 899, 21, quantity=2),
                 SimLine(3120, "AA-batterijen 4 stuks", 599, 21)]
 
@@ -47,7 +53,10 @@ def _config(kassa: KassaSimulator, cloud: CloudSimulator, data_dir: Path) -> Con
         "store": {"merchant_id": "demo-merchant", "branch": kassa.branch, "workplace": TILL,
                   "name": "Demo Winkel Utrecht"},
         "kassa": {"url": kassa.url, "ident": kassa.ident, "secret": kassa.secret,
-                  "poll_interval": 0.25},
+                  "poll_interval": 0.25,
+                  # webhook mode beside the scanners: the till's own scanner (customer 6)
+                  "webhooks": {"listen": "127.0.0.1:0", "subscription_id": SUBSCRIPTION,
+                               "key": WEBHOOK_KEY}},
         "cloud": {"url": cloud.url, "token": cloud.token},
         "data_dir": str(data_dir),
         "metrics": {"listen": ""},
@@ -177,11 +186,37 @@ class Demo:
         self.say(f"   till {TILL}: credit receipt booked for Anna's sale (no scan needed)")
         ok &= self.wait_for("credit receipt followed the original to Anna", self.delivered(4))
 
-        self.say("\n6. A customer without BONIQ pays at the till")
+        ok &= self.webhook_customer()
+
+        self.say("\n7. A customer without BONIQ pays at the till")
         self.unclaimed.add(self.pay([SimLine(2040, "Appeltaart", 450, 9)], ["CASH"], "apple pie, cash"))
         self.wait_for("the sale seen at the POS", lambda: self._seen(self.kassa.marker))
         self.say("   agent: no claim for this sale, so it stays in the shop")
         return ok
+
+    def webhook_customer(self) -> bool:
+        """Webhook mode: the cashier scans Dana's code with the till's own scanner; MplusKASSA
+        posts it to the agent, and the till's screens show the agent's answer."""
+        self.say("\n6. Dana's code is scanned with the till's own scanner (MplusKASSA webhooks)")
+        server = self.daemon.webhook_server
+        if server is None:
+            self.say("   webhook receiver: not running")
+            return False
+        with Till(f"http://127.0.0.1:{server.port}/mplus", WEBHOOK_KEY, SUBSCRIPTION,
+                  sim=self.kassa, workplaces=[TILL]) as till:
+            session = till.start_session(TILL)
+            for line in BASKET_DANA:
+                session.add_line(line)
+            entry = session.scan(DANA)
+            self.say(f"   till {TILL} screen, cashier: {entry.cashier}")
+            self.say(f"   till {TILL} screen, customer display: {entry.customer or '-'}")
+            session.start_payment()
+            session.complete(["PIN"])
+            self.say(f"   till {TILL}: session {session.session_id[:8]}… paid and completed,"
+                     " the agent reads its receipt at once")
+        return entry.recognized and self.wait_for(
+            "receipt delivered to Dana: its lines carry her session's line ids",
+            self.delivered(5))
 
     def interactive(self, stdin: TextIO) -> bool:
         self.wait_for("connected to the POS", lambda: self.daemon.poller.last_success is not None)

@@ -15,10 +15,12 @@ def test_scripted_demo_delivers_every_claimed_sale_and_nothing_else():
     result = demo()
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    assert "POS receipts booked: 5; delivered to customers: 4; unclaimed sales uploaded: 0" in out
+    assert "POS receipts booked: 6; delivered to customers: 5; unclaimed sales uploaded: 0" in out
     assert "REJECTED (looks like a product barcode" in out
     assert "credit receipt   4 till 2" in out and "CASH+PIN  → bram.dekker@example.nl" in out
     assert out.count("[till-sequence]") == 3 and out.count("[credit-link]") == 1
+    assert out.count("[pos-session]") == 1  # the customer whose code the till's scanner read
+    assert "customer display: BONIQ: uw bon komt in de app" in out
     assert "cashier screen (http://127.0.0.1:" in out and "Geaccepteerd b***@example.nl" in out
     assert "agent: the cashier screen shows it delivered" in out
 
