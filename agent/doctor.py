@@ -206,6 +206,7 @@ def _kassa(config: Config) -> Iterator[Check]:
         from agent import doctor_webhooks
 
         yield from doctor_webhooks.checks(client, config)
+        yield doctor_webhooks.self_test(config)
 
 
 def _branch(client, config: Config) -> Check:  # noqa: ANN001

@@ -24,7 +24,7 @@ from agent.sim.kassa import KassaSimulator
 LISTEN = "127.0.0.1:18091"
 SUBSCRIPTION = "boniq-shop-1"
 NAMES = ("webhooks", "webhook URL", "webhook id", "scanCode", "completeSession", "cancelSession",
-         "scan patterns")
+         "scan patterns", "webhook test")
 
 
 @pytest.fixture
@@ -71,12 +71,25 @@ def doctor(agent: Agent) -> tuple[int, dict[str, str], str]:
 def test_a_consumer_set_up_as_the_readme_says_is_all_ok(webhook_agent: Agent,
                                                         sims: tuple[KassaSimulator, Any]) -> None:
     sims[0].webhook_consumers = [SimConsumer.of(consumer())]
+    webhook_agent.start()
+    webhook_agent.wait_ready()
     code, found, out = doctor(webhook_agent)
     assert code == 0, out
-    for name in ("webhook URL", "webhook id", "scanCode", "completeSession", "scan patterns"):
+    for name in ("webhook URL", "webhook id", "scanCode", "completeSession", "scan patterns",
+                 "webhook test"):
         assert found[name].startswith("OK"), found.get(name, out)
     assert f"points at this agent ({LISTEN})" in found["webhook URL"]
     assert "cancelSession" not in found
+    assert webhook_agent.summary()["claims_by_state"]["pending"] == 0  # the test stored nothing
+
+
+def test_the_signed_test_event_says_when_the_agent_does_not_answer(
+        webhook_agent: Agent, sims: tuple[KassaSimulator, Any]) -> None:
+    sims[0].webhook_consumers = [SimConsumer.of(consumer())]
+    code, found, out = doctor(webhook_agent)  # the agent is not running
+    assert code == 1
+    assert found["webhook test"].startswith("FAIL") and "no answer from" in found["webhook test"]
+    assert "start the agent" in found["webhook test"]
 
 
 def test_no_consumer_for_the_workplace_is_a_fail_with_the_set_up(webhook_agent: Agent,
