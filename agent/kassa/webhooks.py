@@ -27,7 +27,7 @@ from typing import Any, Protocol, TypeGuard
 
 from agent import codes
 from agent.config import Config, WebhooksSection
-from agent.errors import CodeRejected, StoreError
+from agent.errors import AgentError, CodeRejected, StoreError
 from agent.kassa import signature
 from agent.listener import Handler, Limits, Server, serve
 from agent.logs import correlation, fields, get_logger, mask_code, new_correlation_id
@@ -105,7 +105,13 @@ class Receiver:
 
     def handle(self, path: str, headers: Any, body: bytes) -> tuple[Reply, signature.Key]:
         """The reply to one request, and the key to sign it with."""
-        keys = self.keys()
+        try:
+            keys = self.keys()
+        except AgentError as exc:  # the key file went away: the till must not see "recognized"
+            log.error("webhook request not handled: the key cannot be read", extra=fields(
+                reason=str(exc)))
+            return Reply(503, {"error": {"code": "NO_KEY", "message": "not handled"}}), \
+                signature.Key("text", b"")
         try:
             used = self._verify(headers, body, keys)
         except Refused as exc:
@@ -337,7 +343,12 @@ class _Handler(Handler):
     def do_POST(self) -> None:
         body = self.read_body()
         receiver: Receiver = self.context
-        reply, key = receiver.handle(self.path, self.headers, body)
+        try:
+            reply, key = receiver.handle(self.path, self.headers, body)
+        except Exception as exc:  # a bug must cost this request, not the listener
+            log.error("webhook request failed", extra=fields(error=type(exc).__name__))
+            reply, key = Reply(500, {"error": {"code": "INTERNAL", "message": "failed"}}), \
+                signature.Key("text", b"")
         data = json.dumps(reply.body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         self.reply(reply.status, data, "application/json",
                    {signature.HEADER: signature.sign(key, data)})
