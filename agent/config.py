@@ -31,6 +31,7 @@ log = get_logger(__name__)
 KASSA_CREDENTIAL = "kassa-secret"
 CLOUD_CREDENTIAL = "cloud-token"
 WEBHOOK_CREDENTIAL = "webhook-key"
+MIN_WEBHOOK_KEY = 16
 # The unit's LoadCredential= sources (systemd/boniq-agent.service): where check-config and doctor
 # look for the credentials when they run outside the service.
 UNIT_CREDENTIALS = {KASSA_CREDENTIAL: Path("/etc/boniq-agent/kassa-secret"),
@@ -69,8 +70,11 @@ class WebhooksSection(_Section):
                                      "de tweede code is niet gekoppeld", min_length=1,
                                      max_length=200)
     recent_sale_message: str = Field(default="BONIQ-code niet gekoppeld: er is net een verkoop "
-                                     "afgerond. Scan de code opnieuw bij het afrekenen",
-                                     min_length=1, max_length=200)
+                                     "afgerond. Hoort de code bij de klant die nu afrekent, scan"
+                                     " hem dan opnieuw", min_length=1, max_length=200)
+    previous_sale_message: str = Field(default="Deze BONIQ-code hoort bij de vorige verkoop; "
+                                       "deze verkoop is niet gekoppeld", min_length=1,
+                                       max_length=200)
 
 
 class KassaSection(_Section):
@@ -227,8 +231,13 @@ class Config(_Section):
         return self._secret(CLOUD_TOKEN)
 
     def webhook_key(self) -> str:
-        """The webhook subscription's secret key, as typed in the back office."""
-        return self._secret(WEBHOOK_KEY)
+        """The webhook subscription's secret key, as typed in the back office; a short one
+        (an empty key would let anyone sign) is a configuration error."""
+        key = self._secret(WEBHOOK_KEY)
+        if len(key) < MIN_WEBHOOK_KEY:
+            raise ConfigError(f"{self.where(WEBHOOK_KEY.key)}: the key has {len(key)} characters;"
+                              f" give the subscription a Secret Key of {MIN_WEBHOOK_KEY} or more")
+        return key
 
     def scanner_workplace(self, scanner: Any) -> int:
         return scanner.workplace if scanner.workplace is not None else self.store.workplace

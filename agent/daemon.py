@@ -188,7 +188,8 @@ class Daemon:
         return Poller(client, self.store, merchant_id=self.config.store.merchant_id,
                       branch=self.config.store.branch, matching=self.config.matching,
                       interval=kassa.poll_interval, batch=kassa.batch,
-                      store_name=self.config.store.name, events=self.reporter, clock=self.clock)
+                      store_name=self.config.store.name, events=self.reporter, clock=self.clock,
+                      webhooks=kassa.webhooks is not None)
 
     def _webhooks(self) -> Receiver | None:
         """The webhook source (kassa.webhooks); its key is read now, so a missing one stops

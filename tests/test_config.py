@@ -107,3 +107,16 @@ def test_defaults_follow_the_spec():
     assert cfg.matching.claim_ttl == 30 and cfg.matching.late_scan_window == 0
     assert cfg.metrics.listen == "127.0.0.1:9464"
     assert cfg.kassa.poll_interval == 1.0
+
+
+def test_a_webhook_key_too_short_to_keep_strangers_out_is_refused():
+    from agent.config import parse
+
+    config = parse("store: {merchant_id: m, branch: 1, workplace: 2}\n"
+                   "kassa: {url: 'http://127.0.0.1:1/', ident: i, secret: s,"
+                   " webhooks: {subscription_id: shop, key: ''}}\n"
+                   "cloud: {url: 'http://127.0.0.1:2/', token: t}\n")
+    with pytest.raises(ConfigError) as caught:
+        config.webhook_key()
+    assert "config.yaml:2: kassa.webhooks.key:" in str(caught.value)
+    assert "16 or more" in str(caught.value)

@@ -282,9 +282,10 @@ class _Till:
         recent = [s.receipt_id for s in self.events if s.kind == "sale" and s.receipt.is_paid
                   and s.receipt_id not in taken and s.timed and s.booked >= since
                   and self.m.order(s, claim) is Order.BEFORE]
-        recent += [p.receipt_id for p in self.past if not p.taken and p.booked_at >= since
-                    and p.receipt_id not in taken and p.receipt_id not in recent
-                    and p.booked_at <= claim.scanned_at + self.m.rules.clock_skew]
+        recent += [p.receipt_id for p in self.past if not p.taken and not p.session
+                   and p.booked_at >= since
+                   and p.receipt_id not in taken and p.receipt_id not in recent
+                   and p.booked_at <= claim.scanned_at + self.m.rules.clock_skew]
         others = [c for c in self._open() if c.id != claim.id and c.scanned_at >= since]
         if len(recent) == 1 and not others:
             self.d.late_takes.append((claim, recent[0]))

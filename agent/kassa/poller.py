@@ -28,9 +28,15 @@ from agent.queue.store import PollCommit, PollResult, Sighting, Store
 
 log = get_logger(__name__)
 
+UNKNOWN_SESSION = "unknown"
 REJECTED_RETRY = 60.0
 MAX_BACKOFF = 30.0
-RESERVED_TTL = 6 * 3600.0  # a claim waiting for its partly paid sale
+RESERVED_TTL = 6 * 3600.0  # a claim waiting for its partly paid sale, or its session's receipt
+# An open webhook session's claim, counted from the session's last event. Longer than claim_ttl,
+# which bounds a polling walk-away: a session's receipt cannot be anyone else's, a walk-away's
+# session is cancelled, and a slow card terminal or a till without line events must not cost
+# the receipt.
+OPEN_SESSION_TTL = 1800.0
 
 
 class PollEvents(Protocol):
@@ -61,11 +67,14 @@ class Poller:
         self, client: Any, store: Store, *, merchant_id: str, branch: int,
         matching: MatchingSection | None = None, interval: float = 1.0, batch: int = 100,
         store_name: str | None = None, events: PollEvents | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.time, webhooks: bool = False,
     ) -> None:
+        """`webhooks`: webhook mode is on, so a receipt whose lines carry webhook line ids was
+        booked in a session, and is never a polling claim's."""
         self.client = client
         self.store = store
         self.branch = branch
+        self.webhooks = webhooks
         self.interval = interval
         self.clock = clock
         self.events: PollEvents = events or NoEvents()
@@ -134,6 +143,9 @@ class Poller:
         ids += [u.receipt_id for u in fetched.unreadable if u.receipt_id]
         before = self.store.seen_before(ids)
         seen, sightings = [], []
+        fresh = [r for r in fetched.receipts
+                 if not (before.get(r.receipt_id) and before[r.receipt_id].done)]
+        sessions = self._sessions(fresh)
         for receipt in fetched.receipts:
             earlier = before.get(receipt.receipt_id)
             if earlier is not None and earlier.done:
@@ -144,11 +156,14 @@ class Poller:
             one = Seen(receipt, marker, receipt.booked_at.timestamp() - reference.clock_offset,
                        self._kind(receipt), late, timed=reference.clock_known)
             seen.append(one)
+            link = sessions.get(receipt.receipt_id)
             sightings.append(Sighting(receipt.receipt_id, receipt.workplace,
                                       one.booked if one.timed else None,
                                       one.first_marker, one.kind,
-                                      done=receipt.is_paid or one.kind == "other",
-                                      total=receipt.total_incl, late=late))
+                                      done=(receipt.is_paid or one.kind == "other")
+                                      and (link is None or link.state != UNKNOWN_SESSION),
+                                      total=receipt.total_incl, late=late,
+                                      session=link is not None))
         unreadable = [u for u in fetched.unreadable  # once each, though the overlap reads it again
                       if u.receipt_id is None or u.receipt_id not in before
                       or before[u.receipt_id].kind != "unreadable"]
@@ -164,7 +179,7 @@ class Poller:
             fenced=frozenset(c.id for c in claims if c.fence_marker is None)
             if fetched.caught_up else frozenset(),
             unreadable=[u.workplace for u in unreadable],
-            credited_to=self._credited_to(seen), sessions=self._sessions(seen))
+            credited_to=self._credited_to(seen), sessions=sessions)
         return view, sightings
 
     def _kind(self, receipt: Receipt) -> str:
@@ -180,19 +195,23 @@ class Poller:
         return self.store.past_sales(sorted({c.workplace for c in claims}),
                                      min(c.scanned_at for c in claims) - back)
 
-    def _sessions(self, seen: Sequence[Seen]) -> dict[str, SessionLink]:
+    def _sessions(self, receipts: Sequence[Receipt]) -> dict[str, SessionLink]:
         """The webhook session of each receipt whose lines carry a known session's line ids. A
-        receipt with lines of two sessions (merged at the till) is linked to none of them."""
+        receipt with lines of two sessions (merged at the till) is linked to none of them. In
+        webhook mode, a receipt with line ids of no known session yet (its completeSession not
+        stored yet) is linked to none either, and judged again while the overlap reads it."""
         links = self.store.sessions_of_lines(
-            [line for s in seen for line in s.receipt.webhook_line_ids])
+            [line for r in receipts for line in r.webhook_line_ids])
         found = {}
-        for s in seen:
-            sessions = {links[line] for line in s.receipt.webhook_line_ids if line in links}
-            by_id = {link.session_id: link for link in sessions}
+        for receipt in receipts:
+            by_id = {links[line].session_id: links[line]
+                     for line in receipt.webhook_line_ids if line in links}
             if len(by_id) == 1:
-                found[s.receipt_id] = next(iter(by_id.values()))
+                found[receipt.receipt_id] = next(iter(by_id.values()))
             elif by_id:
-                found[s.receipt_id] = SessionLink("", None, "merged")
+                found[receipt.receipt_id] = SessionLink("", None, "merged")
+            elif self.webhooks and receipt.webhook_line_ids:
+                found[receipt.receipt_id] = SessionLink("", None, UNKNOWN_SESSION)
         return found
 
     def _credited_to(self, seen: Sequence[Seen]) -> dict[str, str]:
@@ -265,6 +284,7 @@ class Poller:
         expired = self.store.expire_claims(
             scanned_before=poll_started - self.matching.claim_ttl,
             reserved_before=poll_started - max(RESERVED_TTL, self.matching.claim_ttl),
+            idle_before=poll_started - max(OPEN_SESSION_TTL, self.matching.claim_ttl),
             now=self.clock())
         closes = [Close(claim, ClaimState.EXPIRED) for claim in expired]
         for close in closes:

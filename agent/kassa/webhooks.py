@@ -33,8 +33,8 @@ from agent.listener import Handler, Limits, Server, serve
 from agent.logs import correlation, fields, get_logger, mask_code, new_correlation_id
 from agent.printable import printable
 from agent.queue.claims import ClaimState, Close, Reason
-from agent.queue.sessions import (EventKey, SessionClaim, SessionEvent, SessionScan,
-                                  SessionScanOutcome)
+from agent.queue.sessions import (EventKey, EventMismatch, SessionClaim, SessionEvent,
+                                  SessionScan, SessionScanOutcome)
 from agent.queue.store import Store
 
 log = get_logger(__name__)
@@ -170,9 +170,10 @@ class Receiver:
         if event not in SESSION_EVENTS:
             return Reply(200, {})
         envelope = _envelope(event, body)
-        if event == "scanCode":
-            return self._scan(envelope)
-        return self._session(envelope)
+        try:
+            return self._scan(envelope) if event == "scanCode" else self._session(envelope)
+        except EventMismatch as exc:
+            raise Refused("INVALID_DATA", str(exc)) from None
 
     def _till_error(self, path: str, error: dict[str, Any]) -> Reply:
         log.warning("the till reports a problem with the agent's webhook reply", extra=fields(
@@ -214,13 +215,16 @@ class Receiver:
             return {"recognized": True, "message": self.section.second_code_message}
         if scan.outcome is SessionScanOutcome.RECENT_SALE:
             return {"recognized": True, "message": self.section.recent_sale_message}
+        if scan.outcome is SessionScanOutcome.PREVIOUS_SALE:
+            return {"recognized": True, "message": self.section.previous_sale_message}
         return {"recognized": True, "message": self.section.cashier_message,
                 "customerMessage": self.section.customer_message}
 
     def _report_scan(self, envelope: Envelope, scan: SessionScan) -> None:
         outcome = {SessionScanOutcome.LINKED: "accepted", SessionScanOutcome.SAME: "duplicate",
                    SessionScanOutcome.SECOND_CODE: "rejected",
-                   SessionScanOutcome.RECENT_SALE: "rejected"}[scan.outcome]
+                   SessionScanOutcome.RECENT_SALE: "rejected",
+                   SessionScanOutcome.PREVIOUS_SALE: "duplicate"}[scan.outcome]
         with correlation(scan.claim.correlation_id):
             log.info(f"webhook scan {scan.outcome.value}" + (" (repeated event)"
                                                             if scan.replayed else ""),
@@ -298,6 +302,9 @@ def _envelope(event: str, body: dict[str, Any]) -> Envelope:
     sender, session, meta = body.get("sender"), body.get("session"), body.get("event")
     if not isinstance(sender, dict) or not isinstance(session, dict):
         raise Refused("INVALID_DATA", "sender and session objects are required")
+    foreign = sorted(k for k in body if k in SESSION_EVENTS and k != event)
+    if foreign:  # the path is not signed: a body signed for one event, posted to another
+        raise Refused("INVALID_DATA", f"a {event} request carries a {foreign[0]} object")
     branch, workplace = sender.get("branchNumber"), sender.get("workplaceNumber")
     if not _is_int(branch) or not _is_int(workplace):
         raise Refused("INVALID_DATA", "sender.branchNumber and workplaceNumber must be integers")

@@ -46,6 +46,7 @@ class Reason(enum.StrEnum):
     UNREADABLE = "unreadable-receipt"
     LATE_SCAN_AMBIGUOUS = "late-scan-ambiguous"
     SUPERSEDED = "superseded"
+    MERGED = "merged-session"
 
 
 EXPLANATION: dict[str, str] = {
@@ -60,6 +61,8 @@ EXPLANATION: dict[str, str] = {
     Reason.RETURN: "the code was shown at a return whose sale no BONIQ customer has",
     Reason.UNREADABLE: "the POS sent a receipt at this till that the agent cannot read",
     Reason.LATE_SCAN_AMBIGUOUS: "more than one recent sale at this till could be the late-scanned one",
+    Reason.MERGED: "its POS session was merged into another sale, which someone else may have"
+                   " paid",
     Reason.SUPERSEDED: "another code was read at this till before this claim's sale (before the"
                        " evidence rules)",
 }

@@ -83,7 +83,8 @@ _WEBHOOK_SESSIONS_V3 = """
         claim_id INTEGER,
         at REAL NOT NULL,
         PRIMARY KEY (instance_id, counter, event, session_id)
-    ) WITHOUT ROWID
+    ) WITHOUT ROWID;
+    ALTER TABLE seen_receipts ADD COLUMN session INTEGER NOT NULL DEFAULT 0
 """
 
 MIGRATIONS: list[str] = [

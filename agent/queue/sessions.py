@@ -18,11 +18,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from agent.queue.claims import CLAIM_COLUMNS, Claim, ClaimState, Close
+from agent.queue.claims import CLAIM_COLUMNS, Claim, ClaimState, Close, Reason
 from agent.queue.outbox import OutboxStore
 
 SESSION_KEEP = 2 * 86400.0  # line ids outlive any receipt that reaches the API late
 EVENT_KEEP = 86400.0
+
+
+class EventMismatch(Exception):
+    """An event key already stored under another event name: the signed body of one event
+    posted to another event's path (the path is not signed)."""
 
 
 class SessionScanOutcome(enum.StrEnum):
@@ -30,6 +35,7 @@ class SessionScanOutcome(enum.StrEnum):
     SAME = "same"  # the session's code read again
     SECOND_CODE = "second-code"  # another code in a session that has one: not linked
     RECENT_SALE = "recent-sale"  # read just after a sale at the till: maybe that sale's, unsure
+    PREVIOUS_SALE = "previous-sale"  # read again just after the customer's own sale: that one's
 
 
 @dataclass(frozen=True)
@@ -107,17 +113,19 @@ class SessionStore(OutboxStore):
         now = _now(event)
         with self._tx() as conn:
             replay = _replayed(conn, event.key)
-            if replay is not None:
-                outcome, claim_id = replay
-                return SessionScan(SessionScanOutcome(outcome), _claim(conn, claim_id), True)
+            if replay is not None and replay[1] is not None:
+                held = _claim_or_none(conn, replay[1])
+                if held is not None:
+                    return SessionScan(SessionScanOutcome(replay[0]), held, True)
             _touch(conn, event, now)
             outcome, claim = _scan_outcome(conn, event, new, now - rescan_guard)
-            _remember(conn, event.key, outcome.value, claim.id, now)
+            _remember(conn, event.key, outcome.value, claim.id, now, replace=replay is not None)
             return SessionScan(outcome, claim)
 
     def session_event(self, event: SessionEvent) -> SessionUpdate:
         """A session's lines, and its end: `cancelSession` closes its claim `cancelled`,
-        `completeSession` marks it completed (its receipt is due), others record lines."""
+        `completeSession` marks it completed (its receipt is due), `mergeSession` closes it
+        unsure (its lines join another sale, which someone else may pay), others record lines."""
         now = _now(event)
         with self._tx() as conn:
             if _replayed(conn, event.key) is not None:
@@ -126,6 +134,8 @@ class SessionStore(OutboxStore):
             closed: list[Close] = []
             if event.event == "cancelSession":
                 closed = _cancel(conn, event.session_id, now)
+            elif event.event == "mergeSession":
+                closed = _merged(conn, event.session_id, now)
             elif event.event == "completeSession":
                 conn.execute("UPDATE webhook_sessions SET state = 'completed', completed_at = ?"
                              " WHERE session_id = ? AND state = 'open'", (now, event.session_id))
@@ -160,21 +170,27 @@ def _now(event: SessionEvent) -> float:
 
 
 def _replayed(conn: sqlite3.Connection, key: EventKey | None) -> tuple[str, int | None] | None:
+    """The stored outcome of this event, if it came before; EventMismatch when its key came
+    with another event name."""
     if key is None:
         return None
     row = conn.execute(
-        "SELECT outcome, claim_id FROM webhook_events WHERE instance_id = ? AND counter = ?"
-        " AND event = ? AND session_id = ?",
-        (key.instance_id, key.counter, key.event, key.session_id)).fetchone()
-    return (row[0], row[1]) if row is not None else None
+        "SELECT event, outcome, claim_id FROM webhook_events WHERE instance_id = ?"
+        " AND counter = ? AND session_id = ?",
+        (key.instance_id, key.counter, key.session_id)).fetchone()
+    if row is None:
+        return None
+    if row[0] != key.event:
+        raise EventMismatch(f"event {key.counter} of this session came before as {row[0]}")
+    return row[1], row[2]
 
 
 def _remember(conn: sqlite3.Connection, key: EventKey | None, outcome: str,
-              claim_id: int | None, now: float) -> None:
+              claim_id: int | None, now: float, *, replace: bool = False) -> None:
     if key is not None:
         conn.execute(
-            "INSERT INTO webhook_events (instance_id, counter, event, session_id, outcome,"
-            " claim_id, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT {'OR REPLACE ' if replace else ''}INTO webhook_events (instance_id,"
+            " counter, event, session_id, outcome, claim_id, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (key.instance_id, key.counter, key.event, key.session_id, outcome, claim_id, now))
 
 
@@ -189,19 +205,24 @@ def _touch(conn: sqlite3.Connection, event: SessionEvent, now: float) -> None:
         [(line_id, event.session_id) for line_id in event.line_ids])
 
 
-def _claim(conn: sqlite3.Connection, claim_id: int | None) -> Claim:
+def _claim(conn: sqlite3.Connection, claim_id: int) -> Claim:
+    found = _claim_or_none(conn, claim_id)
+    assert found is not None
+    return found
+
+
+def _claim_or_none(conn: sqlite3.Connection, claim_id: int) -> Claim | None:
     row = conn.execute(f"SELECT {CLAIM_COLUMNS} FROM claims WHERE id = ?", (claim_id,)).fetchone()
-    if row is None:  # a replayed event whose claim was purged: its session is long over
-        raise LookupError(f"claim {claim_id} is gone")
-    return Claim(*row)
+    return Claim(*row) if row is not None else None
 
 
 def _scan_outcome(conn: sqlite3.Connection, event: SessionEvent, new: SessionClaim,
                   since: float) -> tuple[SessionScanOutcome, Claim]:
     held = _session_claim(conn, event.session_id)
+    if held is not None and held.customer != new.customer:
+        return SessionScanOutcome.SECOND_CODE, held  # whatever became of the first code's claim
     if held is not None and held.state not in (ClaimState.EXPIRED, ClaimState.UNSURE):
-        same = held.customer == new.customer
-        return (SessionScanOutcome.SAME if same else SessionScanOutcome.SECOND_CODE), held
+        return SessionScanOutcome.SAME, held
     recent = conn.execute(
         f"SELECT {', '.join('c.' + c.strip() for c in CLAIM_COLUMNS.split(','))}"
         " FROM webhook_sessions s LEFT JOIN claims c ON c.id = s.claim_id"
@@ -209,7 +230,7 @@ def _scan_outcome(conn: sqlite3.Connection, event: SessionEvent, new: SessionCla
         " AND s.session_id != ? ORDER BY c.customer = ? DESC LIMIT 1",
         (event.workplace, since, event.session_id, new.customer)).fetchone()
     if recent is not None and recent[3] == new.customer:
-        return SessionScanOutcome.SAME, Claim(*recent)
+        return SessionScanOutcome.PREVIOUS_SALE, Claim(*recent)
     if recent is not None:
         return SessionScanOutcome.RECENT_SALE, _unsure(conn, event, new)
     return SessionScanOutcome.LINKED, _link(conn, event, new)
@@ -253,6 +274,15 @@ def _link(conn: sqlite3.Connection, event: SessionEvent, new: SessionClaim) -> C
     conn.execute("UPDATE webhook_sessions SET claim_id = ? WHERE session_id = ?",
                  (claim_id, event.session_id))
     return _claim(conn, claim_id)
+
+
+def _merged(conn: sqlite3.Connection, session_id: str, now: float) -> list[Close]:
+    claim = _session_claim(conn, session_id)
+    if claim is None or not claim.is_pending:
+        return []
+    conn.execute("UPDATE claims SET state = 'unsure', reason = ?, closed_at = ? WHERE id = ?",
+                 (Reason.MERGED.value, now, claim.id))
+    return [Close(claim, ClaimState.UNSURE, Reason.MERGED)]
 
 
 def _cancel(conn: sqlite3.Connection, session_id: str, now: float) -> list[Close]:

@@ -59,6 +59,7 @@ class Sighting:
     done: bool = True
     total: int | None = None  # incl. VAT, cents: for support's list of candidates
     late: bool = False  # first seen below a syncMarker seen before it: it reached the API late
+    session: bool = False  # booked in a webhook session: no polling claim may take it
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class PastSale:
     booked_at: float
     first_marker: int
     taken_by: str | None = None  # the customer whose claim took it
+    session: bool = False  # booked in a webhook session: never a late scan's to take
 
     @property
     def taken(self) -> bool:
@@ -150,23 +152,25 @@ class Store(SessionStore):
         )
         return [Claim(*r) for r in rows]
 
-    def expire_claims(self, *, scanned_before: float, reserved_before: float, now: float
-                      ) -> list[Claim]:
+    def expire_claims(self, *, scanned_before: float, reserved_before: float, now: float,
+                      idle_before: float | None = None) -> list[Claim]:
         """Pending claims past their time become `expired`: kept and countable. A claim that
         waits for an unpaid sale (`receipt_id` set) has the longer `reserved_before`. A claim of
         a webhook session counts from the session's last event while it is open (a long sale
-        keeps it), and waits `reserved_before` for its receipt once the session completed."""
+        keeps it: `idle_before`, default `scanned_before`), and waits `reserved_before` for its
+        receipt once the session completed."""
         where = ("state = 'pending' AND CASE WHEN session_id IS NULL THEN"
                  " (receipt_id IS NULL AND scanned_at < ?1) OR scanned_at < ?2"
-                 " ELSE coalesce((SELECT CASE w.state WHEN 'open' THEN w.last_event_at < ?1"
+                 " ELSE coalesce((SELECT CASE w.state WHEN 'open' THEN w.last_event_at < ?4"
                  " ELSE coalesce(w.completed_at, w.last_event_at) < ?2 END FROM webhook_sessions w"
-                 " WHERE w.session_id = claims.session_id), scanned_at < ?1) END")
+                 " WHERE w.session_id = claims.session_id), scanned_at < ?4) END")
         args = (scanned_before, reserved_before)
         with self._tx() as conn:
+            idle = scanned_before if idle_before is None else idle_before
             rows = [Claim(*r) for r in conn.execute(
-                f"SELECT {_CLAIM_COLUMNS} FROM claims WHERE {where}", args)]
+                f"SELECT {_CLAIM_COLUMNS} FROM claims WHERE {where}", (*args, now, idle))]
             conn.execute(f"UPDATE claims SET state = 'expired', closed_at = ?3 WHERE {where}",
-                         (*args, now))
+                         (*args, now, idle))
         return rows
 
     def purge_delivered(self, *, delivered_before: float) -> int:
@@ -185,9 +189,10 @@ class Store(SessionStore):
         for close in closes:
             cur = conn.execute(
                 "UPDATE claims SET state = ?, reason = ?, closed_at = ?,"
-                " receipt_id = coalesce(?, receipt_id) WHERE id = ? AND state = 'pending'",
+                " receipt_id = coalesce(?, receipt_id) WHERE id = ? AND state = 'pending'"
+                " AND session_id IS ?",  # not a claim a session adopted since it was judged
                 (close.state.value, close.reason and close.reason.value, now, close.receipt_id,
-                 close.claim.id))
+                 close.claim.id, close.claim.session_id))
             if cur.rowcount:
                 done.append(close)
         return done
@@ -233,12 +238,12 @@ class Store(SessionStore):
             return []
         marks = ",".join("?" * len(workplaces))
         rows = self._read(
-            "SELECT s.receipt_id, s.workplace, s.booked_at, s.first_marker, o.customer"
+            "SELECT s.receipt_id, s.workplace, s.booked_at, s.first_marker, o.customer, s.session"
             " FROM seen_receipts s LEFT JOIN outbox o ON o.receipt_id = s.receipt_id"
             " AND o.claim_id IS NOT NULL"
             f" WHERE s.kind = 'sale' AND s.workplace IN ({marks})"
             " AND s.booked_at >= ? ORDER BY s.booked_at", [*workplaces, booked_since])
-        return [PastSale(r[0], r[1], r[2], r[3] or 0, r[4]) for r in rows]
+        return [PastSale(r[0], r[1], r[2], r[3] or 0, r[4], bool(r[5])) for r in rows]
 
     def candidates(self, claim: Claim, before: float, after: float) -> list[dict[str, Any]]:
         """Sales seen at the claim's till booked from `before` s before its scan to `after` s
@@ -267,10 +272,12 @@ class Store(SessionStore):
             stored = self._deliver(conn, poll.deliveries, now)
             conn.executemany(
                 "INSERT INTO seen_receipts (receipt_id, first_seen_at, workplace, booked_at,"
-                " first_marker, kind, done, total, late) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT DO UPDATE SET done = max(done, excluded.done), total = excluded.total",
+                " first_marker, kind, done, total, late, session)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET"
+                " done = max(done, excluded.done), total = excluded.total,"
+                " session = max(session, excluded.session)",
                 [(s.receipt_id, now, s.workplace, s.booked_at, s.marker, s.kind, int(s.done),
-                  s.total, int(s.late)) for s in poll.sightings])
+                  s.total, int(s.late), int(s.session)) for s in poll.sightings])
             conn.executemany("UPDATE claims SET fence_marker = ? WHERE id = ? AND state = 'pending'"
                              " AND fence_marker IS NULL", [(poll.marker, i) for i in poll.fences])
             closed = self._close(conn, poll.closes, now)

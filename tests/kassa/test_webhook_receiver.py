@@ -198,6 +198,17 @@ def test_every_malformed_body_gets_its_code_nothing_stored_and_one_line_each(age
                    what=f"{count} {code} lines")
 
 
+def test_a_signed_scan_posted_to_cancel_session_is_refused(agent):
+    """The path is not signed: the signed bytes of a scanCode, posted again under another event
+    name, must not cancel the customer's claim."""
+    session, code = str(uuid.uuid4()), customer_code(109)
+    body = envelope("scanCode", session, counter=9, scanCode={"scannedCode": code})
+    assert post(agent, "scanCode", body).json()["scanCode"]["recognized"] is True
+    response = post(agent, "cancelSession", body)
+    assert response.status_code == 400 and response.json()["error"]["code"] == "INVALID_DATA"
+    assert [c.state for c in agent.claims_of(code)] == ["pending"]
+
+
 def test_a_body_over_the_cap_is_refused_before_it_is_read(agent):
     response = post(agent, "scanCode", b"{" + b" " * 300_000 + b"}")
     assert response.status_code == 413

@@ -10,8 +10,10 @@ import itertools
 
 import pytest
 
-from agent.queue.claims import ClaimState
-from agent.queue.sessions import EventKey, SessionClaim, SessionEvent, SessionScanOutcome
+from agent.queue.claims import ClaimState, Reason
+from agent.queue.claims import Close
+from agent.queue.sessions import (EventKey, EventMismatch, SessionClaim, SessionEvent,
+                                  SessionScanOutcome)
 from agent.queue.store import NewClaim, Store
 
 T0 = 1_900_000_000.0
@@ -50,7 +52,8 @@ def test_a_phone_read_again_after_its_sale_does_not_take_the_next_session(store)
     first = scan(store, "S1", "ANNA", T0)
     store.session_event(event("completeSession", "S1", T0 + 20))
     reread = scan(store, "S2", "ANNA", T0 + 22)  # the next customer's session, started by the read
-    assert reread.outcome is SessionScanOutcome.SAME and reread.claim.id == first.claim.id
+    assert reread.outcome is SessionScanOutcome.PREVIOUS_SALE
+    assert reread.claim.id == first.claim.id
     bram = scan(store, "S2", "BRAM", T0 + 40)  # the next customer's own code still links S2
     assert bram.outcome is SessionScanOutcome.LINKED and bram.claim.session_id == "S2"
 
@@ -143,3 +146,37 @@ def test_old_sessions_are_purged_with_their_lines(store):
     scan(store, "S1", "ANNA", T0, lines=("L1",))
     assert store.purge_sessions(now=T0 + 3 * 86400) == 1
     assert store.sessions_of_lines(["L1"]) == {}
+
+
+def test_a_session_whose_claim_expired_still_refuses_another_customers_code(store):
+    anna = scan(store, "S1", "ANNA", T0).claim
+    store.expire_claims(scanned_before=T0 + 1, reserved_before=T0 - 1, now=T0 + 40,
+                        idle_before=T0 + 1)  # a slow card terminal: no event for a while
+    assert store.claim(anna.id).state == ClaimState.EXPIRED
+    bram = scan(store, "S1", "BRAM", T0 + 45)  # the next customer's phone, handed over early
+    assert bram.outcome is SessionScanOutcome.SECOND_CODE
+    assert [c.customer for c in store.claims() if c.session_id == "S1"] == ["ANNA"]
+    again = scan(store, "S1", "ANNA", T0 + 50)  # Anna's own code may take her session back
+    assert again.outcome is SessionScanOutcome.LINKED and again.claim.session_id == "S1"
+
+
+def test_a_signed_body_posted_under_another_event_name_is_refused(store):
+    scan(store, "S1", "ANNA", T0, counter=5)
+    with pytest.raises(EventMismatch):
+        store.session_event(event("cancelSession", "S1", T0 + 1, counter=5))
+    assert [c.state for c in store.claims()] == ["pending"]
+
+
+def test_a_merged_session_closes_its_claim_unsure(store):
+    anna = scan(store, "S1", "ANNA", T0).claim
+    update = store.session_event(event("mergeSession", "S1", T0 + 5))
+    assert [(c.claim.id, c.reason) for c in update.closed] == [(anna.id, Reason.MERGED)]
+    assert store.claim(anna.id).reason == "merged-session"
+
+
+def test_a_poll_does_not_close_a_claim_a_session_adopted_meanwhile(store):
+    webcam = store.add_claim(NewClaim("c-w", "boniq_code", "ANNA", 2, "webcam", T0, None),
+                             dedupe_window=5).claim
+    scan(store, "S1", "ANNA", T0 + 1)  # adopted after the poll read it as a polling claim
+    store.close_claims([Close(webcam, ClaimState.UNSURE, Reason.RECENT_SALE)], now=T0 + 2)
+    assert store.claim(webcam.id).state == ClaimState.PENDING
