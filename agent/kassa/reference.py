@@ -49,7 +49,9 @@ class ReferenceData:
                                "POS reference data refreshed again")
 
     def refresh(self, now: float) -> Reference:
-        """The reference data, refreshed when due; raises only when none was ever read."""
+        """The reference data, refreshed when due; raises only while none was ever read or the
+        POS clock was never measured: a poll judged without the clock offset would close
+        claims unsure that a moment later it could match (a fault just after a start)."""
         try:
             if self._due(self._refreshed_at, now):
                 self.current.payment_methods = self.client.get_payment_methods()
@@ -60,7 +62,7 @@ class ReferenceData:
                 self._measured_at = now
             self.problem.recovered(log)
         except KassaError as exc:
-            if self.current.vat_scale is None:
+            if self.current.vat_scale is None or not self.current.clock_known:
                 raise
             self.problem.failed(log, exc)
         return self.current

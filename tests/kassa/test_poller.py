@@ -17,6 +17,7 @@ from conftest import MATCH_IDENT, MATCH_SECRET
 from matching_support import ANNA, BRAM, got, payloads, scan, state_of
 
 from agent.kassa.client import KassaClient, ReceiptBatch, Unreadable
+from agent.errors import KassaError
 from agent.kassa.mapping import idempotency_key
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -553,3 +554,32 @@ def test_a_sale_during_a_pos_outage_is_placed_by_booking_time(kassa, store, poll
     poller.catch_up()
     assert got(store) == {anna_sale: ANNA} and carl not in got(store)
     assert state_of(store, anna) == ("delivered", None)
+
+
+class _ClockFailsOnce:
+    """The real client, except that its first getApiVersion (the POS clock) fails: a POS hiccup
+    right after the agent started."""
+
+    def __init__(self, client):
+        self.client, self.failed = client, False
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+    def get_server_time(self):
+        if not self.failed:
+            self.failed = True
+            raise KassaError("getApiVersion: connection reset")
+        return self.client.get_server_time()
+
+
+def test_a_poll_waits_for_the_pos_clock_rather_than_close_claims_unsure(kassa, store,
+                                                                         make_poller, pos_client):
+    claim = scan(store, ANNA)
+    receipt_id = kassa.book_sale(2, after=4)
+    poller = make_poller(client=_ClockFailsOnce(pos_client))
+    with pytest.raises(KassaError):
+        poller.poll_once()  # judged nothing without the clock offset
+    assert state_of(store, claim) == ("pending", None)
+    poller.catch_up()
+    assert got(store) == {receipt_id: ANNA}
