@@ -60,7 +60,7 @@ class Metrics:
 
     def __init__(self, version: str = __version__) -> None:
         # `_created` series double the exposition and no dashboard of ours reads them.
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated upstream
         self.registry = CollectorRegistry()
         self._collect: Callable[[], StoreGauges] | None = None
         self._last_delivery = 0.0
@@ -131,7 +131,7 @@ class Metrics:
             self._uploads.labels(upload_outcome)
         r.register(_StoreCollector(self._store_gauges, lambda: self._last_delivery))
 
-    def scan(self, source: str, outcome: str) -> None:
+    def scan(self, source: str, outcome: ScanOutcome) -> None:
         """`source`: the kind of source (an unknown kind, e.g. a test's, counts as `other`)."""
         kind = source if source in _SOURCES else "other"
         self._scans.labels(kind, outcome).inc()

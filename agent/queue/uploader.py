@@ -25,8 +25,9 @@ from typing import Any, Self
 
 import agent
 from agent.errors import CloudAuthError, CloudRejected, CloudTransient, StoreError
-from agent.http import Answer, HttpError, Transport
+from agent.http import Answer, HttpError, Transport, secret_reader
 from agent.logs import correlation, fields, get_logger, redact, register_secret
+from agent.metrics import UploadOutcome
 from agent.queue.store import OutboxItem, Store
 from agent.supervision import Repeats, config_fault
 
@@ -74,13 +75,13 @@ class Uploader:
         auth_retry_delay: float = 60.0,
         on_delivered: Callable[[OutboxItem], None] | None = None,
         on_pass: Callable[[], None] | None = None,
-        on_outcome: Callable[[str], None] | None = None,
+        on_outcome: Callable[[UploadOutcome], None] | None = None,
         user_agent: str = f"boniq-agent/{agent.__version__}",
     ) -> None:
         """`token`: the token, or a function that reads it again (a rotated token file or
         credential is picked up on the next 401/403). `on_pass`: called once per loop turn.
         `on_outcome`: called with delivered, retry, dead or auth after every attempt (metrics)."""
-        self._token_source: Callable[[], str] = token if callable(token) else (lambda: token)
+        self._token_source = secret_reader(token)
         token = self._token_source()
         register_secret(token)
         self.store = store

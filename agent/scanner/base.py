@@ -30,7 +30,7 @@ class ScanEvent:
     at: float
 
 
-Emit = Callable[[ScanEvent], None]
+Emit = Callable[[ScanEvent], object]  # what it returns (the daemon's ScanResult) is not read
 
 
 class Source(Protocol):

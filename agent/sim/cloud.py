@@ -161,7 +161,7 @@ class _ReceiptDB:
 
     def count(self) -> int:
         with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM receipts").fetchone()[0]
+            return int(self._db.execute("SELECT COUNT(*) FROM receipts").fetchone()[0])
 
     def counter(self, sql: str) -> Counter[str]:
         with self._lock:
