@@ -91,6 +91,10 @@ class CloudSection(_Section):
     proxy: str | None = Field(default=None, pattern=_PROXY)
 
 
+MAX_CODE_LENGTH = 512
+"""Longest scanner line taken as a code; serial scanners may set `max_length`, others use this."""
+
+
 class _Scanner(_Section):
     device: str | None = None
     workplace: int | None = Field(default=None, ge=0)
@@ -105,7 +109,7 @@ class SerialScanner(_Scanner):
     stopbits: Literal[1, 2] = 1
     line_ending: Literal["cr", "lf", "crlf", "any"] = "any"
     aim_prefix: bool = False
-    max_length: int = Field(default=512, ge=16, le=65536)
+    max_length: int = Field(default=MAX_CODE_LENGTH, ge=16, le=65536)
 
 
 class HidScanner(_Scanner):

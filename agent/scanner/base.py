@@ -46,10 +46,6 @@ def clean_text(raw: bytes | str) -> str:
     return "".join(c for c in text if unicodedata.category(c) != "Cc").strip()
 
 
-def workplace_of(config: Any) -> int | None:
-    return getattr(config, "workplace", None)
-
-
 _state_listener: Callable[[str, bool], None] | None = None
 
 
