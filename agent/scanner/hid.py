@@ -6,7 +6,7 @@ import select
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Protocol
 
 from evdev import ecodes as e
 
