@@ -161,7 +161,7 @@ class Transport:
                     body = self._read(response)
             except HttpError as exc:
                 failure = exc
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - every failure below requests becomes an HttpError
                 failure = _translated(exc, deadline.expired, t.total)
             if failure is None and deadline.expired:  # a cut socket reads as the answer's end
                 failure = HttpTimeout(f"answer incomplete after {t.total:g} s")

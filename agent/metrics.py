@@ -185,7 +185,7 @@ class Metrics:
             return {}
         try:
             return self._collect()
-        except Exception as exc:  # a locked or damaged store must not break the scrape
+        except Exception as exc:  # noqa: BLE001 - a locked or damaged store must not break the scrape
             log.warning("store metrics unavailable", extra=fields(error=type(exc).__name__))
             return {}
 
@@ -298,6 +298,6 @@ class _Handler(Handler):
     def _is_ready(self) -> bool:
         try:
             return bool(self.context.ready())
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a failing check is "not ready", not a 500
             log.warning("readiness check failed", extra=fields(error=type(exc).__name__))
             return False

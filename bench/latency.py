@@ -116,7 +116,7 @@ def simulator_processes() -> Iterator[tuple[str, str]]:
                 ["cloud", "--token", "demo-token"]]
     processes = [subprocess.Popen([sys.executable, "-m", "agent.cli", "sim", command[0], "--port",
                                    str(port), *command[1:]], cwd=ROOT, stdout=subprocess.DEVNULL)
-                 for port, command in zip(ports, commands)]
+                 for port, command in zip(ports, commands, strict=True)]
     try:
         for port in ports:
             wait_until(lambda p=port: listening(p), timeout=30, what=f"a simulator on port {port}")

@@ -186,7 +186,8 @@ class Agent:
         except subprocess.TimeoutExpired:
             self.process.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack
             self.process.wait(10)
-            raise AssertionError(f"no exit {timeout} s after SIGTERM:\n{self.log_text()[-8000:]}")
+            raise AssertionError(
+                f"no exit {timeout} s after SIGTERM:\n{self.log_text()[-8000:]}") from None
 
     def kill(self) -> None:
         if self.process and self.process.poll() is None:

@@ -89,7 +89,7 @@ def test_sigterm_exits_zero_and_a_restart_delivers_what_was_pending(agent, kassa
     codes = [customer_code(2000 + n) for n in range(3)]
     for code in codes:
         serve_customer(agent, kassa, code)
-        wait_until(lambda: agent.summary()["outbox_pending"] >= codes.index(code) + 1,
+        wait_until(lambda code=code: agent.summary()["outbox_pending"] >= codes.index(code) + 1,
                    what="the sale in the outbox")
     assert agent.terminate() == 0
     assert agent.summary()["outbox_pending"] == 3 and cloud.count() == 0

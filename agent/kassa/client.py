@@ -153,7 +153,7 @@ class KassaClient:
         """Read the secret again (a rotated secret file or credential); True when it changed."""
         try:
             secret = self._secret_source()
-        except Exception as exc:  # a half-written file: keep the old secret
+        except Exception as exc:  # noqa: BLE001 - a half-written file: keep the old secret
             log.warning("cannot read the POS secret again", extra=fields(reason=str(exc)))
             return False
         if secret == self._auth["secret"]:

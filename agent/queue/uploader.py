@@ -291,7 +291,7 @@ class Uploader:
         """Read the token again; True when store IT has put a new one in place."""
         try:
             token = self._token_source()
-        except Exception as exc:  # a half-written file must not stop the uploader
+        except Exception as exc:  # noqa: BLE001 - a half-written file must not stop the uploader
             log.warning("cannot read the cloud token again", extra=fields(reason=str(exc)))
             return False
         with self._lock:
