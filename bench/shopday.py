@@ -43,12 +43,12 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
-from agent import codes, logs  # noqa: E402
-from agent.config import MatchingSection  # noqa: E402
-from agent.kassa.client import ReceiptBatch  # noqa: E402
-from agent.kassa.poller import Poller  # noqa: E402
-from agent.kassa.receipt import Receipt  # noqa: E402
-from agent.queue.store import NewClaim, Store  # noqa: E402
+from agent import codes, logs
+from agent.config import MatchingSection
+from agent.kassa.client import ReceiptBatch
+from agent.kassa.poller import Poller
+from agent.kassa.receipt import Receipt
+from agent.queue.store import NewClaim, Store
 
 TILLS = (1, 2, 3, 4)
 MIX = (("on time", 45), ("no app", 25), ("double read", 6), ("late scan", 5),
@@ -285,7 +285,7 @@ def store_credited(item: object) -> str | None:
     """The receipt a credit in the outbox credits (from its payload)."""
     import json
 
-    body = json.loads(item.body)  # type: ignore[attr-defined]
+    body = json.loads(item.body)
     return body.get("credits_receipt_id")
 
 
