@@ -68,6 +68,12 @@ class Metrics:
         Info("boniq_agent_build", "Version of the running agent.", registry=r).info(
             {"version": printable(version)}
         )
+        self._declare_counters(r)
+        self._declare_gauges(r)
+        self._zero_series()
+        r.register(_StoreCollector(self._store_gauges, lambda: self._last_delivery))
+
+    def _declare_counters(self, r: CollectorRegistry) -> None:
         self._scans = Counter(
             "boniq_agent_scans",
             "Codes read by a scanner source.",
@@ -98,6 +104,14 @@ class Metrics:
             ["state", "reason"],
             registry=r,
         )
+        self._pos_polls = Counter(
+            "boniq_agent_pos_polls", "getReceipts polls of the POS.", registry=r
+        )
+        self._pos_poll_errors = Counter(
+            "boniq_agent_pos_poll_errors", "getReceipts polls that failed.", registry=r
+        )
+
+    def _declare_gauges(self, r: CollectorRegistry) -> None:
         self._pos_clock_offset = Gauge(
             "boniq_agent_pos_clock_offset_seconds",
             "POS clock minus this till's clock, measured at the last reference refresh.",
@@ -114,12 +128,9 @@ class Metrics:
             ["source"],
             registry=r,
         )
-        self._pos_polls = Counter(
-            "boniq_agent_pos_polls", "getReceipts polls of the POS.", registry=r
-        )
-        self._pos_poll_errors = Counter(
-            "boniq_agent_pos_poll_errors", "getReceipts polls that failed.", registry=r
-        )
+
+    def _zero_series(self) -> None:
+        """Every known label set exported as 0 from the start, so rate() and alerts see it."""
         for source in _SOURCES:
             for scan_outcome in _SCAN_OUTCOMES:
                 self._scans.labels(source, scan_outcome)
@@ -129,7 +140,6 @@ class Metrics:
             self._claims_closed.labels(end, "")
         for upload_outcome in _UPLOAD_OUTCOMES:
             self._uploads.labels(upload_outcome)
-        r.register(_StoreCollector(self._store_gauges, lambda: self._last_delivery))
 
     def scan(self, source: str, outcome: ScanOutcome) -> None:
         """`source`: the kind of source (an unknown kind, e.g. a test's, counts as `other`)."""
