@@ -2,45 +2,26 @@
 
 import json
 import os
-import re
 import sys
-from datetime import datetime
 from pathlib import Path
 
 import jsonschema
 import pytest
+
+from agent.sim.cloud import format_checker
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 SCHEMA_PATH = (
     Path(__file__).resolve().parents[1] / "agent" / "contracts" / "receipt.schema.json"
 )
-_RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$"
-)
-
-
-def _format_checker() -> jsonschema.FormatChecker:
-    """The draft's checker, with `date-time` enforced even without rfc3339-validator installed."""
-    checker = jsonschema.FormatChecker()
-
-    @checker.checks("date-time", raises=ValueError)
-    def is_rfc3339(value: object) -> bool:
-        if not isinstance(value, str):
-            return True
-        return (
-            bool(_RFC3339.match(value))
-            and datetime.fromisoformat(value).tzinfo is not None
-        )
-
-    return checker
 
 
 @pytest.fixture(scope="session")
 def receipt_validator() -> jsonschema.Draft202012Validator:
     schema = json.loads(SCHEMA_PATH.read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
-    return jsonschema.Draft202012Validator(schema, format_checker=_format_checker())
+    return jsonschema.Draft202012Validator(schema, format_checker=format_checker())
 
 
 

@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import Self
 
 import agent
+from agent import backoff
 from agent.errors import CloudAuthError, CloudRejected, CloudTransient, StoreError
 from agent.cloud import CloudClient, Delivered
 from agent.logs import correlation, fields, get_logger
@@ -253,8 +254,8 @@ class Uploader:
     def _transient(
         self, item: OutboxItem, exc: CloudTransient, now: float, stats: UploadStats
     ) -> None:
-        ceiling = min(self.max_delay, self.base_delay * 2 ** min(item.attempts, 32))
-        next_at = now + max(random.uniform(0, ceiling), exc.retry_after or 0.0)
+        wait = backoff.delay(self.base_delay, item.attempts, self.max_delay)
+        next_at = now + max(wait, exc.retry_after or 0.0)
         self.store.schedule_retry(item.id, next_attempt_at=next_at, error=str(exc))
         self.on_outcome("retry")
         with self._lock:
