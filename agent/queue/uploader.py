@@ -22,7 +22,7 @@ import agent
 from agent import backoff
 from agent.errors import CloudAuthError, CloudRejected, CloudTransient, StoreError
 from agent.cloud import CloudClient, Delivered
-from agent.logs import correlation, fields, get_logger
+from agent.logs import Problem, correlation, fields, get_logger
 from agent.metrics import UploadOutcome
 from agent.queue.store import OutboxItem, Store
 from agent.supervision import Repeats, config_fault
@@ -80,6 +80,10 @@ class Uploader:
         self._paused_until = 0.0
         self._auth_outage = False
         self._stop: threading.Event | None = None
+        # One line per store outage (disk full, lock), not one traceback per pass.
+        self._store_problem = Problem(
+            "uploader cannot record cloud answers in the store; receipts stay pending and are"
+            " sent again once it works", "uploader records cloud answers in the store again")
 
     # -- public -------------------------------------------------------------------------------
 
@@ -117,17 +121,16 @@ class Uploader:
     def run(self, stop: threading.Event, wake: threading.Event | None = None) -> None:
         """Upload until `stop` is set; `wake` (set by the matcher on enqueue) cuts a wait short."""
         self._stop = stop
-        store_error: str | None = None
         crashes = Repeats("uploader pass")
         try:
             while not stop.is_set():
                 self.on_pass()
                 try:
                     if self.run_once().attempted:
-                        store_error = self._store_recovered(store_error)
+                        self._store_problem.recovered(log)
                     crashes.recovered()
                 except StoreError as exc:
-                    store_error = self._store_failed(exc, store_error)
+                    self._store_problem.failed(log, exc, level="error")
                     stop.wait(1.0)
                 except Exception as exc:
                     if config_fault(exc, [self.cloud.ca_bundle] if self.cloud.ca_bundle else []):
@@ -137,19 +140,6 @@ class Uploader:
                 self._wait(stop, wake)
         finally:
             self._stop = None
-
-    @staticmethod
-    def _store_failed(exc: StoreError, previous: str | None) -> str:
-        """One line per store outage (disk full, lock), not one traceback per pass."""
-        if str(exc) != previous:
-            log.error("uploader cannot record cloud answers in the store; receipts stay pending"
-                      " and are sent again once it works", extra=fields(reason=str(exc)))
-        return str(exc)
-
-    @staticmethod
-    def _store_recovered(previous: str | None) -> None:
-        if previous is not None:
-            log.info("uploader records cloud answers in the store again")
 
     def close(self) -> None:
         if self._pool:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from agent.logs import fields, get_logger
+from agent.logs import Problem, fields, get_logger
 
 log = get_logger(__name__)
 
@@ -65,23 +65,15 @@ class _Reporter:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self._last: str | None = None
+        self._problem = Problem("scanner unavailable, retrying", "scanner back")
 
     def failed(self, exc: BaseException) -> None:
         _tell(self.name, False)
-        message = f"{type(exc).__name__}: {exc}"[:200]
-        if message != self._last:
-            log.warning(
-                "scanner unavailable, retrying",
-                extra=fields(source=self.name, error=message),
-            )
-            self._last = message
+        self._problem.failed(log, exc, source=self.name)
 
     def opened(self) -> None:
         _tell(self.name, True)
-        if self._last is not None:
-            log.info("scanner back", extra=fields(source=self.name))
-        self._last = None
+        self._problem.recovered(log, source=self.name)
 
 
 def keep_running(
