@@ -31,9 +31,6 @@ class CustomerCode:
     kind: str
     value: str
 
-    def as_customer(self) -> dict[str, str]:
-        return {self.kind: self.value}
-
 
 def luhn32_check(token: str) -> str:
     """The Luhn mod 32 check character of a token in the Crockford alphabet."""

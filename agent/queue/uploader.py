@@ -94,7 +94,7 @@ class Uploader:
 
     @property
     def auth_failing(self) -> bool:
-        """The cloud refused the token on the last try (for status, metrics and /readyz)."""
+        """The cloud refused the token on the last try (the health snapshot `status` reads)."""
         return self._auth_outage
 
     def run_once(self, now: float | None = None) -> UploadStats:
