@@ -1,14 +1,17 @@
-"""Shared by every test folder: tests/ on sys.path (agent_harness) and the receipt validator."""
+"""Shared by every test folder: tests/ on sys.path (agent_harness), the receipt validator and
+the simulators most tests run against (a folder's conftest.py or a module may define its own)."""
 
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import jsonschema
 import pytest
 
-from agent.sim.cloud import format_checker
+from agent.sim.cloud import CloudSimulator, format_checker
+from agent.sim.kassa import KassaSimulator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -52,3 +55,29 @@ def _no_credentials_of_this_machine(tmp_path_factory):
         os.environ.pop("CREDENTIALS_DIRECTORY", None)
     else:
         os.environ["CREDENTIALS_DIRECTORY"] = previous
+
+
+@pytest.fixture
+def sim_seed() -> int | None:
+    """The kassa fixture's random sales: a module or folder overrides this to fix them."""
+    return None
+
+
+@pytest.fixture
+def cloud_seed() -> int | None:
+    """The cloud fixture's random faults: a module or folder overrides this to fix them."""
+    return None
+
+
+@pytest.fixture
+def kassa(sim_seed: int | None) -> Iterator[KassaSimulator]:
+    """A MplusKASSA simulator on 127.0.0.1 with the demo credentials."""
+    with KassaSimulator(seed=sim_seed) as sim:
+        yield sim
+
+
+@pytest.fixture
+def cloud(cloud_seed: int | None) -> Iterator[CloudSimulator]:
+    """A BONIQ cloud simulator on 127.0.0.1 taking `demo-token`."""
+    with CloudSimulator("demo-token", seed=cloud_seed) as sim:
+        yield sim

@@ -9,20 +9,11 @@ import pytest
 import requests
 from agent_harness import BACK_TO_BACK, Agent, customer_code, wait_until
 
-from agent.sim.cloud import CloudSimulator
-from agent.sim.kassa import KassaSimulator
 
 
 @pytest.fixture
-def kassa():
-    with KassaSimulator(seed=20) as sim:
-        yield sim
-
-
-@pytest.fixture
-def cloud():
-    with CloudSimulator("demo-token") as sim:
-        yield sim
+def sim_seed() -> int:
+    return 20
 
 
 @pytest.fixture

@@ -8,12 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from agent_harness import enqueue
 
 from agent.queue.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "queue"))
-from upload_support import enqueue  # noqa: E402
 
 
 @pytest.fixture

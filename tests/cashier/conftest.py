@@ -24,15 +24,8 @@ CHROMEDRIVER = "/usr/bin/chromedriver"
 
 
 @pytest.fixture
-def kassa() -> Iterator[KassaSimulator]:
-    with KassaSimulator(seed=16) as sim:
-        yield sim
-
-
-@pytest.fixture
-def cloud() -> Iterator[CloudSimulator]:
-    with CloudSimulator("demo-token") as sim:
-        yield sim
+def sim_seed() -> int:
+    return 16
 
 
 @pytest.fixture

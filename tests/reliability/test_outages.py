@@ -11,7 +11,7 @@ import pytest
 from agent_harness import BACK_TO_BACK, Agent, customer_code, report_figure, wait_until
 
 from agent.sim.cloud import CloudSimulator
-from agent.sim.kassa import POS_ZONE, KassaSimulator
+from agent.sim.kassa import POS_ZONE
 
 CLOCK_SKEW = 2.0  # matching.clock_skew default
 BACKLOG = 500
@@ -19,15 +19,13 @@ FAST_RETRY = "retry_base: 0.2, retry_max: 1"
 
 
 @pytest.fixture
-def kassa():
-    with KassaSimulator(seed=31) as sim:
-        yield sim
+def sim_seed() -> int:
+    return 31
 
 
 @pytest.fixture
-def cloud():
-    with CloudSimulator("demo-token", seed=31) as sim:
-        yield sim
+def cloud_seed() -> int:
+    return 31
 
 
 @pytest.fixture
