@@ -22,6 +22,8 @@ _VALUE = {c: i for i, c in enumerate(ALPHABET)}
 _ALIASES = str.maketrans({"O": "0", "I": "1", "L": "1"})
 _SEPARATORS = re.compile(r"[\s-]+")
 _EMAIL = re.compile(r"^[^@\s<>()\[\],;:\"]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$")
+URL_HOSTS = ("boniq.nl", "app.boniq.nl")
+"""Hosts of the links a BONIQ app shows as a QR code (`codes.url_hosts` in the config)."""
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,7 @@ def _trimmed(raw: str) -> str:
     return raw[start:end]
 
 
-def parse(raw: str | bytes, *, url_hosts: Iterable[str] = ("boniq.nl", "app.boniq.nl")) -> CustomerCode:
+def parse(raw: str | bytes, *, url_hosts: Iterable[str] = URL_HOSTS) -> CustomerCode:
     """Normalise scanner or keyboard input into a customer code, or raise CodeRejected.
 
     The reason in CodeRejected is short and safe to log (it never repeats the input)."""

@@ -15,6 +15,7 @@ from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, Vali
                       field_validator, model_validator)
 from pydantic_core import PydanticCustomError
 
+from agent.codes import URL_HOSTS
 from agent.config_yaml import compose, describe, key_lines, line_of
 from agent.credentials import (CLOUD_CREDENTIAL, CLOUD_TOKEN, KASSA_CREDENTIAL, KASSA_SECRET,
                                UNIT_CREDENTIALS, WEBHOOK_CREDENTIAL, WEBHOOK_KEY, SecretSpec,
@@ -151,7 +152,7 @@ class MatchingSection(_Section):
 
 
 class CodesSection(_Section):
-    url_hosts: list[str] = Field(default_factory=lambda: ["boniq.nl", "app.boniq.nl"])
+    url_hosts: list[str] = Field(default_factory=lambda: list(URL_HOSTS))
 
 
 class MetricsSection(_Section):

@@ -38,11 +38,10 @@ _SOURCES: tuple[SourceKind, ...] = ("serial", "hid", "webcam", "stdin", "manual"
 _SCAN_OUTCOMES: tuple[ScanOutcome, ...] = ("accepted", "rejected", "duplicate", "failed")
 _UPLOAD_OUTCOMES: tuple[UploadOutcome, ...] = ("delivered", "retry", "dead", "auth")
 
-DEFAULT_LISTEN = "127.0.0.1:9464"
 LIMITS = Limits(max_connections=32, header_bytes=8 * 1024, body_bytes=0, timeout=5.0, backlog=1024)
 """A scrape is one short GET: no body, small headers, a Prometheus scrape_timeout of seconds."""
 
-__all__ = ["DEFAULT_LISTEN", "LIMITS", "Metrics", "Server", "StoreGauges", "parse_listen", "serve"]
+__all__ = ["LIMITS", "Metrics", "Server", "StoreGauges", "parse_listen", "serve"]
 
 
 class StoreGauges(TypedDict, total=False):

@@ -5,14 +5,12 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from agent_harness import enqueue
+from agent_harness import ROOT, enqueue
 
 from agent.queue.store import Store
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture

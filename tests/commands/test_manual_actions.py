@@ -4,14 +4,12 @@ import os
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from agent_harness import customer_code, enqueue
+from agent_harness import ROOT, customer_code, enqueue
 
 from agent.queue.store import Store
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
