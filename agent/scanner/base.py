@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from agent.logs import Problem, fields, get_logger
+from agent.logs import Problem, get_logger
 
 log = get_logger(__name__)
 
