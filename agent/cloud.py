@@ -1,4 +1,4 @@
-"""The BONIQ cloud as the agent speaks to it (contracts/cloud-api.md): one client, built once.
+"""The BONIQ cloud as the agent speaks to it (docs/cloud-api.md): one client, built once.
 
 `CloudClient.post_receipt` sends one outbox row and classifies the answer: 201/200 delivered;
 400/409/422 `CloudRejected` with the server's reason; 401/403 `CloudAuthError`; everything else

@@ -1,4 +1,4 @@
-"""Customer codes (SPEC §4): compact BONIQ codes, their URL form, and e-mail addresses.
+"""Customer codes: compact BONIQ codes, their URL form, and e-mail addresses.
 
 A compact code is `BQ1` + 16 token characters + 1 check character from Crockford base32. The
 check character is Luhn mod 32 over the token, so any single mistyped or misread character and

@@ -1,4 +1,4 @@
-"""The configuration file (SPEC §7): its sections as models, loading and validating it.
+"""The configuration file (keys: the README's configuration table): its sections as models, loading and validating it.
 
 Every problem is reported at once as `FILE:LINE: key.path: message` (`agent.config_yaml` finds
 the line); secrets and the files the config names are resolved and checked by

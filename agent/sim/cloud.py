@@ -1,4 +1,4 @@
-"""The BONIQ cloud simulator: `contracts/cloud-api.md` as a loopback HTTP server.
+"""The BONIQ cloud simulator: `docs/cloud-api.md` as a loopback HTTP server.
 
 It validates every receipt against `receipt.schema.json`, keeps each idempotency key once in SQLite
 and answers replays with 200 and key reuse with a different body with 409. Faults are injected
