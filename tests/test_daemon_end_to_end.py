@@ -31,6 +31,7 @@ def serve_customer(agent, kassa, code):
     return kassa.book_sale(2, after=4)
 
 
+@pytest.mark.slow
 def test_twenty_customers_get_their_own_receipts_and_nothing_else_leaves(agent, kassa, cloud,
                                                                         receipt_validator):
     agent.start()

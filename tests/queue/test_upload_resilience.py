@@ -7,6 +7,8 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import pytest
+
 from agent_harness import UPLOAD_TOKEN as TOKEN
 from agent_harness import enqueue, wait_until
 
@@ -50,6 +52,7 @@ def test_a_rotated_token_loses_nothing(cloud: CloudSimulator, store: Store, capl
     assert len(alerts) == 1
 
 
+@pytest.mark.slow
 def test_a_thousand_receipts_survive_errors_and_resets(cloud: CloudSimulator, store: Store):
     cloud.faults.update(error_rate=0.15, rate_limit=0.05, retry_after=None, reset_rate=0.1)
     items = [enqueue(store, f"r-chaos-{n}", now=0.0) for n in range(1000)]

@@ -106,6 +106,7 @@ def shop(tmp_path):
             agent.close()
 
 
+@pytest.mark.slow
 def test_two_thousand_customers_at_four_tills_each_get_their_own_receipt_once(shop):
     agent, kassa, cloud = shop
     agent.start()

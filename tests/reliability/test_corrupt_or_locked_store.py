@@ -180,6 +180,7 @@ def test_scans_during_a_short_lock_wait_and_are_all_delivered(agent, kassa, clou
                   delivered=len(delivered(cloud)), lost=len(receipts) - len(delivered(cloud)))
 
 
+@pytest.mark.slow
 def test_a_lock_past_busy_timeout_refuses_the_scan_clearly_and_the_daemon_keeps_running(
         agent, kassa, cloud, feedback):
     agent.start()

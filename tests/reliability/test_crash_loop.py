@@ -130,6 +130,7 @@ class Shop:
         self.maybe_kill(n, "in_flight")
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_loses_and_duplicates_nothing(agent, kassa, cloud,
                                                                 receipt_validator):
     began = time.monotonic()
