@@ -22,19 +22,6 @@ def journal(tmp_path):
     sock.close()
 
 
-@pytest.fixture
-def config(tmp_path):
-    path = tmp_path / "config.yaml"
-    path.write_text(f"""\
-store: {{merchant_id: demo-merchant, branch: 1, workplace: 2}}
-kassa: {{url: 'http://127.0.0.1:9/', ident: i, secret: demo-secret}}
-cloud: {{url: 'http://127.0.0.1:9/', token: demo-token}}
-data_dir: {tmp_path / "data"}
-""")
-    path.chmod(0o600)
-    return path
-
-
 def cli(config, journal_path, *args):
     env = {**os.environ, "BONIQ_JOURNAL_SOCKET": str(journal_path), "SUDO_USER": "anna"}
     return subprocess.run([sys.executable, "-m", "agent.cli", *args, "--config", str(config)],

@@ -12,22 +12,6 @@ from agent_harness import ROOT, enqueue
 from agent.queue.store import Store
 
 
-
-@pytest.fixture
-def config(tmp_path):
-    path = tmp_path / "config.yaml"
-    path.write_text(f"""\
-store: {{merchant_id: demo-merchant, branch: 1, workplace: 2}}
-kassa: {{url: 'http://127.0.0.1:9/', ident: i, secret: demo-secret}}
-cloud: {{url: 'http://127.0.0.1:9/', token: demo-token}}
-data_dir: {tmp_path / "data"}
-""")
-    path.chmod(0o600)
-    with Store.open(tmp_path / "data"):
-        pass
-    return path
-
-
 def outbox(config, *args):
     env = {**os.environ, "BONIQ_JOURNAL_SOCKET": str(config.parent / "no-journal")}
     return subprocess.run([sys.executable, "-m", "agent.cli", "outbox", *args, "--config", str(config)],
