@@ -10,6 +10,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from agent.queue.store import Store
 from agent.sim.cloud import CloudSimulator, format_checker
 from agent.sim.kassa import KassaSimulator
 
@@ -81,3 +82,10 @@ def cloud(cloud_seed: int | None) -> Iterator[CloudSimulator]:
     """A BONIQ cloud simulator on 127.0.0.1 taking `demo-token`."""
     with CloudSimulator("demo-token", seed=cloud_seed) as sim:
         yield sim
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    """A real Store in tmp_path/data."""
+    with Store.open(tmp_path / "data") as opened:
+        yield opened

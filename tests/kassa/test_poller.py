@@ -13,8 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import MATCH_IDENT, MATCH_SECRET
-from matching_support import ANNA, BRAM, got, payloads, scan, state_of
+from matching_support import ANNA, BRAM, MATCH_IDENT, MATCH_SECRET, got, payloads, scan, state_of
 
 from agent.errors import KassaError
 from agent.kassa.client import KassaClient, ReceiptBatch, Unreadable

@@ -1,14 +1,12 @@
-"""The uploader tests' fixtures: a real cloud simulator taking `UPLOAD_TOKEN`, a real Store."""
+"""The uploader tests' cloud: a real simulator taking `UPLOAD_TOKEN` (the store: tests/conftest.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from agent_harness import UPLOAD_TOKEN
 
-from agent.queue.store import Store
 from agent.sim.cloud import CloudSimulator
 
 
@@ -16,9 +14,3 @@ from agent.sim.cloud import CloudSimulator
 def cloud() -> Iterator[CloudSimulator]:
     with CloudSimulator(UPLOAD_TOKEN) as sim:
         yield sim
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with Store.open(tmp_path / "data") as s:
-        yield s
