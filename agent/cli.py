@@ -13,318 +13,24 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import textwrap
-import time
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from typing import Any
 
 from agent import __version__, logs
-from agent.errors import AgentError, CodeRejected, ConfigError, StoreCorrupt, StoreError
-from agent.printable import PrintableStream, printable
+from agent.commands import (DEFAULT_CONFIG, EXIT_ATTENTION, EXIT_CONFIG, EXIT_CORRUPT, EXIT_FAIL,
+                            EXIT_NOT_RUNNING, EXIT_OK, EXIT_STORE, EXIT_USAGE)
+from agent.commands.claims import cmd_claims, cmd_scan
+from agent.commands.outbox import cmd_outbox
+from agent.commands.run import (cmd_check_config, cmd_demo, cmd_doctor, cmd_run, cmd_sim_cloud,
+                                cmd_sim_kassa)
+from agent.commands.status import cmd_status
+from agent.errors import AgentError, ConfigError, StoreCorrupt, StoreError
+from agent.printable import PrintableStream
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_CORRUPT, EXIT_STORE, EXIT_CONFIG = 0, 1, 2, 65, 74, 78
-EXIT_ATTENTION, EXIT_NOT_RUNNING = 1, 3  # status
-DEFAULT_CONFIG = "/etc/boniq-agent/config.yaml"
-
-
-def _load_config(args: argparse.Namespace, *, warn: bool = True):  # noqa: ANN202 - a Config
-    from agent import config
-
-    credentials = (config.credential_sources(args.credentials_dir)
-                   if hasattr(args, "credentials_dir") else None)
-    cfg = config.load(args.config, credentials=credentials)
-    logs.setup(cfg.log_level if not getattr(args, "verbose", False) else "debug")
-    for warning in cfg.warnings if warn else ():
-        logs.get_logger(__name__).warning(warning)
-    return cfg
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    from agent import daemon, hardening
-
-    hardening.forbid_core_dumps()
-    return daemon.run(_load_config(args), args.config)
-
-
-def cmd_check_config(args: argparse.Namespace) -> int:
-    cfg = _load_config(args, warn=False)
-    problems = []
-    webhook_key = [cfg.webhook_key] if cfg.kassa.webhooks is not None else []
-    for secret in (cfg.kassa_secret, cfg.cloud_token, *webhook_key):
-        try:
-            secret()
-        except ConfigError as exc:
-            problems.extend(exc.problems)
-    for line in [*problems, *cfg.warnings]:
-        print(line, file=sys.stderr)
-    if problems:
-        return EXIT_CONFIG
-    print(f"{args.config}: OK ({len(cfg.scanners)} scanner(s), branch {cfg.store.branch}, "
-          f"workplace {cfg.store.workplace})")
-    return EXIT_OK
-
-
-def cmd_doctor(args: argparse.Namespace) -> int:
-    from agent import doctor
-
-    return doctor.run(args.config, credentials_dir=args.credentials_dir)
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    from agent import health
-    from agent.queue.store import Store
-    from agent.support import claim_row
-
-    cfg = _load_config(args)
-    with Store.open(cfg.data_dir, readonly=True) as store:
-        summary = store.summary()
-        expired = store.claims("expired", limit=args.limit)
-        unsure = store.claims("unsure", limit=args.limit)
-    now = time.time()
-    live = health.read(cfg.data_dir, now)
-    summary["oldest_pending_age_s"] = (
-        round(now - summary["oldest_pending_at"], 1) if summary["oldest_pending_at"] else None)
-    summary["expired_claims"] = [claim_row(c) for c in expired]
-    summary["unsure_claims"] = [claim_row(c) for c in unsure]
-    summary["agent"] = live
-    summary["attention"] = health.attention(summary, live, pending_age=args.pending_age, now=now)
-    if args.json:
-        print(json.dumps(summary, indent=2, sort_keys=True))
-    else:
-        _print_status(summary, now)
-    if live is None:
-        return EXIT_NOT_RUNNING
-    return EXIT_ATTENTION if summary["attention"] else EXIT_OK
-
-
-def _ago(ts: float | None, now: float) -> str:
-    return f"{_iso(ts)} ({now - ts:.0f} s ago)" if ts else "never"
-
-
-def _live_rows(live: dict | None, now: float) -> list[tuple[str, object]]:
-    if live is None:
-        return [("agent", "NOT RUNNING (no live agent on this data_dir)")]
-    pos, cloud = live["pos"], live["cloud"]
-    rows: list[tuple[str, object]] = [
-        ("agent", f"running, PID {live['pid']}, version {live['version']}, "
-                  f"up {now - live['started_at']:.0f} s"),
-        ("POS", f"FAILING: {pos['last_error']}" if pos["last_error"] else "reachable"),
-        ("POS last successful poll", _ago(pos["last_success"], now)),
-        ("cloud", "TOKEN REFUSED" if cloud["auth_failing"] else
-                  f"FAILING: {cloud['last_error']}" if cloud["last_error"] else "ok"),
-        ("cloud last answer", _ago(cloud["last_success"], now)),
-    ]
-    for scanner in live["scanners"]:
-        state = {True: "connected", False: "NOT CONNECTED", None: "unknown"}[scanner["connected"]]
-        rows.append((f"scanner {scanner['name']}", state))
-    rows.append(("scans refused / failed", f"{live['scans']['refused']} / "
-                                           f"{live['scans']['failed']} since start"))
-    return rows
-
-
-def _print_status(s: dict, now: float) -> None:
-    reasons = ", ".join(f"{k} {v}" for k, v in sorted(s["claims_unsure_reasons"].items()))
-    rows = _live_rows(s["agent"], now) + [
-        ("claims waiting for a sale", s["claims_pending"]),
-        ("claims delivered", s["claims_delivered"]),
-        ("claims expired (no sale)", s["claims_expired"]),
-        ("claims closed unsure", f"{s['claims_unsure']}" + (f" ({reasons})" if reasons else "")),
-        ("receipts pending upload", s["outbox_pending"]),
-        ("receipts dead-lettered", s["outbox_dead"]),
-        ("receipts delivered", s["outbox_delivered"]),
-        ("oldest pending age", f"{s['oldest_pending_age_s']} s" if s["oldest_pending_age_s"] is not None else "-"),
-        ("last delivery", _iso(s["last_delivery_at"]) or "-"),
-        ("last error", printable(s["last_error"] or "-")),
-        ("POS sync marker", s["cursor"] if s["cursor"] is not None else "-"),
-    ]
-    width = max(len(k) for k, _ in rows)
-    for key, value in rows:
-        print(f"{key:<{width}}  {value}")
-    for state in ("expired", "unsure"):
-        for claim in s[f"{state}_claims"]:
-            print(f"  {state} claim #{claim['id']} workplace {claim['workplace']} at "
-                  f"{claim['scanned_at']} {claim['customer']} cid={claim['cid']}"
-                  + (f" reason={claim['reason']}" if claim["reason"] else ""))
-    if s["claims_unsure"] or s["claims_expired"]:
-        print("  see `boniq-agent claims show ID`; `claims assign ID RECEIPT` once checked with"
-              " the customer")
-    print("healthy" if not s["attention"] else "NEEDS ATTENTION:")
-    for reason in s["attention"]:
-        print(f"  - {reason}")
-
-
-def _iso(ts: float | None) -> str | None:
-    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds") if ts else None
-
-
-def cmd_outbox(args: argparse.Namespace) -> int:
-    from agent.queue.store import Store
-
-    cfg = _load_config(args)
-    readonly = args.outbox_command != "retry"
-    with Store.open(cfg.data_dir, readonly=readonly) as store:
-        if args.outbox_command == "list":
-            return _outbox_list(store.outbox(args.state, limit=args.limit), args)
-        if args.outbox_command == "show":
-            return _outbox_show(store, args.id)
-        return _outbox_retry(store, args)
-
-
-_LIST_HEADER = ("ID", "STATE", "KIND", "TRIES", "CREATED", "NEXT/DELIVERED", "RECEIPT", "CID", "ERROR")
-
-
-def _outbox_list(items: list, args: argparse.Namespace) -> int:
-    rows = [{"id": i.id, "state": i.state, "kind": i.kind, "attempts": i.attempts,
-             "created_at": _iso(i.created_at),
-             "next_attempt_at": _iso(i.next_attempt_at) if i.state == "pending" else None,
-             "delivered_at": _iso(i.delivered_at), "receipt_id": i.receipt_id,
-             "correlation_id": i.correlation_id, "last_error": i.last_error} for i in items]
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return EXIT_OK
-    if not rows:
-        print(f"no {args.state + ' ' if args.state else ''}outbox items")
-        return EXIT_OK
-    table = [_LIST_HEADER] + [
-        (str(r["id"]), r["state"], r["kind"], str(r["attempts"]), r["created_at"] or "-",
-         r["delivered_at"] or r["next_attempt_at"] or "-", printable(r["receipt_id"]),
-         r["correlation_id"], printable((r["last_error"] or "-")[:80])) for r in rows]
-    widths = [max(len(row[n]) for row in table) for n in range(len(_LIST_HEADER) - 1)]
-    for row in table:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
-    return EXIT_OK
-
-
-def _find(store, ref: str) -> list:  # noqa: ANN001
-    items = store.find_outbox(ref)
-    if not items:
-        print(f"no outbox item matches {ref!r} (give its ID, the POS receipt id or the cid)",
-              file=sys.stderr)
-    return items
-
-
-def _outbox_show(store, ref: str) -> int:  # noqa: ANN001
-    items = _find(store, ref)
-    if not items:
-        return EXIT_FAIL
-    for item in items:
-        payload = json.loads(item.body)
-        payload["customer"] = {k: logs.mask_code(v) for k, v in payload["customer"].items()}
-        print(json.dumps({
-            "id": item.id, "state": item.state, "attempts": item.attempts, "kind": item.kind,
-            "receipt_id": item.receipt_id, "idempotency_key": item.idempotency_key,
-            "correlation_id": item.correlation_id, "next_attempt_at": _iso(item.next_attempt_at),
-            "created_at": _iso(item.created_at), "delivered_at": _iso(item.delivered_at),
-            "cloud_id": item.cloud_id, "last_error": item.last_error, "payload": payload,
-        }, indent=2))
-    return EXIT_OK
-
-
-def _outbox_retry(store, args: argparse.Namespace) -> int:  # noqa: ANN001
-    from agent.audit import manual_action
-
-    if args.dead:
-        count = store.requeue_dead()
-        manual_action("manual action: dead letters re-queued", count=count)
-        print(f"re-queued {count} dead-lettered receipt(s)")
-        return EXIT_OK
-    if args.id is None:
-        print("give an outbox ID, receipt id or cid, or --dead", file=sys.stderr)
-        return EXIT_USAGE
-    items = _find(store, args.id)
-    if not items:
-        return EXIT_FAIL
-    requeued = [item for item in items if store.requeue(item.id)]
-    for item in requeued:
-        manual_action("manual action: outbox item re-queued", id=item.id,
-                      receipt=item.receipt_id, cid=item.correlation_id)
-        print(f"re-queued outbox item {item.id} (receipt {item.receipt_id})")
-    if not requeued:
-        print(f"outbox item(s) {', '.join(str(i.id) for i in items)} already delivered",
-              file=sys.stderr)
-        return EXIT_FAIL
-    return EXIT_OK
-
-
-def cmd_scan(args: argparse.Namespace) -> int:
-    from agent import codes
-    from agent.intake import claim_for
-    from agent.queue.store import Store
-
-    cfg = _load_config(args)
-    try:
-        code = codes.parse(args.code, url_hosts=cfg.codes.url_hosts)
-    except CodeRejected as exc:
-        print(f"rejected: {exc}", file=sys.stderr)
-        return EXIT_FAIL
-    workplace = args.workplace if args.workplace is not None else cfg.store.workplace
-    with Store.open(cfg.data_dir) as store:
-        result = claim_for(store, cfg, code, workplace=workplace, source="manual",
-                           at=time.time())
-    state = "already waiting" if result.duplicate else "accepted"
-    from agent.audit import manual_action
-
-    manual_action("manual action: claim added by hand (scan)", outcome=state,
-                  workplace=workplace, customer=logs.mask_code(code.value),
-                  claim=result.claim.id, cid=result.claim.correlation_id)
-    print(f"{state}: {logs.mask_code(code.value)} waits for the next sale at workplace "
-          f"{workplace} (claim #{result.claim.id}, cid={result.claim.correlation_id})")
-    return EXIT_OK
-
-
-def cmd_claims(args: argparse.Namespace) -> int:
-    from agent import support
-    from agent.queue.store import Store
-
-    cfg = _load_config(args)
-    readonly = args.claims_command != "assign"
-    with Store.open(cfg.data_dir, readonly=readonly) as store:
-        if args.claims_command == "list":
-            print(support.list_claims(store, args.state, args.limit, args.json))
-        elif args.claims_command == "show":
-            print(support.show_claim(store, cfg, args.id))
-        else:
-            print(support.assign(store, cfg, args.claim, args.receipt))
-    return EXIT_OK
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from agent import demo
-
-    logs.setup("warning" if not getattr(args, "verbose", False) else "info")
-    return demo.run(interactive=args.interactive)
-
-
-def cmd_sim_kassa(args: argparse.Namespace) -> int:
-    from agent.sim import kassa
-
-    logs.setup("info")
-    webhook = None
-    if args.webhook_url:
-        if not (args.webhook_key and args.subscription_id):
-            print("--webhook-url needs --webhook-key and --subscription-id", file=sys.stderr)
-            return EXIT_USAGE
-        webhook = {"webhook_url": args.webhook_url, "key": args.webhook_key,
-                   "subscription_id": args.subscription_id, "key_form": args.webhook_key_form,
-                   "timeout": args.webhook_timeout}
-    try:
-        kassa.serve_forever_cli(args.port, args.ident, args.secret,
-                                auto_sales_per_minute=args.auto_sales, webhook=webhook)
-    except ValueError as exc:  # a webhook URL off loopback, a key that is not Base64
-        print(f"boniq-agent sim kassa: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    return EXIT_OK
-
-
-def cmd_sim_cloud(args: argparse.Namespace) -> int:
-    from agent.sim import cloud
-
-    logs.setup("info")
-    cloud.serve_forever_cli(args.port, args.token, db_path=args.db)
-    return EXIT_OK
+__all__ = ["EXIT_ATTENTION", "EXIT_CONFIG", "EXIT_CORRUPT", "EXIT_FAIL", "EXIT_NOT_RUNNING",
+           "EXIT_OK", "EXIT_STORE", "EXIT_USAGE", "build_parser", "main"]
 
 
 class _HelpFormatter(argparse.HelpFormatter):
@@ -363,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     _global_options(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, func: Callable, help_: str, config: bool = True) -> argparse.ArgumentParser:
+    def command(name: str, func: Callable[[argparse.Namespace], int], help_: str, config: bool = True) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_)
         if config:
             _global_options(p)
@@ -411,8 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     claims = p.add_subparsers(dest="claims_command", required=True, metavar="ACTION")
     for name, help_ in (("list", "list claims, newest first"),
                         ("show", "one claim with its reason and the candidate sales"),
-                        ("assign", "give an unsure or expired claim its receipt (after checking"
-                                   " with the customer)")):
+                        ("assign", ("give an unsure or expired claim its receipt (after"
+                                    " checking with the customer)"))):
         q = claims.add_parser(name, help=help_, description=help_)
         q.add_argument("--config", "-c", default=argparse.SUPPRESS, help="configuration file")
         if name == "list":
@@ -466,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Every line printed goes through `printable`: store data and server text reach terminals."""
     out, err = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = PrintableStream(out), PrintableStream(err)  # type: ignore[assignment]
+    sys.stdout, sys.stderr = PrintableStream(out), PrintableStream(err)
     try:
         return _main(argv)
     finally:
@@ -479,7 +185,8 @@ def _main(argv: Sequence[str] | None) -> int:
     if not hasattr(args, "config"):
         args.config = DEFAULT_CONFIG
     try:
-        return args.func(args)
+        command: Callable[[argparse.Namespace], int] = args.func
+        return command(args)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)

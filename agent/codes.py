@@ -1,4 +1,4 @@
-"""Customer codes (SPEC §4): compact BONIQ codes, their URL form, and e-mail addresses.
+"""Customer codes: compact BONIQ codes, their URL form, and e-mail addresses.
 
 A compact code is `BQ1` + 16 token characters + 1 check character from Crockford base32. The
 check character is Luhn mod 32 over the token, so any single mistyped or misread character and
@@ -22,6 +22,8 @@ _VALUE = {c: i for i, c in enumerate(ALPHABET)}
 _ALIASES = str.maketrans({"O": "0", "I": "1", "L": "1"})
 _SEPARATORS = re.compile(r"[\s-]+")
 _EMAIL = re.compile(r"^[^@\s<>()\[\],;:\"]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$")
+URL_HOSTS = ("boniq.nl", "app.boniq.nl")
+"""Hosts of the links a BONIQ app shows as a QR code (`codes.url_hosts` in the config)."""
 
 
 @dataclass(frozen=True)
@@ -30,9 +32,6 @@ class CustomerCode:
 
     kind: str
     value: str
-
-    def as_customer(self) -> dict[str, str]:
-        return {self.kind: self.value}
 
 
 def luhn32_check(token: str) -> str:
@@ -102,7 +101,7 @@ def _trimmed(raw: str) -> str:
     return raw[start:end]
 
 
-def parse(raw: str | bytes, *, url_hosts: Iterable[str] = ("boniq.nl", "app.boniq.nl")) -> CustomerCode:
+def parse(raw: str | bytes, *, url_hosts: Iterable[str] = URL_HOSTS) -> CustomerCode:
     """Normalise scanner or keyboard input into a customer code, or raise CodeRejected.
 
     The reason in CodeRejected is short and safe to log (it never repeats the input)."""

@@ -16,6 +16,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,7 +33,7 @@ from agent.kassa.client import KassaClient
 from agent.kassa.poller import Poller, log_close
 from agent.kassa.webhooks import Receiver, serve_receiver
 from agent.logs import fields, get_logger
-from agent.metrics import Metrics, serve
+from agent.metrics import Metrics, StoreGauges, UploadOutcome, serve
 from agent.queue.claims import ClaimState, Close
 from agent.queue.outbox import OutboxItem
 from agent.queue.store import Store
@@ -99,7 +100,7 @@ class Reporter:
     def clock_offset(self, seconds: float) -> None:
         self.metrics.pos_clock_offset(seconds)
 
-    def uploaded(self, outcome: str) -> None:
+    def uploaded(self, outcome: UploadOutcome) -> None:
         self.metrics.upload(outcome)
         if outcome in ("delivered", "dead"):  # the cloud answered
             self.cloud_last_success = time.time()
@@ -218,7 +219,7 @@ class Daemon:
     def start(self) -> None:
         scanner_base.on_state_change(self.metrics.scanner_up)
         for source in self.sources:
-            self._spawn(f"source {source.name}", lambda stop, s=source: self._run_source(s, stop))
+            self._spawn(f"source {source.name}", partial(self._run_source, source))
         self.webhook_server = serve_receiver(self.webhooks) if self.webhooks else None
         self.heartbeat.register("poller", "uploader")
         self._spawn("poller", self.poller.run)
@@ -291,7 +292,7 @@ class Daemon:
     def ready(self) -> bool:
         return not self.stop_event.is_set() and self.poller.last_success is not None
 
-    def _gauges(self) -> dict[str, Any]:
+    def _gauges(self) -> StoreGauges:
         s = self.store.summary()
         return {"outbox": {state: s[f"outbox_{state}"] for state in ("pending", "delivered", "dead")},
                 "claims_pending": s["claims_pending"], "claims": s["claims_by_state"],

@@ -20,6 +20,7 @@ import requests
 
 from agent.config import Config
 from agent.daemon import Daemon
+from agent.errors import AgentError
 from agent.queue.store import Claim
 from agent.scanner.base import ScanEvent
 from agent.sim.cloud import CloudSimulator
@@ -74,14 +75,19 @@ class CashierPage:
         self.url = url
         self.http = requests.Session()
         page = self.http.get(url, timeout=5).text
-        self.csrf = re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
+        token = re.search(r'name="csrf-token" content="([^"]+)"', page)
+        if token is None:
+            raise AgentError(f"the cashier page at {url} carries no CSRF token")
+        self.csrf = token.group(1)
 
     def claim(self, address: str) -> dict[str, Any]:
-        return self.http.post(f"{self.url}api/claim", json={"address": address}, timeout=5,
+        answer: dict[str, Any] = self.http.post(f"{self.url}api/claim", json={"address": address}, timeout=5,
                               headers={"X-CSRF-Token": self.csrf}).json()
+        return answer
 
     def outcomes(self) -> list[dict[str, Any]]:
-        return self.http.get(f"{self.url}api/outcomes", timeout=5).json()["entries"]
+        entries: list[dict[str, Any]] = self.http.get(f"{self.url}api/outcomes", timeout=5).json()["entries"]
+        return entries
 
 
 class Demo:
@@ -110,11 +116,11 @@ class Demo:
     def _cashier_moment(self, claim: Claim | None) -> None:
         """A real cashier takes a moment between the scan and the payment; the agent uses it to
         poll the POS once, which proves every later sale came after the scan."""
-        def fenced() -> bool:
+        def fenced(claim: Claim) -> bool:
             return not any(c.id == claim.id and c.fence_marker is None
                            for c in self.daemon.store.pending_claims())
         deadline = time.monotonic() + WAIT
-        while claim is not None and not fenced() and time.monotonic() < deadline:
+        while claim is not None and not fenced(claim) and time.monotonic() < deadline:
             time.sleep(0.02)
 
     def page_claim(self, address: str) -> bool:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin
 
 from agent import __version__
@@ -21,6 +22,9 @@ from agent.errors import AgentError, ConfigError, KassaRejected
 from agent.http import HttpError, Transport
 from agent.logs import redact
 from agent.queue.store import DB_NAME
+
+if TYPE_CHECKING:
+    from agent.kassa.client import KassaClient
 
 MIN_FREE_BYTES = 200 * 1024 * 1024
 
@@ -148,7 +152,7 @@ def _disk(data_dir: Path) -> Check:
                  "free space on that filesystem: pending receipts wait in the store meanwhile")
 
 
-def _scanner(scanner) -> Check:  # noqa: ANN001 - any scanner config model
+def _scanner(scanner: Any) -> Check:  # any scanner config model
     name = f"scanner {scanner.type}"
     if scanner.type == "stdin":
         return Check(name, True, "reads standard input")
@@ -209,7 +213,7 @@ def _kassa(config: Config) -> Iterator[Check]:
         yield doctor_webhooks.self_test(config)
 
 
-def _branch(client, config: Config) -> Check:  # noqa: ANN001
+def _branch(client: KassaClient, config: Config) -> Check:
     branches = client.get_branches()
     numbers = {b.number: b for b in branches}
     branch = numbers.get(config.store.branch)

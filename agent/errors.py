@@ -33,8 +33,6 @@ class AgentError(Exception):
 class ConfigError(AgentError):
     """The configuration is invalid; `problems` holds one `FILE:LINE: key.path: message` each."""
 
-    exit_status = 78
-
     def __init__(self, problems: list[str] | str) -> None:
         self.problems = [problems] if isinstance(problems, str) else list(problems)
         super().__init__("\n".join(self.problems))

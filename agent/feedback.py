@@ -72,7 +72,7 @@ class Feedback:
         self._start("delivered")
 
     def wait_idle(self, timeout: float) -> bool:
-        """Wait for running commands to finish (at shutdown); False if some still run."""
+        """Wait for running commands to finish; False if some still run after `timeout`."""
         deadline = time.monotonic() + timeout
         with self._idle:
             return self._idle.wait_for(

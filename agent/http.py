@@ -22,7 +22,7 @@ import ipaddress
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -161,7 +161,7 @@ class Transport:
                     body = self._read(response)
             except HttpError as exc:
                 failure = exc
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - every failure below requests becomes an HttpError
                 failure = _translated(exc, deadline.expired, t.total)
             if failure is None and deadline.expired:  # a cut socket reads as the answer's end
                 failure = HttpTimeout(f"answer incomplete after {t.total:g} s")
@@ -215,6 +215,14 @@ def cleartext(url: str) -> bool:
         return not ipaddress.ip_address(host).is_loopback
     except ValueError:
         return True
+
+
+def secret_reader(secret: str | Callable[[], str]) -> Callable[[], str]:
+    """A secret given as text, or as a function that reads it again (a rotated file or
+    credential is picked up when the remote refuses the old one)."""
+    if callable(secret):
+        return secret
+    return lambda: secret
 
 
 def new_session() -> requests.Session:

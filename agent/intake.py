@@ -14,6 +14,7 @@ from typing import Protocol
 from agent import codes
 from agent.config import Config
 from agent.errors import CodeRejected, StoreError
+from agent.metrics import ScanOutcome
 from agent.logs import correlation, fields, get_logger, mask_code, new_correlation_id
 from agent.queue.claims import Claim
 from agent.queue.store import ClaimResult, NewClaim, Store
@@ -24,7 +25,7 @@ log = get_logger(__name__)
 
 @dataclass(frozen=True)
 class ScanResult:
-    outcome: str  # accepted | duplicate | rejected | failed
+    outcome: ScanOutcome
     reason: str = ""
     claim: Claim | None = None
 
@@ -73,7 +74,7 @@ class ScanIntake:
                 source=event.source, reason=str(exc)))
             return ScanResult("failed", str(exc))
         self.wake()
-        outcome = "duplicate" if stored.duplicate else "accepted"
+        outcome: ScanOutcome = "duplicate" if stored.duplicate else "accepted"
         with correlation(stored.claim.correlation_id):
             log.info(f"scan {outcome}: claim waits for the sale", extra=fields(
                 source=event.source, workplace=workplace, kind=stored.claim.customer_kind,

@@ -95,7 +95,7 @@ class JournalHandler(logging.Handler):
             self._send(encode(self.entry(record)))
         except OSError:
             self._fallback.handle(record)
-        except Exception:
+        except Exception:  # noqa: BLE001 - logging.Handler's contract: report, never raise
             self.handleError(record)
 
     def _send(self, data: bytes) -> None:

@@ -129,7 +129,7 @@ class Handler(BaseHTTPRequestHandler):
         return self.server.limits
 
     def setup(self) -> None:
-        self.timeout = self.server.limits.timeout
+        self.request.settimeout(self.server.limits.timeout)
         self.requestline, self.command, self.request_version = "", "", "HTTP/1.0"
         super().setup()
         self._connection_entry = self.server.connection_of(self.request)

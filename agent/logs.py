@@ -26,6 +26,7 @@ from agent.printable import printable
 
 _cid: contextvars.ContextVar[str | None] = contextvars.ContextVar("boniq_cid", default=None)
 _registered_secrets: set[str] = set()
+_OURS = "_boniq"  # marks the root handler `setup` installed, so a second call replaces it
 
 _PRIORITY = {
     logging.CRITICAL: 2,
@@ -158,7 +159,7 @@ def setup(level: str = "info", stream: TextIO | None = None) -> logging.Handler:
     """Route every logger to one handler: the journal when stderr is the journal, else stderr."""
     stream = stream or sys.stderr
     root = logging.getLogger()
-    for old in [h for h in root.handlers if getattr(h, "_boniq", False)]:
+    for old in [h for h in root.handlers if getattr(h, _OURS, False)]:
         root.removeHandler(old)
         old.close()
     from agent import journal
@@ -169,7 +170,7 @@ def setup(level: str = "info", stream: TextIO | None = None) -> logging.Handler:
     else:
         handler = logging.StreamHandler(stream)
         handler.setFormatter(LogfmtFormatter(terminal=_is_terminal(stream)))
-    handler._boniq = True  # type: ignore[attr-defined]
+    setattr(handler, _OURS, True)
     handler.addFilter(_CorrelationFilter())
     root.addHandler(handler)
     root.setLevel(getattr(logging, level.upper(), logging.INFO))

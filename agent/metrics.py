@@ -38,11 +38,10 @@ _SOURCES: tuple[SourceKind, ...] = ("serial", "hid", "webcam", "stdin", "manual"
 _SCAN_OUTCOMES: tuple[ScanOutcome, ...] = ("accepted", "rejected", "duplicate", "failed")
 _UPLOAD_OUTCOMES: tuple[UploadOutcome, ...] = ("delivered", "retry", "dead", "auth")
 
-DEFAULT_LISTEN = "127.0.0.1:9464"
 LIMITS = Limits(max_connections=32, header_bytes=8 * 1024, body_bytes=0, timeout=5.0, backlog=1024)
 """A scrape is one short GET: no body, small headers, a Prometheus scrape_timeout of seconds."""
 
-__all__ = ["DEFAULT_LISTEN", "LIMITS", "Metrics", "Server", "StoreGauges", "parse_listen", "serve"]
+__all__ = ["LIMITS", "Metrics", "Server", "StoreGauges", "parse_listen", "serve"]
 
 
 class StoreGauges(TypedDict, total=False):
@@ -60,7 +59,7 @@ class Metrics:
 
     def __init__(self, version: str = __version__) -> None:
         # `_created` series double the exposition and no dashboard of ours reads them.
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated upstream
         self.registry = CollectorRegistry()
         self._collect: Callable[[], StoreGauges] | None = None
         self._last_delivery = 0.0
@@ -68,6 +67,12 @@ class Metrics:
         Info("boniq_agent_build", "Version of the running agent.", registry=r).info(
             {"version": printable(version)}
         )
+        self._declare_counters(r)
+        self._declare_gauges(r)
+        self._zero_series()
+        r.register(_StoreCollector(self._store_gauges, lambda: self._last_delivery))
+
+    def _declare_counters(self, r: CollectorRegistry) -> None:
         self._scans = Counter(
             "boniq_agent_scans",
             "Codes read by a scanner source.",
@@ -98,6 +103,14 @@ class Metrics:
             ["state", "reason"],
             registry=r,
         )
+        self._pos_polls = Counter(
+            "boniq_agent_pos_polls", "getReceipts polls of the POS.", registry=r
+        )
+        self._pos_poll_errors = Counter(
+            "boniq_agent_pos_poll_errors", "getReceipts polls that failed.", registry=r
+        )
+
+    def _declare_gauges(self, r: CollectorRegistry) -> None:
         self._pos_clock_offset = Gauge(
             "boniq_agent_pos_clock_offset_seconds",
             "POS clock minus this till's clock, measured at the last reference refresh.",
@@ -114,12 +127,9 @@ class Metrics:
             ["source"],
             registry=r,
         )
-        self._pos_polls = Counter(
-            "boniq_agent_pos_polls", "getReceipts polls of the POS.", registry=r
-        )
-        self._pos_poll_errors = Counter(
-            "boniq_agent_pos_poll_errors", "getReceipts polls that failed.", registry=r
-        )
+
+    def _zero_series(self) -> None:
+        """Every known label set exported as 0 from the start, so rate() and alerts see it."""
         for source in _SOURCES:
             for scan_outcome in _SCAN_OUTCOMES:
                 self._scans.labels(source, scan_outcome)
@@ -129,9 +139,8 @@ class Metrics:
             self._claims_closed.labels(end, "")
         for upload_outcome in _UPLOAD_OUTCOMES:
             self._uploads.labels(upload_outcome)
-        r.register(_StoreCollector(self._store_gauges, lambda: self._last_delivery))
 
-    def scan(self, source: str, outcome: str) -> None:
+    def scan(self, source: str, outcome: ScanOutcome) -> None:
         """`source`: the kind of source (an unknown kind, e.g. a test's, counts as `other`)."""
         kind = source if source in _SOURCES else "other"
         self._scans.labels(kind, outcome).inc()
@@ -185,7 +194,7 @@ class Metrics:
             return {}
         try:
             return self._collect()
-        except Exception as exc:  # a locked or damaged store must not break the scrape
+        except Exception as exc:  # noqa: BLE001 - a locked or damaged store must not break the scrape
             log.warning("store metrics unavailable", extra=fields(error=type(exc).__name__))
             return {}
 
@@ -298,6 +307,6 @@ class _Handler(Handler):
     def _is_ready(self) -> bool:
         try:
             return bool(self.context.ready())
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a failing check is "not ready", not a 500
             log.warning("readiness check failed", extra=fields(error=type(exc).__name__))
             return False

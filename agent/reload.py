@@ -1,4 +1,4 @@
-"""SIGHUP: read the configuration again and say what changed (SPEC §9).
+"""SIGHUP: read the configuration again and say what changed.
 
 What can change in place is `RELOADABLE`; every other change is logged as needing a restart.
 An invalid file is logged and the running configuration kept.

@@ -10,9 +10,9 @@ from __future__ import annotations
 import getpass
 import json
 import os
-from datetime import datetime
 from typing import Any
 
+from agent.commands import iso
 from agent.config import Config
 from agent.errors import ClaimStateError, KassaError
 from agent.kassa.client import KassaClient
@@ -80,7 +80,3 @@ def assign(store: Store, config: Config, claim_id: int, receipt_id: str,
 
 def _operator() -> str:
     return os.environ.get("SUDO_USER") or getpass.getuser()
-
-
-def iso(ts: float | None) -> str | None:
-    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds") if ts else None

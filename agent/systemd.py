@@ -4,10 +4,11 @@ The notify protocol is stable and is the API (sd_notify(3)): one AF_UNIX datagra
 newline-separated `KEY=VALUE` lines to `$NOTIFY_SOCKET`; a leading `@` names an abstract socket.
 Outside systemd every call is a no-op, so the daemon runs the same in a terminal.
 
-The watchdog must mean "the pipeline moves", not "the process exists": each loop (scanner
-sources, POS poller, uploader) calls `Heartbeat.beat(name)` once per turn, idle turns included,
-and the daemon sends `watchdog()` only while `Heartbeat.healthy()`; a hung thread then becomes a
-restart instead of a silently "active" unit.
+The watchdog must mean "the pipeline moves", not "the process exists": the POS poller and the
+uploader call `Heartbeat.beat(name)` once per turn, idle turns included, and the daemon sends
+`watchdog()` only while `Heartbeat.healthy()`; a hung thread then becomes a restart instead of a
+silently "active" unit. Scanner sources do not beat: they block on their device for as long as
+no code is scanned, and report up or down through the `scanner_up` metric and `status`.
 """
 
 from __future__ import annotations

@@ -25,13 +25,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent import logs  # noqa: E402
-from agent.config import Config  # noqa: E402
-from agent.daemon import Daemon  # noqa: E402
-from agent.demo import CashierPage  # noqa: E402
-from agent.queue.store import NewClaim  # noqa: E402
-from agent.sim.cloud import CloudSimulator  # noqa: E402
-from agent.sim.kassa import KassaSimulator  # noqa: E402
+from agent import logs
+from agent.config import Config
+from agent.daemon import Daemon
+from agent.demo import CashierPage
+from agent.queue.store import NewClaim
+from agent.sim.cloud import CloudSimulator
+from agent.sim.kassa import KassaSimulator
 
 TILL = 2
 

@@ -10,7 +10,7 @@ with one UNIQUE key as the ceiling. Rounds alternate between the contenders so d
 machine hits all of them alike; the median round counts. Where the fsync is cheap (this VM) the
 index work decides: an outbox row updates three indexes, a persist-queue row none.
 Target (SPEC §11): our durable enqueue at least as fast as persist-queue at the same durability.
-persist-queue is a bench-only dependency: pip install persist-queue
+persist-queue is a bench-only dependency (the `bench` extra): `./dev bench enqueue` installs it.
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ def main() -> None:
     contenders = dict(CONTENDERS)
     if persistqueue is None:
         print("persist-queue is not installed, so the comparison cannot run: "
-              "`.venv/bin/pip install persist-queue` (a bench-only dependency)")
+              "`./dev bench enqueue` installs it (the `bench` extra)")
         del contenders["persist-queue SQLiteQueue.put"]
     if os.environ.get("LD_PRELOAD"):
         print(f"warning: LD_PRELOAD={os.environ['LD_PRELOAD']} (eatmydata would void durability)")

@@ -92,10 +92,10 @@ def watch(pids: list[int], seconds: float) -> list[Footprint]:
     peaks = [0.0] * len(pids)
     while time.monotonic() - started < seconds:
         time.sleep(SAMPLE_EVERY)
-        peaks = [max(peak, memory_mb(pid)[0]) for peak, pid in zip(peaks, pids)]
+        peaks = [max(peak, memory_mb(pid)[0]) for peak, pid in zip(peaks, pids, strict=True)]
     elapsed = time.monotonic() - started
     result = []
-    for pid, before, peak, written in zip(pids, cpu0, peaks, written0):
+    for pid, before, peak, written in zip(pids, cpu0, peaks, written0, strict=True):
         rss, hwm = memory_mb(pid)
         per_minute = (written_bytes(pid) - written) / 1024 / elapsed * 60
         result.append(Footprint(100 * (cpu_seconds(pid) - before) / elapsed, rss, peak, hwm,

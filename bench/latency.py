@@ -116,11 +116,11 @@ def simulator_processes() -> Iterator[tuple[str, str]]:
                 ["cloud", "--token", "demo-token"]]
     processes = [subprocess.Popen([sys.executable, "-m", "agent.cli", "sim", command[0], "--port",
                                    str(port), *command[1:]], cwd=ROOT, stdout=subprocess.DEVNULL)
-                 for port, command in zip(ports, commands)]
+                 for port, command in zip(ports, commands, strict=True)]
     try:
         for port in ports:
             wait_until(lambda p=port: listening(p), timeout=30, what=f"a simulator on port {port}")
-        yield tuple(f"http://127.0.0.1:{port}/" for port in ports)  # type: ignore[misc]
+        yield tuple(f"http://127.0.0.1:{port}/" for port in ports)
     finally:
         for process in processes:
             process.terminate()
@@ -140,8 +140,8 @@ class Timed:
         self._committed = threading.local()
         self._add_claim = daemon.store.add_claim
         self._on_scan = daemon.on_scan
-        daemon.store.add_claim = self.add_claim  # type: ignore[method-assign]
-        daemon.on_scan = self.on_scan  # type: ignore[method-assign]
+        daemon.store.add_claim = self.add_claim
+        daemon.on_scan = self.on_scan
 
     def add_claim(self, *args: Any, **kwargs: Any) -> Any:
         result = self._add_claim(*args, **kwargs)

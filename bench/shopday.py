@@ -394,7 +394,7 @@ def store_credited(item: object) -> str | None:
     """The receipt a credit in the outbox credits (from its payload)."""
     import json
 
-    body = json.loads(item.body)  # type: ignore[attr-defined]
+    body = json.loads(item.body)
     return body.get("credits_receipt_id")
 
 

@@ -9,10 +9,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 from pathlib import Path
 
 from agent import codes
-from agent.queue.store import Claim, Store
+from agent.queue.store import Claim, OutboxItem, Store
+from agent.sim.cloud import canonical, example_receipt
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,6 +44,20 @@ def wait_until(predicate: Callable[[], object], timeout: float = 20.0, what: str
             return value
         time.sleep(0.02)
     raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+
+
+UPLOAD_TOKEN = "tok-Upl0ad-9f3k"  # the cloud fixture of tests/queue takes this one
+
+
+def enqueue(
+    store: Store, receipt_id: str, *, payload: dict[str, Any] | None = None,
+    body: bytes | None = None, key: str | None = None, now: float = 1000.0,
+) -> OutboxItem:
+    """An outbox row for `receipt_id`, as the poller would store it (the example receipt)."""
+    payload = payload or example_receipt(receipt_id)
+    return store.enqueue(receipt_id, key or payload["idempotency_key"],
+                         body if body is not None else canonical(payload), f"c-{receipt_id}",
+                         now=now)
 
 
 def customer_code(n: int) -> str:
@@ -188,7 +204,8 @@ class Agent:
         except subprocess.TimeoutExpired:
             self.process.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack
             self.process.wait(10)
-            raise AssertionError(f"no exit {timeout} s after SIGTERM:\n{self.log_text()[-8000:]}")
+            raise AssertionError(
+                f"no exit {timeout} s after SIGTERM:\n{self.log_text()[-8000:]}") from None
 
     def kill(self) -> None:
         if self.process and self.process.poll() is None:

@@ -1,46 +1,31 @@
-"""Shared by every test folder: tests/ on sys.path (agent_harness) and the receipt validator."""
+"""Shared by every test folder: tests/ on sys.path (agent_harness), the receipt validator and
+the simulators most tests run against (a folder's conftest.py or a module may define its own)."""
 
 import json
 import os
-import re
 import sys
-from datetime import datetime
+from collections.abc import Iterator
 from pathlib import Path
 
 import jsonschema
 import pytest
+
+from agent.queue.store import Store
+from agent.sim.cloud import CloudSimulator, format_checker
+from agent.sim.kassa import KassaSimulator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 SCHEMA_PATH = (
     Path(__file__).resolve().parents[1] / "agent" / "contracts" / "receipt.schema.json"
 )
-_RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$"
-)
-
-
-def _format_checker() -> jsonschema.FormatChecker:
-    """The draft's checker, with `date-time` enforced even without rfc3339-validator installed."""
-    checker = jsonschema.FormatChecker()
-
-    @checker.checks("date-time", raises=ValueError)
-    def is_rfc3339(value: object) -> bool:
-        if not isinstance(value, str):
-            return True
-        return (
-            bool(_RFC3339.match(value))
-            and datetime.fromisoformat(value).tzinfo is not None
-        )
-
-    return checker
 
 
 @pytest.fixture(scope="session")
 def receipt_validator() -> jsonschema.Draft202012Validator:
     schema = json.loads(SCHEMA_PATH.read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
-    return jsonschema.Draft202012Validator(schema, format_checker=_format_checker())
+    return jsonschema.Draft202012Validator(schema, format_checker=format_checker())
 
 
 
@@ -71,3 +56,36 @@ def _no_credentials_of_this_machine(tmp_path_factory):
         os.environ.pop("CREDENTIALS_DIRECTORY", None)
     else:
         os.environ["CREDENTIALS_DIRECTORY"] = previous
+
+
+@pytest.fixture
+def sim_seed() -> int | None:
+    """The kassa fixture's random sales: a module or folder overrides this to fix them."""
+    return None
+
+
+@pytest.fixture
+def cloud_seed() -> int | None:
+    """The cloud fixture's random faults: a module or folder overrides this to fix them."""
+    return None
+
+
+@pytest.fixture
+def kassa(sim_seed: int | None) -> Iterator[KassaSimulator]:
+    """A MplusKASSA simulator on 127.0.0.1 with the demo credentials."""
+    with KassaSimulator(seed=sim_seed) as sim:
+        yield sim
+
+
+@pytest.fixture
+def cloud(cloud_seed: int | None) -> Iterator[CloudSimulator]:
+    """A BONIQ cloud simulator on 127.0.0.1 taking `demo-token`."""
+    with CloudSimulator("demo-token", seed=cloud_seed) as sim:
+        yield sim
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    """A real Store in tmp_path/data."""
+    with Store.open(tmp_path / "data") as opened:
+        yield opened

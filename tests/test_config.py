@@ -98,7 +98,7 @@ def test_systemd_credentials_directory_supplies_missing_secrets(tmp_path, monkey
 def test_missing_secret_is_a_config_error(monkeypatch):
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
     cfg = config.parse(MINIMAL.replace("  token: my-token\n", ""))
-    with pytest.raises(ConfigError, match="cloud.token: not set"):
+    with pytest.raises(ConfigError, match=r"cloud\.token: not set"):
         cfg.cloud_token()
 
 

@@ -9,20 +9,11 @@ import pytest
 import requests
 from agent_harness import BACK_TO_BACK, Agent, customer_code, wait_until
 
-from agent.sim.cloud import CloudSimulator
-from agent.sim.kassa import KassaSimulator
 
 
 @pytest.fixture
-def kassa():
-    with KassaSimulator(seed=20) as sim:
-        yield sim
-
-
-@pytest.fixture
-def cloud():
-    with CloudSimulator("demo-token") as sim:
-        yield sim
+def sim_seed() -> int:
+    return 20
 
 
 @pytest.fixture
@@ -40,6 +31,7 @@ def serve_customer(agent, kassa, code):
     return kassa.book_sale(2, after=4)
 
 
+@pytest.mark.slow
 def test_twenty_customers_get_their_own_receipts_and_nothing_else_leaves(agent, kassa, cloud,
                                                                         receipt_validator):
     agent.start()
@@ -89,7 +81,7 @@ def test_sigterm_exits_zero_and_a_restart_delivers_what_was_pending(agent, kassa
     codes = [customer_code(2000 + n) for n in range(3)]
     for code in codes:
         serve_customer(agent, kassa, code)
-        wait_until(lambda: agent.summary()["outbox_pending"] >= codes.index(code) + 1,
+        wait_until(lambda code=code: agent.summary()["outbox_pending"] >= codes.index(code) + 1,
                    what="the sale in the outbox")
     assert agent.terminate() == 0
     assert agent.summary()["outbox_pending"] == 3 and cloud.count() == 0

@@ -10,19 +10,11 @@ import pytest
 from agent_harness import BACK_TO_BACK, ROOT, Agent, customer_code, wait_until
 
 from agent.sim.cloud import CloudSimulator
-from agent.sim.kassa import KassaSimulator
 
 
 @pytest.fixture
-def kassa():
-    with KassaSimulator(seed=12) as sim:
-        yield sim
-
-
-@pytest.fixture
-def cloud():
-    with CloudSimulator("demo-token") as sim:
-        yield sim
+def sim_seed() -> int:
+    return 12
 
 
 @pytest.fixture

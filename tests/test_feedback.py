@@ -93,5 +93,5 @@ def test_no_command_configured_means_no_feedback() -> None:
 
 
 def test_a_command_that_cannot_be_split_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="feedback.delivered"):
+    with pytest.raises(ConfigError, match=r"feedback\.delivered"):
         Feedback(delivered="aplay 'unterminated.wav")

@@ -14,7 +14,7 @@ import pytest
 from agent.supervision import config_fault
 from agent_harness import report_figure
 
-from agent.errors import CloudTransient, KassaRejected, KassaTransient
+from agent.errors import CloudTransient, KassaError, KassaRejected, KassaTransient
 from agent.http import HttpTimeout, HttpTooLarge, Transport, timeouts
 from agent.kassa.client import KassaClient
 from agent.queue.store import Store
@@ -143,7 +143,7 @@ def test_the_environment_proxy_is_ignored(monkeypatch: pytest.MonkeyPatch) -> No
         monkeypatch.delenv("no_proxy", raising=False)
         assert Transport(timeout=5.0, max_bytes=100).request("GET", target.url).body == b"direct"
         client = KassaClient(target.url, "ident-p", "secret-p", timeout=2.0)
-        with pytest.raises(Exception):
+        with pytest.raises(KassaError):
             client.get_api_version()
         assert proxy.connections == 0
         via = Transport(timeout=5.0, max_bytes=100, proxy=proxy.url)

@@ -69,6 +69,6 @@ def test_a_feedback_command_gets_a_minimal_environment(tmp_path: Path,
     feedback = Feedback(accepted=f"{sys.executable} -c \"{dump}\"")
     feedback.accepted()
     assert feedback.wait_idle(10)
-    env = eval(out.read_text())  # noqa: S307 - our own repr
+    env = eval(out.read_text())  # our own repr
     assert env["BONIQ_FEEDBACK"] == "accepted" and "PATH" in env
     assert not {"CREDENTIALS_DIRECTORY", "NOTIFY_SOCKET", "HTTPS_PROXY"} & set(env)

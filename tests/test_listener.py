@@ -272,7 +272,8 @@ def test_the_accept_loop_does_not_spin_when_descriptors_run_out() -> None:
         time.sleep(0.5)
 
         def cpu() -> float:
-            fields = open(f"/proc/{child.pid}/stat").read().rpartition(")")[2].split()
+            with open(f"/proc/{child.pid}/stat") as stat:
+                fields = stat.read().rpartition(")")[2].split()
             return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
         before = cpu()

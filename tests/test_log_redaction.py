@@ -30,7 +30,7 @@ def test_requests_exception_with_secret_in_url_is_redacted(captured):
     try:
         requests.post(url, timeout=2)
     except requests.RequestException as exc:
-        log.error("POS call failed: %s", exc, exc_info=True)
+        log.exception("POS call failed: %s", exc)
     text = captured.getvalue()
     assert "Max retries exceeded" in text or "Connection refused" in text
     assert "SuperSecret99" not in text and "shop-ident-42" not in text

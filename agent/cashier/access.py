@@ -18,6 +18,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
+from email.message import Message
 
 SESSION_COOKIE = "boniq_cashier"
 CSRF_HEADER = "X-CSRF-Token"
@@ -75,7 +76,7 @@ class Guard:
         return bool(host_header) and _is_loopback_host(_host_of(host_header or ""))
 
     @staticmethod
-    def cross_origin(headers: Mapping[str, str], host_header: str | None) -> bool:
+    def cross_origin(headers: Mapping[str, str] | Message, host_header: str | None) -> bool:
         """What the browser tells about where the request comes from (absent for curl)."""
         site = headers.get("Sec-Fetch-Site")
         if site is not None and site.lower() not in ("same-origin", "none"):

@@ -86,7 +86,7 @@ class Entry:
 
 
 def _clock_text(at: float) -> str:
-    return datetime.fromtimestamp(at).strftime("%H:%M:%S")
+    return datetime.fromtimestamp(at).astimezone().strftime("%H:%M:%S")  # the till's local time
 
 
 def claim_entry(claim: Any, language: Language) -> Entry:

@@ -63,8 +63,8 @@ OUTCOMES: dict[Language, dict[str, tuple[str, str, str]]] = {
         "delivered": ("✔", "Delivered", "The receipt goes to the customer."),
         "rejected": ("✖", "Refused", ""),
         "unsure": ("?", "Unsure",
-                   "Tell the customer: the digital receipt will not come by itself; "
-                   "give them the paper receipt."),
+                   ("Tell the customer: the digital receipt will not come by itself; "
+                    "give them the paper receipt.")),
         "expired": ("⌛", "Expired",
                     "No payment in time. Tell the customer: scan again just before paying."),
         "cancelled": ("⊘", "Cancelled", "This scan does not lead to a receipt."),

@@ -28,6 +28,7 @@ from agent.http import (
     HttpTooLarge,
     HttpUnreachable,
     Transport,
+    secret_reader,
     timeouts,
 )
 from agent.kassa import soap
@@ -96,7 +97,7 @@ class KassaClient:
     ) -> None:
         """`timeout`: seconds for a whole call (see `agent.http.timeouts`); `deadline` overrides
         its total. `verify`: True or the path of a CA bundle."""
-        self._secret_source: Callable[[], str] = secret if callable(secret) else (lambda: secret)
+        self._secret_source = secret_reader(secret)
         secret = self._secret_source()
         register_secret(secret)
         self._url = url
@@ -142,7 +143,7 @@ class KassaClient:
         for item in response:
             name = soap.local_name(item.tag)
             if name.endswith("SyncMarker") and INTEGER.fullmatch((item.text or "").strip()):
-                markers[name.removesuffix("SyncMarker")] = int(item.text.strip())
+                markers[name.removesuffix("SyncMarker")] = int((item.text or "").strip())
         if "receipt" not in markers:
             raise KassaResponseError(
                 "getCurrentSyncMarkersV2 answer holds no receiptSyncMarker"
@@ -153,7 +154,7 @@ class KassaClient:
         """Read the secret again (a rotated secret file or credential); True when it changed."""
         try:
             secret = self._secret_source()
-        except Exception as exc:  # a half-written file: keep the old secret
+        except Exception as exc:  # noqa: BLE001 - a half-written file: keep the old secret
             log.warning("cannot read the POS secret again", extra=fields(reason=str(exc)))
             return False
         if secret == self._auth["secret"]:

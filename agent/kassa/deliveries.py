@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -45,7 +46,7 @@ class Deliveries:
                            {"evidence": "credit-link", "scanned_at": None}, reference)
 
     def _build(self, receipt: Receipt, customer: Customer, cid: str, scanned: datetime | None,
-               claim_id: int | None, match: dict[str, str | None], reference: Reference
+               claim_id: int | None, match: Mapping[str, str | None], reference: Reference
                ) -> NewDelivery:
         payload = mapping.to_payload(
             receipt, merchant_id=self.merchant_id, customer={customer.kind: customer.value},

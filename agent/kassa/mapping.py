@@ -14,7 +14,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from agent.kassa.receipt import Line, Receipt, VatGroup
+from agent.kassa.receipt import Line, Payment, Receipt, VatGroup
 
 SCHEMA = "boniq.receipt/1"
 _PERCENT_SCALE_LIMIT = 100
@@ -76,58 +76,63 @@ def to_payload(
         "schema": SCHEMA,
         "idempotency_key": idempotency_key(merchant_id, receipt.receipt_id),
         "merchant_id": merchant_id,
-        "store": {
-            "branch": receipt.branch,
-            "workplace": receipt.workplace,
-            "name": store_name,
-        },
+        "store": {"branch": receipt.branch, "workplace": receipt.workplace, "name": store_name},
         "customer": dict(customer),
-        "pos": {
-            "system": "mpluskassa",
-            "receipt_id": receipt.receipt_id,
-            "transaction": receipt.transaction,
-            "number": {
-                "branch": receipt.branch,
-                "workplace": receipt.workplace,
-                "year": receipt.year,
-                "number": receipt.number,
-            },
-            "barcode": receipt.barcode,
-            "employee": receipt.employee,
-        },
+        "pos": _pos(receipt),
         "kind": "credit" if receipt.is_credit else "sale",
-        "credits_receipt_id": receipt.credited_receipt_id
-        if receipt.is_credit
-        else None,
+        "credits_receipt_id": receipt.credited_receipt_id if receipt.is_credit else None,
         "issued_at": rfc3339(receipt.booked_at),
         "financial_date": receipt.financial_date.isoformat(),
         "currency": "EUR",
         "lines": [_line(line, receipt.vat_groups, vat_scale) for line in receipt.lines],
-        "vat": [
-            {
-                "code": g.code,
-                "rate": rate_string(g.percentage, vat_scale),
-                "excl": g.excl,
-                "vat": g.vat,
-            }
-            for g in receipt.vat_groups
-        ],
-        "payments": [
-            {
-                "method": p.method,
-                "description": payment_methods.get(p.method) or p.description,
-                "amount": p.amount,
-            }
-            for p in receipt.payments
-        ],
-        "totals": {
-            "incl": receipt.total_incl,
-            "excl": receipt.total_excl,
-            "vat": receipt.total_incl - receipt.total_excl,
-        },
+        "vat": [_vat(g, vat_scale) for g in receipt.vat_groups],
+        "payments": [_payment(p, payment_methods) for p in receipt.payments],
+        "totals": _totals(receipt),
         "scanned_at": rfc3339(scanned_at) if scanned_at is not None else None,
         **({"match": dict(match)} if match is not None else {}),
         "agent": {"version": agent_version, "host": host},
+    }
+
+
+def _pos(receipt: Receipt) -> dict[str, Any]:
+    return {
+        "system": "mpluskassa",
+        "receipt_id": receipt.receipt_id,
+        "transaction": receipt.transaction,
+        "number": {
+            "branch": receipt.branch,
+            "workplace": receipt.workplace,
+            "year": receipt.year,
+            "number": receipt.number,
+        },
+        "barcode": receipt.barcode,
+        "employee": receipt.employee,
+    }
+
+
+def _vat(group: VatGroup, vat_scale: int) -> dict[str, Any]:
+    return {
+        "code": group.code,
+        "rate": rate_string(group.percentage, vat_scale),
+        "excl": group.excl,
+        "vat": group.vat,
+    }
+
+
+def _payment(payment: Payment, payment_methods: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        "method": payment.method,
+        "description": payment_methods.get(payment.method) or payment.description,
+        "amount": payment.amount,
+    }
+
+
+def _totals(receipt: Receipt) -> dict[str, int]:
+    """`vat` = incl − excl: the one figure computed here, the receipt does not state it."""
+    return {
+        "incl": receipt.total_incl,
+        "excl": receipt.total_excl,
+        "vat": receipt.total_incl - receipt.total_excl,
     }
 
 

@@ -294,7 +294,7 @@ class Poller:
 
     def _backoff(self) -> float:
         failures = self.problem.count
-        return min(MAX_BACKOFF, self.interval * 2 ** min(failures, 10)) * random.uniform(0.5, 1)
+        return min(MAX_BACKOFF, self.interval * 2.0 ** min(failures, 10)) * random.uniform(0.5, 1)
 
     def _failed(self, exc: Exception, delay: float) -> float:
         level = "error" if isinstance(exc, KassaRejected) else "warning"

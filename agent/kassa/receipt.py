@@ -169,7 +169,7 @@ def parse_datetime(element: Element) -> datetime:
     """SoapMplusDateTime; `timezone` is the UTC offset in minutes (DST included)."""
     offset = _opt_int(element, "timezone")
     try:
-        naive = datetime(
+        naive = datetime(  # noqa: DTZ001 - the zone is attached below
             _int(element, "year"),
             _int(element, "mon"),
             _int(element, "day"),

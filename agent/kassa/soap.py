@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 from xml.etree.ElementTree import Element, ParseError, TreeBuilder, XMLPullParser
 from xml.sax.saxutils import escape
 
@@ -140,7 +140,7 @@ def parse_xml(
             chunk = body[offset : offset + _FEED]
             parser.feed(chunk)
             since_event += len(chunk)
-            for event, element in parser.read_events():
+            for event, element in cast("Iterator[tuple[str, Element]]", parser.read_events()):
                 since_event = 0
                 if event == "end":
                     depth -= 1

@@ -1,44 +1,35 @@
-"""The sink: POST due outbox rows to the BONIQ cloud and record each answer in the row.
+"""The sink: send due outbox rows with the `CloudClient` and record each answer in the row.
 
-Outcomes follow `contracts/cloud-api.md`: 201/200 delivered; 400/409/422 dead-lettered with the
-server's reason; 401/403 kept and retried slowly with one alert per outage; everything else
-(408/425/429/5xx, unexpected statuses, network, TLS, timeouts) retried with full-jitter
-exponential back-off, never sooner than Retry-After. The schedule lives in the row, so a restart
+This is the scheduler: a delivered row is marked delivered; a rejected one dead-lettered with the
+server's reason; an auth failure kept and retried slowly with one alert per outage; anything
+transient retried with full-jitter exponential back-off, never sooner than Retry-After. The schedule lives in the row, so a restart
 keeps it. After a transient or auth failure the whole uploader also pauses (in memory) so that a
 failing cloud is not hammered with the rest of the backlog.
 """
 
 from __future__ import annotations
 
-import json
 import random
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC
-from email.utils import parsedate_to_datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 import agent
+from agent import backoff
 from agent.errors import CloudAuthError, CloudRejected, CloudTransient, StoreError
-from agent.http import Answer, HttpError, Transport
-from agent.logs import correlation, fields, get_logger, redact, register_secret
+from agent.cloud import CloudClient, Delivered
+from agent.logs import Problem, correlation, fields, get_logger
+from agent.metrics import UploadOutcome
 from agent.queue.store import OutboxItem, Store
 from agent.supervision import Repeats, config_fault
 
 log = get_logger(__name__)
 
-DELIVERED = (200, 201)
-REJECTED = (400, 409, 422)
-AUTH_FAILED = (401, 403)
-MAX_ANSWER = 64 * 1024
-MAX_RETRY_AFTER = 24 * 3600.0
 BATCH = 200
-_ANY_EMAIL = re.compile(r"([^\s'\"@:{,])[^\s'\"@]*@([^\s'\"@]*)")  # invalid addresses too
 
 
 @dataclass
@@ -48,12 +39,6 @@ class UploadStats:
     retried: int = 0
     dead: int = 0
     auth_failed: int = 0
-
-
-@dataclass(frozen=True)
-class _Delivered:
-    status: int
-    cloud_id: str | None
 
 
 class Uploader:
@@ -74,22 +59,15 @@ class Uploader:
         auth_retry_delay: float = 60.0,
         on_delivered: Callable[[OutboxItem], None] | None = None,
         on_pass: Callable[[], None] | None = None,
-        on_outcome: Callable[[str], None] | None = None,
+        on_outcome: Callable[[UploadOutcome], None] | None = None,
         user_agent: str = f"boniq-agent/{agent.__version__}",
     ) -> None:
         """`token`: the token, or a function that reads it again (a rotated token file or
         credential is picked up on the next 401/403). `on_pass`: called once per loop turn.
         `on_outcome`: called with delivered, retry, dead or auth after every attempt (metrics)."""
-        self._token_source: Callable[[], str] = token if callable(token) else (lambda: token)
-        token = self._token_source()
-        register_secret(token)
+        self.cloud = CloudClient(url, token, ca_bundle=ca_bundle, timeout=timeout, proxy=proxy,
+                                 user_agent=user_agent)
         self.store = store
-        self.endpoint = url.rstrip("/") + "/v1/receipts"
-        self.timeout = timeout
-        self.ca_bundle = ca_bundle
-        self._transport = Transport(
-            timeout=timeout, max_bytes=MAX_ANSWER, ca_bundle=ca_bundle, proxy=proxy, truncate=True
-        )
         self.workers = max(1, workers)
         self.base_delay = base_delay
         self.max_delay = max_delay
@@ -97,16 +75,15 @@ class Uploader:
         self.on_delivered = on_delivered
         self.on_pass = on_pass or (lambda: None)
         self.on_outcome = on_outcome or (lambda outcome: None)
-        self._headers = {
-            "Authorization": f"Bearer {token}",
-            "Content-Type": "application/json",
-            "User-Agent": user_agent,
-        }
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self._paused_until = 0.0
         self._auth_outage = False
         self._stop: threading.Event | None = None
+        # One line per store outage (disk full, lock), not one traceback per pass.
+        self._store_problem = Problem(
+            "uploader cannot record cloud answers in the store; receipts stay pending and are"
+            " sent again once it works", "uploader records cloud answers in the store again")
 
     # -- public -------------------------------------------------------------------------------
 
@@ -117,7 +94,7 @@ class Uploader:
 
     @property
     def auth_failing(self) -> bool:
-        """The cloud refused the token on the last try (for status, metrics and /readyz)."""
+        """The cloud refused the token on the last try (the health snapshot `status` reads)."""
         return self._auth_outage
 
     def run_once(self, now: float | None = None) -> UploadStats:
@@ -144,20 +121,19 @@ class Uploader:
     def run(self, stop: threading.Event, wake: threading.Event | None = None) -> None:
         """Upload until `stop` is set; `wake` (set by the matcher on enqueue) cuts a wait short."""
         self._stop = stop
-        store_error: str | None = None
         crashes = Repeats("uploader pass")
         try:
             while not stop.is_set():
                 self.on_pass()
                 try:
                     if self.run_once().attempted:
-                        store_error = self._store_recovered(store_error)
+                        self._store_problem.recovered(log)
                     crashes.recovered()
                 except StoreError as exc:
-                    store_error = self._store_failed(exc, store_error)
+                    self._store_problem.failed(log, exc, level="error")
                     stop.wait(1.0)
                 except Exception as exc:
-                    if config_fault(exc, [self.ca_bundle] if self.ca_bundle else []):
+                    if config_fault(exc, [self.cloud.ca_bundle] if self.cloud.ca_bundle else []):
                         raise  # the daemon stops with exit 78: retrying cannot fix it
                     crashes.failed(exc)
                     stop.wait(1.0)
@@ -165,24 +141,11 @@ class Uploader:
         finally:
             self._stop = None
 
-    @staticmethod
-    def _store_failed(exc: StoreError, previous: str | None) -> str:
-        """One line per store outage (disk full, lock), not one traceback per pass."""
-        if str(exc) != previous:
-            log.error("uploader cannot record cloud answers in the store; receipts stay pending"
-                      " and are sent again once it works", extra=fields(reason=str(exc)))
-        return str(exc)
-
-    @staticmethod
-    def _store_recovered(previous: str | None) -> None:
-        if previous is not None:
-            log.info("uploader records cloud answers in the store again")
-
     def close(self) -> None:
         if self._pool:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
-        self._transport.close()
+        self.cloud.close()
 
     def __enter__(self) -> Self:
         return self
@@ -218,7 +181,7 @@ class Uploader:
         with self._lock:
             stats.attempted += 1
         try:
-            delivered = self._post(item)
+            delivered = self.cloud.post_receipt(item.body, item.idempotency_key)
         except CloudRejected as exc:
             self._dead(item, str(exc), stats)
             return True
@@ -231,18 +194,10 @@ class Uploader:
         self._delivered(item, delivered, clock(), stats)
         return True
 
-    def _post(self, item: OutboxItem) -> _Delivered:
-        headers = {**self._headers, "Idempotency-Key": item.idempotency_key}
-        try:
-            answer = self._transport.request("POST", self.endpoint, data=item.body, headers=headers)
-        except HttpError as exc:
-            raise CloudTransient(f"{exc.label}: {_short(str(exc))}") from None
-        return _classify(answer)
-
     # -- outcomes -------------------------------------------------------------------------------
 
     def _delivered(
-        self, item: OutboxItem, answer: _Delivered, now: float, stats: UploadStats
+        self, item: OutboxItem, answer: Delivered, now: float, stats: UploadStats
     ) -> None:
         self.store.mark_delivered(item.id, cloud_id=answer.cloud_id, now=now)
         self.on_outcome("delivered")
@@ -273,7 +228,7 @@ class Uploader:
 
     def _auth_failed(self, item: OutboxItem, reason: str, now: float, stats: UploadStats) -> None:
         delay = self.auth_retry_delay * random.uniform(0.75, 1.25)
-        if self._token_changed():
+        if self.cloud.reload_token():
             delay = 0.0
         self.store.schedule_retry(item.id, next_attempt_at=now + delay, error=reason)
         self.on_outcome("auth")
@@ -286,26 +241,11 @@ class Uploader:
                       "every ~%.0f s — check cloud.token", self.auth_retry_delay,
                       extra=fields(reason=reason))
 
-    def _token_changed(self) -> bool:
-        """Read the token again; True when store IT has put a new one in place."""
-        try:
-            token = self._token_source()
-        except Exception as exc:  # a half-written file must not stop the uploader
-            log.warning("cannot read the cloud token again", extra=fields(reason=str(exc)))
-            return False
-        with self._lock:
-            if self._headers["Authorization"] == f"Bearer {token}":
-                return False
-            register_secret(token)
-            self._headers = {**self._headers, "Authorization": f"Bearer {token}"}
-        log.warning("the cloud token changed; retrying with the new one")
-        return True
-
     def _transient(
         self, item: OutboxItem, exc: CloudTransient, now: float, stats: UploadStats
     ) -> None:
-        ceiling = min(self.max_delay, self.base_delay * 2 ** min(item.attempts, 32))
-        next_at = now + max(random.uniform(0, ceiling), exc.retry_after or 0.0)
+        wait = backoff.delay(self.base_delay, item.attempts, self.max_delay)
+        next_at = now + max(wait, exc.retry_after or 0.0)
         self.store.schedule_retry(item.id, next_attempt_at=next_at, error=str(exc))
         self.on_outcome("retry")
         with self._lock:
@@ -327,64 +267,3 @@ class Uploader:
             if wake.wait(min(left, 0.2)):
                 wake.clear()
                 return
-
-
-def _classify(answer: Answer) -> _Delivered:
-    status = answer.status
-    text = answer.body.decode("utf-8", "replace")
-    if status in DELIVERED:
-        return _Delivered(status, _cloud_id(text))
-    reason = f"HTTP {status}: {_server_reason(text)}"
-    if status in REJECTED:
-        raise CloudRejected(reason)
-    if status in AUTH_FAILED:
-        raise CloudAuthError(reason)
-    retry_after = _parse_retry_after(answer.headers.get("Retry-After"))
-    raise CloudTransient(reason, retry_after=retry_after)
-
-
-def _json(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except (ValueError, RecursionError):  # RecursionError: `[[[[…` nested past the C stack guard
-        return None
-
-
-def _cloud_id(text: str) -> str | None:
-    body = _json(text)
-    value = body.get("id") if isinstance(body, dict) else None
-    return str(value)[:128] if value is not None else None
-
-
-def _server_reason(text: str) -> str:
-    body = _json(text)
-    if not isinstance(body, dict):
-        return _short(text.strip()) or "(no body)"
-    reason = str(body.get("error") or "(no error message)")
-    details = body.get("details")
-    if isinstance(details, list) and details:
-        reason += "; details: " + "; ".join(str(d) for d in details)
-    return _short(reason, 500)
-
-
-def _short(text: str, limit: int = 200) -> str:
-    # Cut before masking: _ANY_EMAIL is quadratic on a long run without `@` (25 s for 64 KB).
-    text = _ANY_EMAIL.sub(r"\1***@\2", redact(" ".join(text[: 4 * limit].split())))
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _parse_retry_after(value: str | None) -> float | None:
-    """Retry-After (delay-seconds or an HTTP date) as seconds from now; None if absent or bad."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isascii() and value.isdigit():  # not `²`: str.isdigit() takes it, float() does not
-        return min(float(value), MAX_RETRY_AFTER)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return min(max(0.0, when.timestamp() - time.time()), MAX_RETRY_AFTER)
-

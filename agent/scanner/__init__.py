@@ -49,7 +49,7 @@ _BUILDERS: dict[str, Callable[[Any], Source]] = {
 
 def build_source(config: Any) -> Source:
     """Raises ScannerUnavailable when the source cannot run here (e.g. the webcam extra is missing)."""
-    kind = getattr(config, "type", None)
+    kind = config.type
     if kind not in _BUILDERS:
         raise ScannerUnavailable(
             f"unknown scanner type {kind!r}; use one of {', '.join(_BUILDERS)}"

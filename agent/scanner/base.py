@@ -11,9 +11,9 @@ import time
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
-from agent.logs import fields, get_logger
+from agent.logs import Problem, get_logger
 
 log = get_logger(__name__)
 
@@ -30,7 +30,7 @@ class ScanEvent:
     at: float
 
 
-Emit = Callable[[ScanEvent], None]
+Emit = Callable[[ScanEvent], object]  # what it returns (the daemon's ScanResult) is not read
 
 
 class Source(Protocol):
@@ -44,10 +44,6 @@ def clean_text(raw: bytes | str) -> str:
     """Scanner bytes → text: invalid UTF-8 replaced, control characters dropped, ends stripped."""
     text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
     return "".join(c for c in text if unicodedata.category(c) != "Cc").strip()
-
-
-def workplace_of(config: Any) -> int | None:
-    return getattr(config, "workplace", None)
 
 
 _state_listener: Callable[[str, bool], None] | None = None
@@ -69,23 +65,15 @@ class _Reporter:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self._last: str | None = None
+        self._problem = Problem("scanner unavailable, retrying", "scanner back")
 
     def failed(self, exc: BaseException) -> None:
         _tell(self.name, False)
-        message = f"{type(exc).__name__}: {exc}"[:200]
-        if message != self._last:
-            log.warning(
-                "scanner unavailable, retrying",
-                extra=fields(source=self.name, error=message),
-            )
-            self._last = message
+        self._problem.failed(log, exc, source=self.name)
 
     def opened(self) -> None:
         _tell(self.name, True)
-        if self._last is not None:
-            log.info("scanner back", extra=fields(source=self.name))
-        self._last = None
+        self._problem.recovered(log, source=self.name)
 
 
 def keep_running(

@@ -6,10 +6,11 @@ import select
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Protocol
 
 from evdev import ecodes as e
 
+from agent.config import MAX_CODE_LENGTH, HidScanner
 from agent.errors import ScannerUnavailable
 from agent.logs import fields, get_logger
 from agent.scanner.base import (
@@ -18,7 +19,6 @@ from agent.scanner.base import (
     ScanEvent,
     clean_text,
     keep_running,
-    workplace_of,
 )
 from agent.scanner.keymaps import keymap
 
@@ -49,7 +49,7 @@ class HidDecoder:
         self,
         layout: str = "us",
         gap_ms: float = 50,
-        max_length: int = 512,
+        max_length: int = MAX_CODE_LENGTH,
         source: str = "hid",
     ) -> None:
         self._keymap = keymap(layout)
@@ -150,20 +150,20 @@ class HidSource:
     """Reads `/dev/input/by-id/...-event-kbd`; waits for the device and picks it up when it appears."""
 
     def __init__(
-        self, config: Any, open_device: Callable[[str], KeyboardDevice] = _open_evdev
+        self, config: HidScanner, open_device: Callable[[str], KeyboardDevice] = _open_evdev
     ) -> None:
-        device = getattr(config, "device", None)
+        device = config.device
         if not device:
             raise ScannerUnavailable(
                 "a HID scanner needs `device:` (a /dev/input/by-id/...-event-kbd path)"
             )
         self.device: str = device
         self.name = f"hid:{device}"
-        self.workplace = workplace_of(config)
-        self._layout = getattr(config, "layout", "us")
-        self._gap_ms = getattr(config, "gap_ms", 50)
-        self._max = getattr(config, "max_length", 512)
-        self._grab = getattr(config, "grab", True)
+        self.workplace = config.workplace
+        self._layout = config.layout
+        self._gap_ms = config.gap_ms
+        self._max = MAX_CODE_LENGTH
+        self._grab = config.grab
         self._open = open_device
         try:
             keymap(self._layout)

@@ -6,10 +6,9 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
-
 import serial
 
+from agent.config import MAX_CODE_LENGTH, SerialScanner
 from agent.errors import ScannerUnavailable
 from agent.logs import fields, get_logger
 from agent.scanner.base import (
@@ -18,7 +17,6 @@ from agent.scanner.base import (
     ScanEvent,
     clean_text,
     keep_running,
-    workplace_of,
 )
 
 log = get_logger(__name__)
@@ -38,7 +36,7 @@ class LineFramer:
     def __init__(
         self,
         line_ending: str = "any",
-        max_length: int = 512,
+        max_length: int = MAX_CODE_LENGTH,
         aim_prefix: bool = False,
         source: str = "serial",
     ) -> None:
@@ -102,11 +100,11 @@ class LineFramer:
         )
 
 
-def framer_for(config: Any, source: str) -> LineFramer:
+def framer_for(config: SerialScanner, source: str) -> LineFramer:
     return LineFramer(
-        line_ending=getattr(config, "line_ending", "any"),
-        max_length=getattr(config, "max_length", 512),
-        aim_prefix=getattr(config, "aim_prefix", False),
+        line_ending=config.line_ending,
+        max_length=config.max_length,
+        aim_prefix=config.aim_prefix,
         source=source,
     )
 
@@ -114,24 +112,17 @@ def framer_for(config: Any, source: str) -> LineFramer:
 class SerialSource:
     """Reads `/dev/serial/by-id/...` (or any pyserial URL such as `loop://`) and reopens after unplug."""
 
-    def __init__(self, config: Any) -> None:
-        device = getattr(config, "device", None)
+    def __init__(self, config: SerialScanner) -> None:
+        device = config.device
         if not device:
             raise ScannerUnavailable(
                 "a serial scanner needs `device:` (a /dev/serial/by-id/ path)"
             )
         self.device: str = device
         self.name = f"serial:{device}"
-        self.workplace = workplace_of(config)
+        self.workplace = config.workplace
         self._config = config
-        self._settings = {
-            "baudrate": getattr(config, "baudrate", 9600),
-            "parity": getattr(config, "parity", "N"),
-            "bytesize": getattr(config, "bytesize", 8),
-            "stopbits": getattr(config, "stopbits", 1),
-        }
-        if "://" not in device:
-            self._settings["exclusive"] = True
+        self._exclusive = True if "://" not in device else None  # not for pyserial URLs
 
     def run(self, emit: Emit, stop: threading.Event) -> None:
         keep_running(self.name, lambda opened: self._session(emit, stop, opened), stop)
@@ -140,8 +131,10 @@ class SerialSource:
         self, emit: Emit, stop: threading.Event, opened: Callable[[], None]
     ) -> None:
         framer = framer_for(self._config, self.name)
+        c = self._config
         with serial.serial_for_url(
-            self.device, timeout=POLL_SECONDS, **self._settings
+            self.device, timeout=POLL_SECONDS, baudrate=c.baudrate, parity=c.parity,
+            bytesize=c.bytesize, stopbits=c.stopbits, exclusive=self._exclusive,
         ) as port:
             opened()
             while not stop.is_set():

@@ -6,10 +6,9 @@ import os
 import select
 import threading
 import time
-from typing import Any
-
+from agent.config import MAX_CODE_LENGTH, StdinScanner
 from agent.logs import fields, get_logger
-from agent.scanner.base import POLL_SECONDS, Emit, ScanEvent, workplace_of
+from agent.scanner.base import POLL_SECONDS, Emit, ScanEvent
 from agent.scanner.serial import LineFramer
 
 log = get_logger(__name__)
@@ -18,11 +17,11 @@ log = get_logger(__name__)
 class StdinSource:
     """Reads lines from a file descriptor (standard input by default); returns at end of input."""
 
-    def __init__(self, config: Any, fd: int = 0) -> None:
+    def __init__(self, config: StdinScanner, fd: int = 0) -> None:
         self.name = "stdin"
-        self.workplace = workplace_of(config)
+        self.workplace = config.workplace
         self._fd = fd
-        self._max = getattr(config, "max_length", 512)
+        self._max = MAX_CODE_LENGTH
 
     def run(self, emit: Emit, stop: threading.Event) -> None:
         framer = LineFramer("any", self._max, source=self.name)

@@ -11,9 +11,10 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from agent.config import WebcamScanner
 from agent.errors import ScannerUnavailable
 from agent.logs import fields, get_logger
-from agent.scanner.base import Emit, ScanEvent, clean_text, keep_running, workplace_of
+from agent.scanner.base import Emit, ScanEvent, clean_text, keep_running
 
 log = get_logger(__name__)
 
@@ -43,7 +44,7 @@ def _zxing() -> Decoder:
         import zxingcpp
     except ImportError as exc:
         raise _missing("zxing-cpp", exc) from None
-    qr = zxingcpp.BarcodeFormat.QRCode
+    qr = zxingcpp.BarcodeFormats(zxingcpp.BarcodeFormat.QRCode)
 
     def decode(gray: Any) -> list[str]:
         return [code.text for code in zxingcpp.read_barcodes(gray, formats=qr)]
@@ -130,16 +131,16 @@ def _is_live(device: str) -> bool:
 class WebcamSource:
     """A camera by index or /dev/video path (reopened after unplug), or a video file (ends at its end)."""
 
-    def __init__(self, config: Any) -> None:
-        device = str(getattr(config, "device", None) or "0")
+    def __init__(self, config: WebcamScanner) -> None:
+        device = config.device
         self.device = device
         self.name = f"webcam:{device}"
-        self.workplace = workplace_of(config)
+        self.workplace = config.workplace
         self._live = _is_live(device)
-        self._fps: float | None = getattr(config, "fps", None)
-        self._repeat_after = getattr(config, "repeat_after", 2.0)
+        self._fps = config.fps
+        self._repeat_after = config.repeat_after
         self._cv2 = load_cv2()
-        self._decode = load_decoder(getattr(config, "decoder", "zxing"))
+        self._decode = load_decoder(config.decoder)
         self._decode_failed = False
 
     def run(self, emit: Emit, stop: threading.Event) -> None:

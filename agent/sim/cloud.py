@@ -1,4 +1,4 @@
-"""The BONIQ cloud simulator: `contracts/cloud-api.md` as a loopback HTTP server.
+"""The BONIQ cloud simulator: `docs/cloud-api.md` as a loopback HTTP server.
 
 It validates every receipt against `receipt.schema.json`, keeps each idempotency key once in SQLite
 and answers replays with 200 and key reuse with a different body with 409. Faults are injected
@@ -32,6 +32,7 @@ from typing import Any, Self
 
 import jsonschema
 
+from agent.kassa.mapping import canonical_json as canonical
 from agent.logs import get_logger
 
 log = get_logger(__name__)
@@ -57,13 +58,14 @@ def _is_rfc3339(value: object) -> bool:
     return True
 
 
-def _format_checker() -> jsonschema.FormatChecker:
+def format_checker() -> jsonschema.FormatChecker:
+    """`date-time` checked as RFC 3339 with an offset (jsonschema skips it without an extra)."""
     checker = jsonschema.FormatChecker()
     checker.checks("date-time")(_is_rfc3339)
     return checker
 
 
-_VALIDATOR = jsonschema.Draft202012Validator(_SCHEMA, format_checker=_format_checker())
+_VALIDATOR = jsonschema.Draft202012Validator(_SCHEMA, format_checker=format_checker())
 
 
 @dataclass
@@ -137,7 +139,7 @@ class _ReceiptDB:
 
     def store(self, key: str, payload: dict[str, Any]) -> tuple[int, str | None]:
         """201 and the new id, 200 and the old id (same body), or 409 and None."""
-        text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        text = canonical(payload).decode()
         fingerprint = hashlib.sha256(text.encode()).hexdigest()
         with self._lock:
             row = self._db.execute(
@@ -161,7 +163,7 @@ class _ReceiptDB:
 
     def count(self) -> int:
         with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM receipts").fetchone()[0]
+            return int(self._db.execute("SELECT COUNT(*) FROM receipts").fetchone()[0])
 
     def counter(self, sql: str) -> Counter[str]:
         with self._lock:
@@ -517,6 +519,3 @@ def example_receipt(
         "agent": {"version": "0.1.0"},
     }
 
-
-def canonical(payload: dict[str, Any]) -> bytes:
-    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()

@@ -269,7 +269,7 @@ def _resolve_payments(
         pairs[open_slots[0]] = (pairs[open_slots[0]][0], total - fixed)
     elif fixed != total:
         raise ValueError(f"payments sum to {fixed}, the sale to {total}")
-    return tuple((method, int(amount)) for method, amount in pairs)
+    return tuple((method, int(amount or 0)) for method, amount in pairs)
 
 
 class KassaSimulator:
@@ -351,7 +351,7 @@ class KassaSimulator:
         self,
         workplace: int,
         *,
-        lines: list[SimLine | Mapping[str, Any]] | None = None,
+        lines: Sequence[SimLine | Mapping[str, Any]] | None = None,
         payments: list[Any] | None = None,
         at: datetime | None = None,
         after: float | None = None,
@@ -812,7 +812,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     @property
     def sim(self) -> KassaSimulator:
-        return self.server.sim  # type: ignore[attr-defined]
+        sim: KassaSimulator = self.server.sim  # type: ignore[attr-defined]
+        return sim
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silent: the request line holds the secret."""

@@ -1,38 +1,29 @@
 """The cashier screen served by a real daemon, the simulators it polls and uploads to, and a
-headless Chromium driven through chromedriver (Debian's `chromium`, `chromium-driver`)."""
+headless Chromium driven through chromedriver (Debian's `chromium`, `chromium-driver`); the
+helpers the tests call are in cashier_page.py."""
 
 from __future__ import annotations
 
-import re
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 from agent_harness import BACK_TO_BACK, Agent, free_port
+from cashier_page import TILL, make_daemon
 
-from agent.config import Config
 from agent.daemon import Daemon
 from agent.sim.cloud import CloudSimulator
 from agent.sim.kassa import KassaSimulator
 
-TILL = 2
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 
 
 @pytest.fixture
-def kassa() -> Iterator[KassaSimulator]:
-    with KassaSimulator(seed=16) as sim:
-        yield sim
-
-
-@pytest.fixture
-def cloud() -> Iterator[CloudSimulator]:
-    with CloudSimulator("demo-token") as sim:
-        yield sim
+def sim_seed() -> int:
+    return 16
 
 
 @pytest.fixture
@@ -46,18 +37,6 @@ def agent(tmp_path: Path, kassa: KassaSimulator, cloud: CloudSimulator) -> Itera
     running.close()
 
 
-def make_daemon(tmp_path: Path, kassa: KassaSimulator, cloud: CloudSimulator,
-                **cashier: object) -> Daemon:
-    return Daemon(Config.model_validate({
-        "store": {"merchant_id": "m", "branch": kassa.branch, "workplace": TILL},
-        "kassa": {"url": kassa.url, "ident": kassa.ident, "secret": kassa.secret},
-        "cloud": {"url": cloud.url, "token": cloud.token},
-        "data_dir": str(tmp_path / "data"),
-        "metrics": {"listen": ""},
-        "cashier": {"listen": f"127.0.0.1:{free_port()}", **cashier},
-    }), sources=[])
-
-
 @pytest.fixture
 def daemon(tmp_path: Path, kassa: KassaSimulator, cloud: CloudSimulator) -> Iterator[Daemon]:
     """A started in-process daemon (poller, uploader, cashier screen)."""
@@ -65,29 +44,6 @@ def daemon(tmp_path: Path, kassa: KassaSimulator, cloud: CloudSimulator) -> Iter
     running.start()
     yield running
     running.stop()
-
-
-def page_url(daemon: Daemon) -> str:
-    return f"http://127.0.0.1:{daemon.cashier_server.port}/"
-
-
-def csrf_of(page: str) -> str:
-    return re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
-
-
-class PageClient:
-    """The page's API as its script calls it, from a fresh requests session."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.http = requests.Session()
-
-    def csrf(self) -> str:
-        return csrf_of(self.http.get(self.url, timeout=5).text)
-
-    def claim(self, address: str, headers: dict[str, str] | None = None) -> requests.Response:
-        return self.http.post(f"{self.url}api/claim", json={"address": address},
-                              headers=headers or {}, timeout=5)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 import requests
-from conftest import PageClient, make_daemon, page_url
+from cashier_page import PageClient, make_daemon, page_url
 
 ADDRESS = "bram.dekker@example.nl"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import requests
-from conftest import TILL, PageClient, page_url
+from cashier_page import TILL, PageClient, page_url
 
 from agent import metrics
 from agent.cashier.outcomes import OUTCOME_OF_STATE, Refused, RefusedScans, feed

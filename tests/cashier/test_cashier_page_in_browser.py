@@ -8,7 +8,7 @@ import time
 
 import pytest
 from agent_harness import ROOT, report_figure, wait_until
-from conftest import TILL, make_daemon, page_url
+from cashier_page import TILL, make_daemon, page_url
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 

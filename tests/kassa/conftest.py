@@ -6,6 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from matching_support import MATCH_IDENT, MATCH_SECRET
+
 from agent.kassa.client import KassaClient
 from agent.sim.kassa import KassaSimulator
 
@@ -37,7 +39,6 @@ def client(clean_sim: KassaSimulator) -> Iterator[KassaClient]:
 
 # -- matching: a fresh simulator per test, the real client, a real store, the real poller ---------
 
-MATCH_IDENT, MATCH_SECRET = "match-ident", "match-Secret-881"
 
 
 class Recorder:
@@ -65,14 +66,6 @@ class Recorder:
 def kassa_fixture() -> Iterator[KassaSimulator]:
     with KassaSimulator(MATCH_IDENT, MATCH_SECRET, workplaces=(1, 2, 3), seed=99) as running:
         yield running
-
-
-@pytest.fixture(name="store")
-def store_fixture(tmp_path):
-    from agent.queue.store import Store
-
-    with Store.open(tmp_path / "data") as opened:
-        yield opened
 
 
 @pytest.fixture(name="pos_client")

@@ -5,6 +5,7 @@ import time
 
 from agent.queue.store import NewClaim
 
+MATCH_IDENT, MATCH_SECRET = "match-ident", "match-Secret-881"  # the kassa fixture's credentials
 ANNA, BRAM, CARL = "BQ17K3M9QW4RT8ZP2C56", "BQ1M9S346Q3D25VT4F56", "BQ1ABCDEFGHJKMNPQRSK"
 
 

@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import MATCH_IDENT, MATCH_SECRET
-from matching_support import ANNA, BRAM, got, payloads, scan, state_of
+from matching_support import ANNA, BRAM, MATCH_IDENT, MATCH_SECRET, got, payloads, scan, state_of
 
+from agent.errors import KassaError
 from agent.kassa.client import KassaClient, ReceiptBatch, Unreadable
 from agent.errors import KassaError
 from agent.kassa.mapping import idempotency_key
@@ -174,7 +174,7 @@ def test_expired_claim_stays_listed_by_status(kassa, store, poller, tmp_path):
 def test_a_claim_does_not_expire_while_the_pos_is_unreachable(kassa, store, poller):
     scan(store, ANNA, at=time.time() - 500)
     kassa.faults.server_fault_rate = 1.0
-    with pytest.raises(Exception):
+    with pytest.raises(KassaError):
         poller.catch_up()
     assert len(store.pending_claims()) == 1
 
@@ -546,7 +546,7 @@ def test_a_sale_during_a_pos_outage_is_placed_by_booking_time(kassa, store, poll
     poller.catch_up()
     kassa.faults.server_fault_rate = 1.0
     anna_sale = kassa.book_sale(2, after=-4)  # Anna pays while the POS API is down
-    with pytest.raises(Exception):
+    with pytest.raises(KassaError):
         poller.poll_once()
     kassa.faults.reset()
     poller.catch_up()

@@ -236,7 +236,7 @@ def test_naive_scan_time_is_refused(client: KassaClient, sim: KassaSimulator) ->
             receipt,
             merchant_id=MERCHANT,
             customer=CODE,
-            scanned_at=datetime(2026, 1, 1),
+            scanned_at=datetime(2026, 1, 1),  # noqa: DTZ001 - the naive time under test
             payment_methods={},
             vat_scale=1,
             agent_version="0.1.0",

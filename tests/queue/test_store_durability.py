@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from agent.errors import StoreCorrupt, StoreLocked
+from agent.errors import StoreCorrupt, StoreError, StoreLocked
 from agent.queue.claims import ClaimState, Close, Reason
 from agent.queue.store import DB_NAME, NewClaim, NewDelivery, PollCommit, Sighting, Store
 
@@ -66,7 +66,7 @@ def test_cursor_moves_only_with_the_rows_it_produced(tmp_path):
     with Store.open(tmp_path) as store:
         store.commit_poll(PollCommit(marker=10, deliveries=[delivery(1)]))
         bad = NewDelivery("r-2", None, b"{}", "c-2", "sale", "email", "a@b.nl")  # NOT NULL key
-        with pytest.raises(Exception):
+        with pytest.raises(StoreError, match="NOT NULL"):
             store.commit_poll(PollCommit(marker=20, deliveries=[delivery(3), bad]))
         assert store.get_cursor() == 10
         assert [i.receipt_id for i in store.outbox()] == ["r-1"]

@@ -10,7 +10,8 @@ from email.utils import formatdate
 
 import pytest
 import requests
-from upload_support import TOKEN, cloud_fixture, enqueue, store_fixture  # noqa: F401
+from agent_harness import UPLOAD_TOKEN as TOKEN
+from agent_harness import enqueue
 
 from agent.queue.store import Store
 from agent.queue.uploader import Uploader

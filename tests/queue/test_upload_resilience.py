@@ -7,7 +7,10 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from upload_support import TOKEN, cloud_fixture, enqueue, store_fixture, wait_until  # noqa: F401
+import pytest
+
+from agent_harness import UPLOAD_TOKEN as TOKEN
+from agent_harness import enqueue, wait_until
 
 from agent.queue.store import Store
 from agent.queue.uploader import Uploader
@@ -39,16 +42,17 @@ def test_a_rotated_token_loses_nothing(cloud: CloudSimulator, store: Store, capl
     items = [enqueue(store, f"r-rot-{n}", now=0.0) for n in range(40)]
     up = Uploader(store, cloud.url, TOKEN, auth_retry_delay=0.2, base_delay=0.01)
     with running(up):
-        wait_until(lambda: sum(cloud.post_counts().values()) >= 3)
+        wait_until(lambda: sum(cloud.post_counts().values()) >= 3, timeout=30)
         assert counts(store) == {"pending": 40, "delivered": 0, "dead": 0}
         cloud.faults.token_valid = True
-        wait_until(lambda: counts(store)["delivered"] == 40)
+        wait_until(lambda: counts(store)["delivered"] == 40, timeout=30)
     assert cloud.count() == 40 and set(cloud.stored_keys().values()) == {1}
     assert {i.idempotency_key for i in items} == set(cloud.stored_keys())
     alerts = [r for r in caplog.records if "refuses the agent's token" in r.getMessage()]
     assert len(alerts) == 1
 
 
+@pytest.mark.slow
 def test_a_thousand_receipts_survive_errors_and_resets(cloud: CloudSimulator, store: Store):
     cloud.faults.update(error_rate=0.15, rate_limit=0.05, retry_after=None, reset_rate=0.1)
     items = [enqueue(store, f"r-chaos-{n}", now=0.0) for n in range(1000)]

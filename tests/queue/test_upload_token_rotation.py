@@ -2,7 +2,8 @@
 
 import time
 
-from upload_support import TOKEN, cloud_fixture, enqueue, store_fixture  # noqa: F401
+from agent_harness import UPLOAD_TOKEN as TOKEN
+from agent_harness import enqueue
 
 from agent.queue.uploader import Uploader
 

@@ -1,28 +1,11 @@
-"""Shared by the store-fault tests: simulators, a feedback recorder, log-line counting."""
+"""Shared by the store-fault tests: a feedback recorder, log-line counting (the simulators are
+the kassa and cloud fixtures of tests/conftest.py)."""
 
 from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
-
-from agent.sim.cloud import CloudSimulator
-from agent.sim.kassa import KassaSimulator
-
-
-@pytest.fixture(name="kassa")
-def kassa_fixture() -> Iterator[KassaSimulator]:
-    with KassaSimulator(seed=41) as sim:
-        yield sim
-
-
-@pytest.fixture(name="cloud")
-def cloud_fixture() -> Iterator[CloudSimulator]:
-    with CloudSimulator("demo-token") as sim:
-        yield sim
 
 
 class FeedbackRecorder:

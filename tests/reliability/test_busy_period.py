@@ -106,6 +106,7 @@ def shop(tmp_path):
             agent.close()
 
 
+@pytest.mark.slow
 def test_two_thousand_customers_at_four_tills_each_get_their_own_receipt_once(shop):
     agent, kassa, cloud = shop
     agent.start()
@@ -150,6 +151,6 @@ def test_a_scan_during_a_running_poll_leaves_the_previous_sale_to_the_previous_c
                      "pending", None, None, 11)
     sale = SimpleNamespace(receipt_id="sale-1", workplace=2, is_paid=True, is_sale=True,
                            is_credit=False, credited_receipt_id=None)
-    view = PollView(seen=[Seen(sale, 12, 1004.0, "sale")], claims=[previous])  # type: ignore[arg-type]
+    view = PollView(seen=[Seen(sale, 12, 1004.0, "sale")], claims=[previous])
     decisions = Matcher(MatchingSection()).decide(view)
     assert [(t.seen.receipt_id, t.claim.id) for t in decisions.takes] == [("sale-1", 1)]

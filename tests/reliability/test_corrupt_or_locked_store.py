@@ -22,18 +22,17 @@ from pathlib import Path
 import pytest
 import requests
 from agent_harness import ROOT, Agent, customer_code, report_figure, wait_until
-from store_fault_support import (
-    FeedbackRecorder,
-    cloud_fixture,  # noqa: F401 - fixture
-    count_lines,
-    kassa_fixture,  # noqa: F401 - fixture
-    tracebacks,
-)
+from store_fault_support import FeedbackRecorder, count_lines, tracebacks
 
 from agent.instance import LOCK_NAME
 from agent.queue.store import DB_NAME, NewClaim, Store
 
 TILLS = (1, 2, 3, 4)
+
+
+@pytest.fixture
+def sim_seed() -> int:
+    return 41
 SHORT_LOCK = 2.0
 _LOCKER = """
 import sqlite3, sys
@@ -181,6 +180,7 @@ def test_scans_during_a_short_lock_wait_and_are_all_delivered(agent, kassa, clou
                   delivered=len(delivered(cloud)), lost=len(receipts) - len(delivered(cloud)))
 
 
+@pytest.mark.slow
 def test_a_lock_past_busy_timeout_refuses_the_scan_clearly_and_the_daemon_keeps_running(
         agent, kassa, cloud, feedback):
     agent.start()

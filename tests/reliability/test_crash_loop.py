@@ -24,15 +24,13 @@ OTHER_TILLS = (1, 3, 4)
 
 
 @pytest.fixture
-def kassa():
-    with KassaSimulator(seed=SEED) as sim:
-        yield sim
+def sim_seed() -> int:
+    return SEED
 
 
 @pytest.fixture
-def cloud():
-    with CloudSimulator("demo-token", seed=SEED) as sim:
-        yield sim
+def cloud_seed() -> int:
+    return SEED
 
 
 @pytest.fixture
@@ -132,6 +130,7 @@ class Shop:
         self.maybe_kill(n, "in_flight")
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_loses_and_duplicates_nothing(agent, kassa, cloud,
                                                                 receipt_validator):
     began = time.monotonic()

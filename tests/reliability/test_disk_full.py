@@ -17,17 +17,16 @@ from pathlib import Path
 import pytest
 import requests
 from agent_harness import Agent, customer_code, report_figure, wait_until
-from store_fault_support import (
-    FeedbackRecorder,
-    cloud_fixture,  # noqa: F401 - fixture
-    count_lines,
-    kassa_fixture,  # noqa: F401 - fixture
-    tracebacks,
-)
+from store_fault_support import FeedbackRecorder, count_lines, tracebacks
 
 from agent.queue.store import DB_NAME
 
 TILLS = (1, 2, 3, 4)
+
+
+@pytest.fixture
+def sim_seed() -> int:
+    return 41
 REFUSED_SCANS = 3
 
 

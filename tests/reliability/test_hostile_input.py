@@ -331,6 +331,7 @@ def poll_once_against(stub: Stub, answers: Answers, spoiled: str,
         return store.outbox(limit=1000)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(spoiled=st.sampled_from(OPERATIONS), mutation=MUTATIONS_XML, status=STATUSES)
 def test_the_poller_turns_any_answer_into_stored_receipts_or_a_kassa_error(
@@ -380,6 +381,7 @@ RETRY_AFTER = st.one_of(
 )
 
 
+@pytest.mark.slow
 @FUZZ
 @given(status=st.integers(200, 599), body=CLOUD_BODIES, retry_after=RETRY_AFTER,
        content_type=st.sampled_from(["application/json", "text/html", "",
@@ -554,6 +556,7 @@ class KassaProxy(Stub):
         wait_until(lambda: not self.hostile, what="the hostile answer to be fetched")
 
 
+@pytest.mark.slow
 def test_hostile_kassa_answers_cost_one_log_line_each_and_the_next_customer_is_served(tmp_path,
                                                                                         shop):
     kassa, cloud = shop

@@ -282,6 +282,7 @@ class HostilePos:
         self.server.server_close()
 
 
+@pytest.mark.slow
 def test_hostile_pos_answers_cost_bounded_memory_and_the_poller_goes_on(tmp_path: Path,
                                                                         shop) -> None:
     from agent.kassa.client import MAX_ANSWER

@@ -11,7 +11,7 @@ import pytest
 from agent_harness import BACK_TO_BACK, Agent, customer_code, report_figure, wait_until
 
 from agent.sim.cloud import CloudSimulator
-from agent.sim.kassa import POS_ZONE, KassaSimulator
+from agent.sim.kassa import POS_ZONE
 
 CLOCK_SKEW = 2.0  # matching.clock_skew default
 BACKLOG = 500
@@ -19,15 +19,13 @@ FAST_RETRY = "retry_base: 0.2, retry_max: 1"
 
 
 @pytest.fixture
-def kassa():
-    with KassaSimulator(seed=31) as sim:
-        yield sim
+def sim_seed() -> int:
+    return 31
 
 
 @pytest.fixture
-def cloud():
-    with CloudSimulator("demo-token", seed=31) as sim:
-        yield sim
+def cloud_seed() -> int:
+    return 31
 
 
 @pytest.fixture
@@ -70,6 +68,7 @@ def wait_clearly_after(moment: float) -> None:
     time.sleep(max(0.0, moment + CLOCK_SKEW + 1.2 - time.time()))
 
 
+@pytest.mark.slow
 def test_cloud_unreachable_while_500_receipts_pile_up_then_each_delivered_once(
         make_agent, kassa, cloud):
     port = urlsplit(cloud.url).port
@@ -103,6 +102,7 @@ def test_cloud_unreachable_while_500_receipts_pile_up_then_each_delivered_once(
     assert agent.terminate() == 0
 
 
+@pytest.mark.slow
 def test_pos_api_down_claims_wait_and_each_customer_gets_their_own_sale(make_agent, kassa, cloud):
     agent = make_agent((2, 3, 4))
     kassa.faults.update({"http_status": 503})
@@ -138,6 +138,7 @@ def test_pos_api_down_claims_wait_and_each_customer_gets_their_own_sale(make_age
     assert agent.terminate() == 0
 
 
+@pytest.mark.slow
 def test_hanging_pos_and_cloud_time_out_scans_still_accepted_then_all_delivered(
         make_agent, kassa, cloud):
     agent = make_agent((2, 3), BACK_TO_BACK)

@@ -122,6 +122,7 @@ def command_outputs(agent: Agent, kassa: KassaSimulator) -> list[str]:
     return outputs
 
 
+@pytest.mark.slow
 def test_no_secret_email_or_code_reaches_a_log_line_or_a_command_output(agent, kassa, cloud):
     codes: list[str] = []
     provoke_pos_errors(agent, kassa, codes)

@@ -8,7 +8,6 @@ import queue
 import time
 import unicodedata
 from pathlib import Path
-from types import SimpleNamespace
 from typing import ClassVar
 
 import pytest
@@ -17,6 +16,7 @@ from evdev import ecodes as e
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agent.config import HidScanner
 from agent.scanner import build_source
 from agent.scanner.hid import HidDecoder, HidSource
 
@@ -315,7 +315,7 @@ def test_the_hid_source_waits_for_its_device_grabs_it_and_survives_an_unplug(
     tmp_path: Path, run_source
 ) -> None:
     node = tmp_path / "usb-Scanner-event-kbd"
-    config = SimpleNamespace(
+    config = HidScanner(
         type="hid", device=str(node), workplace=3, layout="de", grab=True, gap_ms=50
     )
     running = run_source(HidSource(config, open_device=FakeKeyboard))
@@ -341,7 +341,8 @@ def test_an_unknown_layout_is_refused_when_the_source_is_built() -> None:
 
     with pytest.raises(ScannerUnavailable, match="layout"):
         build_source(
-            SimpleNamespace(
-                type="hid", device="/dev/input/x", workplace=None, layout="xx"
+            HidScanner.model_construct(  # unvalidated: the source refuses it on its own
+                type="hid", device="/dev/input/x", workplace=None, layout="xx", grab=True,
+                gap_ms=50,
             )
         )

@@ -10,12 +10,12 @@ import tty
 import unicodedata
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agent.config import SerialScanner
 from agent.scanner import build_source
 from agent.scanner.serial import LineFramer
 
@@ -24,7 +24,7 @@ HUNDRED = [f"{CODES[i % 3][:-2]}{i:02d}" for i in range(100)]
 PROBE = "PROBE"
 
 
-def serial_config(device: str, **overrides: object) -> SimpleNamespace:
+def serial_config(device: str, **overrides: object) -> SerialScanner:
     values = {
         "type": "serial",
         "device": device,
@@ -37,7 +37,7 @@ def serial_config(device: str, **overrides: object) -> SimpleNamespace:
         "aim_prefix": False,
         "max_length": 512,
     }
-    return SimpleNamespace(**(values | overrides))
+    return SerialScanner.model_validate(values | overrides)
 
 
 def feed_all(framer: LineFramer, chunks: list[bytes]) -> list[str]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from types import SimpleNamespace
+from agent.config import StdinScanner
 
 from agent.scanner.stdin import StdinSource
 
@@ -14,7 +14,7 @@ def test_each_line_is_a_scan_and_the_source_ends_with_its_input(run_source) -> N
     read_end, write_end = os.pipe()
     try:
         running = run_source(
-            StdinSource(SimpleNamespace(type="stdin", workplace=4), fd=read_end)
+            StdinSource(StdinScanner(type="stdin", workplace=4), fd=read_end)
         )
         os.write(
             write_end, f"{CODES[0]}\n\n  {CODES[1]}\r\n\xff\x00\n".encode("latin-1")

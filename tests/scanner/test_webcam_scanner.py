@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -13,6 +12,7 @@ import pytest
 import segno
 
 from agent.errors import ScannerUnavailable
+from agent.config import HidScanner, SerialScanner, StdinScanner, WebcamScanner
 from agent.scanner import build_source, build_sources
 from agent.scanner.webcam import HoldFilter
 
@@ -20,7 +20,7 @@ CODES = ["BQ17K3M9QW4RT8ZP2C56", "BQ1ABCDEFGHJKMNPQRSK", "BQ1M9S346Q3D25VT4F56"]
 WIDTH, HEIGHT, FPS = 640, 480, 10
 
 
-def webcam_config(device: str, **overrides: object) -> SimpleNamespace:
+def webcam_config(device: str, **overrides: object) -> WebcamScanner:
     values = {
         "type": "webcam",
         "device": device,
@@ -29,7 +29,7 @@ def webcam_config(device: str, **overrides: object) -> SimpleNamespace:
         "repeat_after": 2.0,
         "fps": None,
     }
-    return SimpleNamespace(**(values | overrides))
+    return WebcamScanner.model_validate(values | overrides)
 
 
 def qr_image(text: str, scale: int) -> np.ndarray:
@@ -182,9 +182,9 @@ def test_without_the_webcam_extra_only_the_webcam_source_is_refused(
     ):
         build_source(webcam_config("0"))
     others = [
-        SimpleNamespace(type="serial", device="loop://", workplace=None),
-        SimpleNamespace(type="hid", device="/dev/input/by-id/kbd", workplace=None),
-        SimpleNamespace(type="stdin", device=None, workplace=None),
+        SerialScanner(type="serial", device="loop://"),
+        HidScanner(type="hid", device="/dev/input/by-id/kbd"),
+        StdinScanner(type="stdin"),
     ]
     assert [source.name for source in build_sources(others)] == [
         "serial:loop://",

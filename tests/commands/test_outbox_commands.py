@@ -5,30 +5,11 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from agent_harness import ROOT, enqueue
 
 from agent.queue.store import Store
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "queue"))
-from upload_support import enqueue  # noqa: E402
-
-
-@pytest.fixture
-def config(tmp_path):
-    path = tmp_path / "config.yaml"
-    path.write_text(f"""\
-store: {{merchant_id: demo-merchant, branch: 1, workplace: 2}}
-kassa: {{url: 'http://127.0.0.1:9/', ident: i, secret: demo-secret}}
-cloud: {{url: 'http://127.0.0.1:9/', token: demo-token}}
-data_dir: {tmp_path / "data"}
-""")
-    path.chmod(0o600)
-    with Store.open(tmp_path / "data"):
-        pass
-    return path
 
 
 def outbox(config, *args):

@@ -4,16 +4,12 @@ import os
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from agent_harness import customer_code
+from agent_harness import ROOT, customer_code, enqueue
 
 from agent.queue.store import Store
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "queue"))
-from upload_support import enqueue  # noqa: E402
 
 
 @pytest.fixture
@@ -24,19 +20,6 @@ def journal(tmp_path):
     sock.settimeout(10)
     yield path, sock
     sock.close()
-
-
-@pytest.fixture
-def config(tmp_path):
-    path = tmp_path / "config.yaml"
-    path.write_text(f"""\
-store: {{merchant_id: demo-merchant, branch: 1, workplace: 2}}
-kassa: {{url: 'http://127.0.0.1:9/', ident: i, secret: demo-secret}}
-cloud: {{url: 'http://127.0.0.1:9/', token: demo-token}}
-data_dir: {tmp_path / "data"}
-""")
-    path.chmod(0o600)
-    return path
 
 
 def cli(config, journal_path, *args):

@@ -10,20 +10,11 @@ import pytest
 from agent_harness import ROOT, Agent, customer_code, wait_until
 
 from agent import __version__
-from agent.sim.cloud import CloudSimulator
-from agent.sim.kassa import KassaSimulator
 
 
 @pytest.fixture
-def kassa():
-    with KassaSimulator(seed=31) as sim:
-        yield sim
-
-
-@pytest.fixture
-def cloud():
-    with CloudSimulator("demo-token") as sim:
-        yield sim
+def sim_seed() -> int:
+    return 31
 
 
 def status(agent, *options):
