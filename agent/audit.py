@@ -26,8 +26,12 @@ def manual_action(message: str, **values: Any) -> None:
     values = {**values, "by": _who()}
     log.info(message, extra=fields(**values))
     text = redact(" ".join([message, *(f"{k}={_quoted(v)}" for k, v in values.items())]))
-    entry = [f"MESSAGE={text}", "PRIORITY=5", "SYSLOG_IDENTIFIER=boniq-agent",
-             "BONIQ_MANUAL_ACTION=1"]
+    entry = [
+        f"MESSAGE={text}",
+        "PRIORITY=5",
+        "SYSLOG_IDENTIFIER=boniq-agent",
+        "BONIQ_MANUAL_ACTION=1",
+    ]
     if os.geteuid() == 0:
         entry.append(f"OBJECT_SYSTEMD_UNIT={UNIT}")
     _send("\n".join(entry) + "\n")

@@ -155,4 +155,3 @@ def _parse_retry_after(value: str | None) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return min(max(0.0, when.timestamp() - time.time()), MAX_RETRY_AFTER)
-

@@ -21,7 +21,9 @@ MAX_INPUT_BYTES = 256
 _VALUE = {c: i for i, c in enumerate(ALPHABET)}
 _ALIASES = str.maketrans({"O": "0", "I": "1", "L": "1"})
 _SEPARATORS = re.compile(r"[\s-]+")
-_EMAIL = re.compile(r"^[^@\s<>()\[\],;:\"]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$")
+_EMAIL = re.compile(
+    r"^[^@\s<>()\[\],;:\"]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$"
+)
 URL_HOSTS = ("boniq.nl", "app.boniq.nl")
 """Hosts of the links a BONIQ app shows as a QR code (`codes.url_hosts` in the config)."""
 
@@ -55,7 +57,7 @@ def _compact(text: str) -> str | None:
     candidate = _SEPARATORS.sub("", text).upper()
     if not candidate.startswith(PREFIX):
         return None
-    body = candidate[len(PREFIX):].translate(_ALIASES)
+    body = candidate[len(PREFIX) :].translate(_ALIASES)
     if len(body) != TOKEN_LENGTH + 1 or any(c not in _VALUE for c in body):
         return None
     token, check = body[:TOKEN_LENGTH], body[TOKEN_LENGTH]
@@ -67,7 +69,9 @@ def _from_url(text: str, url_hosts: Iterable[str]) -> str | None:
         parts = urlsplit(text)
     except ValueError:  # e.g. an unbalanced `[` in the host
         return None
-    if parts.scheme.lower() != "https" or (parts.hostname or "") not in {h.lower() for h in url_hosts}:
+    if parts.scheme.lower() != "https" or (parts.hostname or "") not in {
+        h.lower() for h in url_hosts
+    }:
         return None
     path = unquote(parts.path)
     if not path.lower().startswith("/c/"):

@@ -9,25 +9,55 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError,
-                      field_validator, model_validator)
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from agent.codes import URL_HOSTS
 from agent.config_yaml import compose, describe, key_lines, line_of
-from agent.credentials import (CLOUD_CREDENTIAL, CLOUD_TOKEN, KASSA_CREDENTIAL, KASSA_SECRET,
-                               UNIT_CREDENTIALS, WEBHOOK_CREDENTIAL, WEBHOOK_KEY, SecretSpec,
-                               check_files, credential_sources, env_credential_path,
-                               open_mode_warning, read_secret_file, readable_by_others,
-                               section_of, transport_problems)
+from agent.credentials import (
+    CLOUD_CREDENTIAL,
+    CLOUD_TOKEN,
+    KASSA_CREDENTIAL,
+    KASSA_SECRET,
+    UNIT_CREDENTIALS,
+    WEBHOOK_CREDENTIAL,
+    WEBHOOK_KEY,
+    SecretSpec,
+    check_files,
+    credential_sources,
+    env_credential_path,
+    open_mode_warning,
+    read_secret_file,
+    readable_by_others,
+    section_of,
+    transport_problems,
+)
 from agent.errors import ConfigError
 from agent.logs import get_logger, register_secret
 
-__all__ = ["CLOUD_CREDENTIAL", "KASSA_CREDENTIAL", "LISTEN_HINT", "UNIT_CREDENTIALS",
-           "WEBHOOK_CREDENTIAL", "Config", "credential_sources", "load", "parse",
-           "readable_by_others"]
+__all__ = [
+    "CLOUD_CREDENTIAL",
+    "KASSA_CREDENTIAL",
+    "LISTEN_HINT",
+    "UNIT_CREDENTIALS",
+    "WEBHOOK_CREDENTIAL",
+    "Config",
+    "credential_sources",
+    "load",
+    "parse",
+    "readable_by_others",
+]
 
 log = get_logger(__name__)
 
@@ -58,19 +88,29 @@ class WebhooksSection(_Section):
     key: SecretStr | None = None
     key_file: Path | None = None
     key_encoding: Literal["auto", "base64", "text"] = "auto"
-    cashier_message: str = Field(default="BONIQ-code gekoppeld: de bon gaat naar de app",
-                                 min_length=1, max_length=200)
-    customer_message: str = Field(default="BONIQ: uw bon komt in de app",
-                                  min_length=1, max_length=200)
-    second_code_message: str = Field(default="Deze verkoop heeft al een BONIQ-code; "
-                                     "de tweede code is niet gekoppeld", min_length=1,
-                                     max_length=200)
-    recent_sale_message: str = Field(default="BONIQ-code niet gekoppeld: er is net een verkoop "
-                                     "afgerond. Hoort de code bij de klant die nu afrekent, scan"
-                                     " hem dan opnieuw", min_length=1, max_length=200)
-    previous_sale_message: str = Field(default="Deze BONIQ-code hoort bij de vorige verkoop; "
-                                       "deze verkoop is niet gekoppeld", min_length=1,
-                                       max_length=200)
+    cashier_message: str = Field(
+        default="BONIQ-code gekoppeld: de bon gaat naar de app", min_length=1, max_length=200
+    )
+    customer_message: str = Field(
+        default="BONIQ: uw bon komt in de app", min_length=1, max_length=200
+    )
+    second_code_message: str = Field(
+        default="Deze verkoop heeft al een BONIQ-code; de tweede code is niet gekoppeld",
+        min_length=1,
+        max_length=200,
+    )
+    recent_sale_message: str = Field(
+        default="BONIQ-code niet gekoppeld: er is net een verkoop "
+        "afgerond. Hoort de code bij de klant die nu afrekent, scan"
+        " hem dan opnieuw",
+        min_length=1,
+        max_length=200,
+    )
+    previous_sale_message: str = Field(
+        default="Deze BONIQ-code hoort bij de vorige verkoop; deze verkoop is niet gekoppeld",
+        min_length=1,
+        max_length=200,
+    )
 
 
 class KassaSection(_Section):
@@ -146,7 +186,7 @@ class StdinScanner(_Scanner):
 
 
 ScannerConfig = Annotated[
-    Union[SerialScanner, HidScanner, WebcamScanner, StdinScanner], Field(discriminator="type")
+    SerialScanner | HidScanner | WebcamScanner | StdinScanner, Field(discriminator="type")
 ]
 
 
@@ -172,8 +212,13 @@ class MetricsSection(_Section):
         host, colon, port = text.rpartition(":")
         if text == "" and isinstance(value, str):
             return value
-        if (not colon or not host.strip("[]") or not port.isdigit()
-                or not 0 < int(port) < 65536 or any(c.isspace() for c in text)):
+        if (
+            not colon
+            or not host.strip("[]")
+            or not port.isdigit()
+            or not 0 < int(port) < 65536
+            or any(c.isspace() for c in text)
+        ):
             raise ValueError(LISTEN_HINT)
         return value
 
@@ -189,8 +234,11 @@ class CashierSection(_Section):
 
         if self.listen.strip() and self.pin is None and not is_loopback_listen(self.listen):
             raise PydanticCustomError(
-                "cashier_pin", "listen {listen} is reachable from the network: set cashier.pin "
-                "(4 or more characters), or listen on 127.0.0.1", {"listen": self.listen})
+                "cashier_pin",
+                "listen {listen} is reachable from the network: set cashier.pin "
+                "(4 or more characters), or listen on 127.0.0.1",
+                {"listen": self.listen},
+            )
         return self
 
 
@@ -235,8 +283,10 @@ class Config(_Section):
         (an empty key would let anyone sign) is a configuration error."""
         key = self._secret(WEBHOOK_KEY)
         if len(key) < MIN_WEBHOOK_KEY:
-            raise ConfigError(f"{self.where(WEBHOOK_KEY.key)}: the key has {len(key)} characters;"
-                              f" give the subscription a Secret Key of {MIN_WEBHOOK_KEY} or more")
+            raise ConfigError(
+                f"{self.where(WEBHOOK_KEY.key)}: the key has {len(key)} characters;"
+                f" give the subscription a Secret Key of {MIN_WEBHOOK_KEY} or more"
+            )
         return key
 
     def scanner_workplace(self, scanner: Any) -> int:
@@ -266,9 +316,11 @@ class Config(_Section):
         else:
             source = path or self.credential_path(spec.credential)
             if source is None:
-                raise ConfigError(f"{self.where(spec.key)}: not set: give {spec.file_key}, or "
-                                  f"the systemd credential {spec.credential}"
-                                  f"{self._credential_hint(spec.credential)}")
+                raise ConfigError(
+                    f"{self.where(spec.key)}: not set: give {spec.file_key}, or "
+                    f"the systemd credential {spec.credential}"
+                    f"{self._credential_hint(spec.credential)}"
+                )
             key = spec.file_key if path else f"{spec.key} (credential {spec.credential})"
             value = read_secret_file(source, self.where(key))
         register_secret(value)
@@ -279,8 +331,11 @@ class Config(_Section):
             where = self._credentials.get(name)
             return f" ({where} does not exist)" if where else ""
         directory = os.environ.get("CREDENTIALS_DIRECTORY")
-        return (f" ({directory}/{name} does not exist)" if directory
-                else " (no $CREDENTIALS_DIRECTORY: outside the unit give --credentials-dir)")
+        return (
+            f" ({directory}/{name} does not exist)"
+            if directory
+            else " (no $CREDENTIALS_DIRECTORY: outside the unit give --credentials-dir)"
+        )
 
 
 def load(path: Path | str, *, credentials: dict[str, Path] | None = None) -> Config:
@@ -296,14 +351,21 @@ def load(path: Path | str, *, credentials: dict[str, Path] | None = None) -> Con
     return parse(text, name=str(path), source=path, credentials=credentials)
 
 
-def parse(text: str, *, name: str = "config.yaml", source: Path | None = None,
-          credentials: dict[str, Path] | None = None) -> Config:
+def parse(
+    text: str,
+    *,
+    name: str = "config.yaml",
+    source: Path | None = None,
+    credentials: dict[str, Path] | None = None,
+) -> Config:
     node, data = compose(text, name)
     lines, duplicates = key_lines(node, name)
     if duplicates:
         raise ConfigError(duplicates)
     if node is None or not isinstance(data, dict):
-        raise ConfigError(f"{name}:1: (top): the file must be a mapping of sections (store, kassa, cloud, …)")
+        raise ConfigError(
+            f"{name}:1: (top): the file must be a mapping of sections (store, kassa, cloud, …)"
+        )
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
@@ -325,7 +387,9 @@ def parse(text: str, *, name: str = "config.yaml", source: Path | None = None,
 def _known_keys(parent: list[str]) -> list[str]:
     model: Any = Config
     for key in parent:
-        field = model.model_fields.get(key.split("[")[0]) if hasattr(model, "model_fields") else None
+        field = (
+            model.model_fields.get(key.split("[")[0]) if hasattr(model, "model_fields") else None
+        )
         annotation = getattr(field, "annotation", None)
         if annotation is None or not hasattr(annotation, "model_fields"):
             return _all_scanner_keys() if key.startswith("scanners") else []

@@ -55,8 +55,10 @@ def key_lines(root: yaml.Node | None, name: str) -> tuple[dict[str, int], list[s
                 child = f"{path}.{key.value}" if path else key.value
                 line = key.start_mark.line + 1
                 if key.value in keys:
-                    duplicates.append(f"{name}:{line}: {child}: duplicate key (first given on "
-                                      f"line {lines[child]}); give each key once")
+                    duplicates.append(
+                        f"{name}:{line}: {child}: duplicate key (first given on "
+                        f"line {lines[child]}); give each key once"
+                    )
                     continue
                 keys.add(key.value)
                 lines[child] = line
@@ -95,8 +97,9 @@ def syntax_problem(exc: yaml.YAMLError, text: str, name: str) -> str:
     return f"{name}:{line}: syntax: {' '.join(message.split())}"
 
 
-def describe(exc: ValidationError, root: yaml.Node, name: str,
-             known_keys: Callable[[list[str]], list[str]]) -> list[str]:
+def describe(
+    exc: ValidationError, root: yaml.Node, name: str, known_keys: Callable[[list[str]], list[str]]
+) -> list[str]:
     """One `FILE:LINE: key.path: message` per pydantic error; `known_keys(parent)` names the
     keys a mapping may hold (for "did you mean")."""
     problems = []
@@ -106,7 +109,9 @@ def describe(exc: ValidationError, root: yaml.Node, name: str,
         if error["type"] == "extra_forbidden":
             message = _unknown_key_message(keys, known_keys)
         elif error["type"] == "string_pattern_mismatch" and keys and keys[-1] == "url":
-            message = "must be an http:// or https:// URL (no query: credentials go in ident/secret)"
+            message = (
+                "must be an http:// or https:// URL (no query: credentials go in ident/secret)"
+            )
         elif error["type"] == "value_error":
             message = message.removeprefix("Value error, ")
         elif error["type"] == "union_tag_invalid":

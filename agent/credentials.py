@@ -26,8 +26,10 @@ CLOUD_CREDENTIAL = "cloud-token"
 WEBHOOK_CREDENTIAL = "webhook-key"
 # The unit's LoadCredential= sources (systemd/boniq-agent.service): where check-config and doctor
 # look for the credentials when they run outside the service.
-UNIT_CREDENTIALS = {KASSA_CREDENTIAL: Path("/etc/boniq-agent/kassa-secret"),
-                    CLOUD_CREDENTIAL: Path("/etc/boniq-agent/cloud-token")}
+UNIT_CREDENTIALS = {
+    KASSA_CREDENTIAL: Path("/etc/boniq-agent/kassa-secret"),
+    CLOUD_CREDENTIAL: Path("/etc/boniq-agent/cloud-token"),
+}
 
 
 class SecretSpec:
@@ -70,8 +72,9 @@ def read_secret_file(path: Path, where: str) -> str:
     except FileNotFoundError:
         raise ConfigError(f"{where}: {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{where}: cannot read {path}: "
-                          f"{getattr(exc, 'strerror', None) or 'not UTF-8 text'}") from None
+        raise ConfigError(
+            f"{where}: cannot read {path}: {getattr(exc, 'strerror', None) or 'not UTF-8 text'}"
+        ) from None
     if not value:
         raise ConfigError(f"{where}: {path} is empty")
     return value
@@ -89,21 +92,27 @@ def readable_by_others(path: Path) -> str | None:
 def open_mode_warning(where: str, path: Path, mode: str, what: str) -> str:
     """The fix keeps the file readable by the agent's user: `chmod 600` on a root-owned config
     would lock the agent (user boniq) out of it."""
-    return (f"{where}: warning: {path} holds {what} and is readable by every user (mode {mode});"
-            f" `chown root:boniq {path} && chmod 0640 {path}`, or move the secret into a systemd"
-            f" credential (LoadCredential=)")
+    return (
+        f"{where}: warning: {path} holds {what} and is readable by every user (mode {mode});"
+        f" `chown root:boniq {path} && chmod 0640 {path}`, or move the secret into a systemd"
+        f" credential (LoadCredential=)"
+    )
 
 
 def transport_problems(config: Config) -> list[str]:
     """Clear-text URLs, at the line that names them (CA bundles: `check_files`)."""
     problems = []
     if cleartext(config.kassa.url) and not config.kassa.allow_http:
-        problems.append(f"{config.where('kassa.url')}: http:// sends the POS secret and customer"
-                        " data in clear; use https://, or set kassa.allow_http: true for a POS"
-                        " API on the shop LAN")
+        problems.append(
+            f"{config.where('kassa.url')}: http:// sends the POS secret and customer"
+            " data in clear; use https://, or set kassa.allow_http: true for a POS"
+            " API on the shop LAN"
+        )
     if cleartext(config.cloud.url):
-        problems.append(f"{config.where('cloud.url')}: must be https:// (http:// only for a"
-                        " loopback test cloud)")
+        problems.append(
+            f"{config.where('cloud.url')}: must be https:// (http:// only for a"
+            " loopback test cloud)"
+        )
     return problems
 
 
@@ -124,8 +133,9 @@ def check_files(config: Config) -> tuple[list[str], list[str]]:
     return problems, warnings
 
 
-def _check_secret_sources(config: Config, spec: SecretSpec, problems: list[str],
-                          warnings: list[str]) -> None:
+def _check_secret_sources(
+    config: Config, spec: SecretSpec, problems: list[str], warnings: list[str]
+) -> None:
     section = section_of(config, spec.section)
     given: list[tuple[str, str]] = []  # (key as named to the user, where)
     if getattr(section, spec.inline) is not None:
@@ -144,10 +154,14 @@ def _check_secret_sources(config: Config, spec: SecretSpec, problems: list[str],
     if len(given) > 1:
         (first, where), rest = given[0], given[1:]
         others = " and ".join(f"{key} on line {line_of(at)}" if at else key for key, at in rest)
-        hint = ("; to keep it in the config, reset LoadCredential= in a drop-in"
-                if not rest[-1][1] else "")
-        problems.append(f"{where}: the secret is given twice: {first} here and {others};"
-                        f" keep one{hint}")
+        hint = (
+            "; to keep it in the config, reset LoadCredential= in a drop-in"
+            if not rest[-1][1]
+            else ""
+        )
+        problems.append(
+            f"{where}: the secret is given twice: {first} here and {others}; keep one{hint}"
+        )
 
 
 def _webhook_listen_warnings(config: Config) -> list[str]:
@@ -157,9 +171,13 @@ def _webhook_listen_warnings(config: Config) -> list[str]:
     listen = config.kassa.webhooks.listen
     if is_loopback_listen(listen):
         return []
-    return [(f"{config.where('kassa.webhooks.listen')}: warning: {listen} is reachable from the"
-             " shop network; only signed requests are accepted, but keep it on 127.0.0.1 unless"
-             " the till's webhooks come from another machine")]
+    return [
+        (
+            f"{config.where('kassa.webhooks.listen')}: warning: {listen} is reachable from the"
+            " shop network; only signed requests are accepted, but keep it on 127.0.0.1 unless"
+            " the till's webhooks come from another machine"
+        )
+    ]
 
 
 def _check_secret_file(path: Path, where: str, problems: list[str], warnings: list[str]) -> None:

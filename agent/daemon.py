@@ -33,7 +33,7 @@ from agent.kassa.client import KassaClient
 from agent.kassa.poller import Poller, log_close
 from agent.kassa.webhooks import Receiver, serve_receiver
 from agent.logs import fields, get_logger
-from agent.metrics import Metrics, StoreGauges, UploadOutcome, serve
+from agent.metrics import Metrics, ScanOutcome, StoreGauges, UploadOutcome, serve
 from agent.queue.claims import ClaimState, Close
 from agent.queue.outbox import OutboxItem
 from agent.queue.store import Store
@@ -53,8 +53,13 @@ class Reporter:
     """Where the stages report: metrics, the systemd heartbeat, the cashier's feedback, the
     refused scans the cashier screen lists and the counts `status` shows."""
 
-    def __init__(self, metrics: Metrics, heartbeat: systemd.Heartbeat, feedback: Feedback,
-                 wake_uploader: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        heartbeat: systemd.Heartbeat,
+        feedback: Feedback,
+        wake_uploader: Callable[[], None],
+    ) -> None:
         self.metrics = metrics
         self.heartbeat = heartbeat
         self.feedback = feedback
@@ -74,7 +79,7 @@ class Reporter:
             self.refused.add(Refused(event.at, workplace, event.source, reason))
         (self.feedback.accepted if result.claim else self.feedback.rejected)()
 
-    def webhook_scan(self, workplace: int, outcome: str) -> None:
+    def webhook_scan(self, workplace: int, outcome: ScanOutcome) -> None:
         """A code the till's own scanner read (its screen is the cashier's feedback)."""
         self.metrics.scan("webhook", outcome)
         if outcome == "accepted":
@@ -118,7 +123,7 @@ class _WebhookEvents:
         self.reporter = reporter
         self.wake_poller = wake_poller
 
-    def webhook_scan(self, workplace: int, outcome: str) -> None:
+    def webhook_scan(self, workplace: int, outcome: ScanOutcome) -> None:
         self.reporter.webhook_scan(workplace, outcome)
 
     def closed(self, closes: list[Close]) -> None:
@@ -131,9 +136,13 @@ class _WebhookEvents:
 
 
 class Daemon:
-    def __init__(self, config: Config, sources: list[Source] | None = None,
-                 clock: Callable[[], float] = time.time, config_path: Path | None = None
-                 ) -> None:
+    def __init__(
+        self,
+        config: Config,
+        sources: list[Source] | None = None,
+        clock: Callable[[], float] = time.time,
+        config_path: Path | None = None,
+    ) -> None:
         self.config = config
         self.config_path = config_path  # where a reload reads the configuration again
         self.clock = clock
@@ -148,16 +157,20 @@ class Daemon:
         self.metrics.pos_clock_tolerance(config.matching.clock_skew)
         self.heartbeat = systemd.Heartbeat()
         fb = config.feedback
-        self.reporter = Reporter(self.metrics, self.heartbeat,
-                                 Feedback(fb.accepted, fb.rejected, fb.delivered),
-                                 self.upload_wake.set)
+        self.reporter = Reporter(
+            self.metrics,
+            self.heartbeat,
+            Feedback(fb.accepted, fb.rejected, fb.delivered),
+            self.upload_wake.set,
+        )
         self.unbuilt: list[str] = []  # scanner sources that could not start
         self.sources = self._build_sources() if sources is None else sources
         self.store = Store.open(config.data_dir)
         hardening.keep_private(config.data_dir)
         self.poller = self._poller()
-        self.intake = ScanIntake(self.store, config, events=self.reporter,
-                                 wake=self.poller.wake.set)
+        self.intake = ScanIntake(
+            self.store, config, events=self.reporter, wake=self.poller.wake.set
+        )
         self.webhooks = self._webhooks()
         self.uploader = self._uploader()
         self._threads: dict[str, threading.Thread] = {}
@@ -174,23 +187,40 @@ class Daemon:
             except ScannerError as exc:
                 self.unbuilt.append(f"{scanner.type}:{scanner.device or '-'}")
                 self.metrics.scanner_up(f"{scanner.type}:{scanner.device}", False)
-                log.error("scanner source cannot start", extra=fields(
-                    type=scanner.type, device=scanner.device, reason=str(exc)))
+                log.error(
+                    "scanner source cannot start",
+                    extra=fields(type=scanner.type, device=scanner.device, reason=str(exc)),
+                )
         return sources
 
     def _poller(self) -> Poller:
         kassa = self.config.kassa
         client = KassaClient(
-            kassa.url, kassa.ident, self.config.kassa_secret, timeout=kassa.timeout,
-            verify=str(kassa.ca_bundle) if kassa.ca_bundle else True, proxy=kassa.proxy)
+            kassa.url,
+            kassa.ident,
+            self.config.kassa_secret,
+            timeout=kassa.timeout,
+            verify=str(kassa.ca_bundle) if kassa.ca_bundle else True,
+            proxy=kassa.proxy,
+        )
         if cleartext(kassa.url):  # allowed by kassa.allow_http, else the config refused it
-            log.warning("kassa.allow_http: the POS secret and receipts travel in clear on the "
-                        "shop network; prefer https:// if the POS API offers it")
-        return Poller(client, self.store, merchant_id=self.config.store.merchant_id,
-                      branch=self.config.store.branch, matching=self.config.matching,
-                      interval=kassa.poll_interval, batch=kassa.batch,
-                      store_name=self.config.store.name, events=self.reporter, clock=self.clock,
-                      webhooks=kassa.webhooks is not None)
+            log.warning(
+                "kassa.allow_http: the POS secret and receipts travel in clear on the "
+                "shop network; prefer https:// if the POS API offers it"
+            )
+        return Poller(
+            client,
+            self.store,
+            merchant_id=self.config.store.merchant_id,
+            branch=self.config.store.branch,
+            matching=self.config.matching,
+            interval=kassa.poll_interval,
+            batch=kassa.batch,
+            store_name=self.config.store.name,
+            events=self.reporter,
+            clock=self.clock,
+            webhooks=kassa.webhooks is not None,
+        )
 
     def _webhooks(self) -> Receiver | None:
         """The webhook source (kassa.webhooks); its key is read now, so a missing one stops
@@ -198,18 +228,29 @@ class Daemon:
         if self.config.kassa.webhooks is None:
             return None
         self.config.webhook_key()
-        return Receiver(self.config, self.store, self.config.webhook_key,
-                        _WebhookEvents(self.reporter, self.poller.wake.set))
+        return Receiver(
+            self.config,
+            self.store,
+            self.config.webhook_key,
+            _WebhookEvents(self.reporter, self.poller.wake.set),
+        )
 
     def _uploader(self) -> Uploader:
         cloud = self.config.cloud
         return Uploader(
-            self.store, cloud.url, self.config.cloud_token,
+            self.store,
+            cloud.url,
+            self.config.cloud_token,
             ca_bundle=str(cloud.ca_bundle) if cloud.ca_bundle else None,
-            timeout=cloud.timeout, proxy=cloud.proxy, workers=cloud.workers,
-            base_delay=cloud.retry_base, max_delay=cloud.retry_max,
-            on_delivered=self.reporter.delivered, on_pass=lambda: self.heartbeat.beat("uploader"),
-            on_outcome=self.reporter.uploaded)
+            timeout=cloud.timeout,
+            proxy=cloud.proxy,
+            workers=cloud.workers,
+            base_delay=cloud.retry_base,
+            max_delay=cloud.retry_max,
+            on_delivered=self.reporter.delivered,
+            on_pass=lambda: self.heartbeat.beat("uploader"),
+            on_outcome=self.reporter.uploaded,
+        )
 
     def on_scan(self, event: ScanEvent) -> ScanResult:
         return self.intake.take(event)
@@ -228,34 +269,59 @@ class Daemon:
         listen = self.config.metrics.listen
         self.metrics_server = serve(listen, self.metrics, ready=self.ready) if listen else None
         self.cashier_server = cashier.serve(
-            self.config.cashier, scan=self.on_scan, store=self.store,
-            refused=self.reporter.refused, workplace=self.config.store.workplace)
+            self.config.cashier,
+            scan=self.on_scan,
+            store=self.store,
+            refused=self.reporter.refused,
+            workplace=self.config.store.workplace,
+        )
         self._write_health()
         systemd.ready()
-        log.info("boniq-agent started", extra=fields(
-            version=__version__, config=str(self.config_path or "-"),
-            pos=_host(self.config.kassa.url), cloud=_host(self.config.cloud.url),
-            sources=",".join(s.name for s in self.sources) or "none",
-            workplace=self.config.store.workplace, data_dir=str(self.config.data_dir)))
+        log.info(
+            "boniq-agent started",
+            extra=fields(
+                version=__version__,
+                config=str(self.config_path or "-"),
+                pos=_host(self.config.kassa.url),
+                cloud=_host(self.config.cloud.url),
+                sources=",".join(s.name for s in self.sources) or "none",
+                workplace=self.config.store.workplace,
+                data_dir=str(self.config.data_dir),
+            ),
+        )
 
     def _spawn(self, name: str, target: Callable[[threading.Event], None]) -> None:
-        body = supervision.guarded(name, target, self.stop_event,
-                                   on_config_fault=self._config_fault, paths=self._named_files)
+        body = supervision.guarded(
+            name,
+            target,
+            self.stop_event,
+            on_config_fault=self._config_fault,
+            paths=self._named_files,
+        )
         thread = threading.Thread(target=body, name=name, daemon=True)
         thread.start()
         self._threads[name] = thread
 
     def _named_files(self) -> list[Path]:
         c = self.config
-        files = [c.kassa.ca_bundle, c.cloud.ca_bundle, c.kassa.secret_file, c.cloud.token_file,
-                 c.credential_path("kassa-secret"), c.credential_path("cloud-token"),
-                 c.kassa.webhooks.key_file if c.kassa.webhooks else None]
+        files = [
+            c.kassa.ca_bundle,
+            c.cloud.ca_bundle,
+            c.kassa.secret_file,
+            c.cloud.token_file,
+            c.credential_path("kassa-secret"),
+            c.credential_path("cloud-token"),
+            c.kassa.webhooks.key_file if c.kassa.webhooks else None,
+        ]
         return [f for f in files if f is not None]
 
     def _config_fault(self, stage: str, reason: str) -> None:
         """A restart cannot fix it: stop with exit status 78 (systemd leaves the unit failed)."""
-        log.error("the configuration stops the agent; fix it, then start the agent again "
-                  "(`boniq-agent check-config`)", extra=fields(stage=stage, reason=reason))
+        log.error(
+            "the configuration stops the agent; fix it, then start the agent again "
+            "(`boniq-agent check-config`)",
+            extra=fields(stage=stage, reason=reason),
+        )
         self.exit_status = EXIT_CONFIG
         self.request_stop()
 
@@ -264,7 +330,9 @@ class Daemon:
             source.run(self.on_scan, stop)
         except ScannerError as exc:
             self.metrics.scanner_up(source.name, False)
-            log.error("scanner source cannot run", extra=fields(source=source.name, reason=str(exc)))
+            log.error(
+                "scanner source cannot run", extra=fields(source=source.name, reason=str(exc))
+            )
 
     def request_stop(self) -> None:
         self.stop_event.set()
@@ -294,9 +362,13 @@ class Daemon:
 
     def _gauges(self) -> StoreGauges:
         s = self.store.summary()
-        return {"outbox": {state: s[f"outbox_{state}"] for state in ("pending", "delivered", "dead")},
-                "claims_pending": s["claims_pending"], "claims": s["claims_by_state"],
-                "oldest_pending": s["oldest_pending_at"], "last_delivery": s["last_delivery_at"]}
+        return {
+            "outbox": {state: s[f"outbox_{state}"] for state in ("pending", "delivered", "dead")},
+            "claims_pending": s["claims_pending"],
+            "claims": s["claims_by_state"],
+            "oldest_pending": s["oldest_pending_at"],
+            "last_delivery": s["last_delivery_at"],
+        }
 
     def supervise(self) -> None:
         """The main thread's loop: watchdog, STATUS=, health, reload, retention, until stopped."""
@@ -325,12 +397,16 @@ class Daemon:
         scanners = [{"name": s.name, "connected": _connected(s)} for s in self.sources]
         scanners += [{"name": name, "connected": False} for name in self.unbuilt]
         return {
-            "pid": os.getpid(), "version": __version__, "started_at": self.started_at,
+            "pid": os.getpid(),
+            "version": __version__,
+            "started_at": self.started_at,
             "updated_at": time.time(),
             "pos": {"last_success": self.poller.last_success, "last_error": self.poller.last_error},
-            "cloud": {"last_success": r.cloud_last_success,
-                      "auth_failing": self.uploader.auth_failing,
-                      "last_error": "uploads are being retried" if r.cloud_failing else None},
+            "cloud": {
+                "last_success": r.cloud_last_success,
+                "auth_failing": self.uploader.auth_failing,
+                "last_error": "uploads are being retried" if r.cloud_failing else None,
+            },
             "scanners": scanners,
             "scans": dict(r.scans),
         }
@@ -357,9 +433,11 @@ class Daemon:
         except AgentError as exc:
             return f"store error: {exc}"
         error = self.poller.last_error or s["last_error"] or "none"
-        return (f"pending claims {s['claims_pending']}, unsure {s['claims_unsure']}, "
-                f"outbox {s['outbox_pending']}, dead {s['outbox_dead']}, "
-                f"delivered {s['outbox_delivered']}, last error: {error}"[:200])
+        return (
+            f"pending claims {s['claims_pending']}, unsure {s['claims_unsure']}, "
+            f"outbox {s['outbox_pending']}, dead {s['outbox_dead']}, "
+            f"delivered {s['outbox_delivered']}, last error: {error}"[:200]
+        )
 
     def stop(self) -> None:
         self.stop_event.set()

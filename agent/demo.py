@@ -38,34 +38,52 @@ DANA = "BQ1PX4R7C2NJ8KW3T5H0"
 WEBHOOK_KEY = "ZGVtby13ZWJob29rLWtleS1vZi10aGUtc2hvcC0zMmI="  # as the back office shows it
 SUBSCRIPTION = "boniq-demo"
 
-BASKET_ANNA = [SimLine(3001, "T-shirt zwart M", 1995, 21, plu="TS-M-BLK"),
-               SimLine(1001, "Cappuccino", 350, 9, quantity=2),
-               SimLine(4001, "Postzegels 10 stuks", 1010, 0)]
-BASKET_BRAM = [SimLine(2210, "Jong belegen kaas", 1290, 9, quantity=530, decimal_places=3),
-               SimLine(2101, "Volkorenbrood heel", 289, 9, discount_pct=25)]
-BASKET_DANA = [SimLine(2300, "Verse jus d'orange 1 L", 349, 9),
-               SimLine(3410, "Paraplu", 1499, 21)]
-BASKET_CHRIS = [SimLine(3300, "Rioja Crianza 75 cl", 899, 21, quantity=2),
-                SimLine(3120, "AA-batterijen 4 stuks", 599, 21)]
+BASKET_ANNA = [
+    SimLine(3001, "T-shirt zwart M", 1995, 21, plu="TS-M-BLK"),
+    SimLine(1001, "Cappuccino", 350, 9, quantity=2),
+    SimLine(4001, "Postzegels 10 stuks", 1010, 0),
+]
+BASKET_BRAM = [
+    SimLine(2210, "Jong belegen kaas", 1290, 9, quantity=530, decimal_places=3),
+    SimLine(2101, "Volkorenbrood heel", 289, 9, discount_pct=25),
+]
+BASKET_DANA = [SimLine(2300, "Verse jus d'orange 1 L", 349, 9), SimLine(3410, "Paraplu", 1499, 21)]
+BASKET_CHRIS = [
+    SimLine(3300, "Rioja Crianza 75 cl", 899, 21, quantity=2),
+    SimLine(3120, "AA-batterijen 4 stuks", 599, 21),
+]
 
 
 def _config(kassa: KassaSimulator, cloud: CloudSimulator, data_dir: Path) -> Config:
-    return Config.model_validate({
-        "store": {"merchant_id": "demo-merchant", "branch": kassa.branch, "workplace": TILL,
-                  "name": "Demo Winkel Utrecht"},
-        "kassa": {"url": kassa.url, "ident": kassa.ident, "secret": kassa.secret,
-                  "poll_interval": 0.25,
-                  # webhook mode beside the scanners: the till's own scanner (customer 6)
-                  "webhooks": {"listen": "127.0.0.1:0", "subscription_id": SUBSCRIPTION,
-                               "key": WEBHOOK_KEY}},
-        "cloud": {"url": cloud.url, "token": cloud.token},
-        "data_dir": str(data_dir),
-        "metrics": {"listen": ""},
-        # the scripted customers follow each other within seconds, which a real till cannot:
-        # the next code comes within recent_sale_guard of the previous sale
-        "matching": {"recent_sale_guard": 0},
-        "cashier": {"listen": "127.0.0.1:0"},
-    })
+    return Config.model_validate(
+        {
+            "store": {
+                "merchant_id": "demo-merchant",
+                "branch": kassa.branch,
+                "workplace": TILL,
+                "name": "Demo Winkel Utrecht",
+            },
+            "kassa": {
+                "url": kassa.url,
+                "ident": kassa.ident,
+                "secret": kassa.secret,
+                "poll_interval": 0.25,
+                # webhook mode beside the scanners: the till's own scanner (customer 6)
+                "webhooks": {
+                    "listen": "127.0.0.1:0",
+                    "subscription_id": SUBSCRIPTION,
+                    "key": WEBHOOK_KEY,
+                },
+            },
+            "cloud": {"url": cloud.url, "token": cloud.token},
+            "data_dir": str(data_dir),
+            "metrics": {"listen": ""},
+            # the scripted customers follow each other within seconds, which a real till cannot:
+            # the next code comes within recent_sale_guard of the previous sale
+            "matching": {"recent_sale_guard": 0},
+            "cashier": {"listen": "127.0.0.1:0"},
+        }
+    )
 
 
 class CashierPage:
@@ -81,18 +99,25 @@ class CashierPage:
         self.csrf = token.group(1)
 
     def claim(self, address: str) -> dict[str, Any]:
-        answer: dict[str, Any] = self.http.post(f"{self.url}api/claim", json={"address": address}, timeout=5,
-                              headers={"X-CSRF-Token": self.csrf}).json()
+        answer: dict[str, Any] = self.http.post(
+            f"{self.url}api/claim",
+            json={"address": address},
+            timeout=5,
+            headers={"X-CSRF-Token": self.csrf},
+        ).json()
         return answer
 
     def outcomes(self) -> list[dict[str, Any]]:
-        entries: list[dict[str, Any]] = self.http.get(f"{self.url}api/outcomes", timeout=5).json()["entries"]
+        entries: list[dict[str, Any]] = self.http.get(f"{self.url}api/outcomes", timeout=5).json()[
+            "entries"
+        ]
         return entries
 
 
 class Demo:
-    def __init__(self, kassa: KassaSimulator, cloud: CloudSimulator, daemon: Daemon,
-                 out: TextIO) -> None:
+    def __init__(
+        self, kassa: KassaSimulator, cloud: CloudSimulator, daemon: Daemon, out: TextIO
+    ) -> None:
         self.kassa, self.cloud, self.daemon, self.out = kassa, cloud, daemon, out
         self.unclaimed: set[str] = set()
 
@@ -116,9 +141,13 @@ class Demo:
     def _cashier_moment(self, claim: Claim | None) -> None:
         """A real cashier takes a moment between the scan and the payment; the agent uses it to
         poll the POS once, which proves every later sale came after the scan."""
+
         def fenced(claim: Claim) -> bool:
-            return not any(c.id == claim.id and c.fence_marker is None
-                           for c in self.daemon.store.pending_claims())
+            return not any(
+                c.id == claim.id and c.fence_marker is None
+                for c in self.daemon.store.pending_claims()
+            )
+
         deadline = time.monotonic() + WAIT
         while claim is not None and not fenced(claim) and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -165,17 +194,24 @@ class Demo:
         return receipt_id
 
     def scripted(self) -> bool:
-        ok = self.wait_for("connected to the POS", lambda: self.daemon.poller.last_success is not None)
+        ok = self.wait_for(
+            "connected to the POS", lambda: self.daemon.poller.last_success is not None
+        )
         self.say("\n1. Anna shows her BONIQ code in the app")
         ok &= self.scan(ANNA)
-        anna_sale = self.pay(BASKET_ANNA, ["PIN"], "T-shirt, 2 cappuccino, stamps (21/9/0 % VAT), PIN")
+        anna_sale = self.pay(
+            BASKET_ANNA, ["PIN"], "T-shirt, 2 cappuccino, stamps (21/9/0 % VAT), PIN"
+        )
         ok &= self.wait_for("receipt delivered to Anna's BONIQ app", self.delivered(1))
 
         self.say("\n2. Bram prefers e-mail; the cashier types his address on the cashier screen")
         ok &= self.page_claim(BRAM)
         total = sale_total(BASKET_BRAM)
-        self.pay(BASKET_BRAM, [("CASH", 500), "PIN"],
-                 f"0.530 kg cheese, bread -25 %; € 5.00 cash + € {(total - 500) / 100:.2f} PIN")
+        self.pay(
+            BASKET_BRAM,
+            [("CASH", 500), "PIN"],
+            f"0.530 kg cheese, bread -25 %; € 5.00 cash + € {(total - 500) / 100:.2f} PIN",
+        )
         ok &= self.wait_for("receipt delivered by e-mail to Bram", self.delivered(2))
         ok &= self.wait_for("the cashier screen shows it delivered", self.page_shows("delivered"))
 
@@ -195,7 +231,9 @@ class Demo:
         ok &= self.webhook_customer()
 
         self.say("\n7. A customer without BONIQ pays at the till")
-        self.unclaimed.add(self.pay([SimLine(2040, "Appeltaart", 450, 9)], ["CASH"], "apple pie, cash"))
+        self.unclaimed.add(
+            self.pay([SimLine(2040, "Appeltaart", 450, 9)], ["CASH"], "apple pie, cash")
+        )
         self.wait_for("the sale seen at the POS", lambda: self._seen(self.kassa.marker))
         self.say("   agent: no claim for this sale, so it stays in the shop")
         return ok
@@ -208,8 +246,13 @@ class Demo:
         if server is None:
             self.say("   webhook receiver: not running")
             return False
-        with Till(f"http://127.0.0.1:{server.port}/mplus", WEBHOOK_KEY, SUBSCRIPTION,
-                  sim=self.kassa, workplaces=[TILL]) as till:
+        with Till(
+            f"http://127.0.0.1:{server.port}/mplus",
+            WEBHOOK_KEY,
+            SUBSCRIPTION,
+            sim=self.kassa,
+            workplaces=[TILL],
+        ) as till:
             session = till.start_session(TILL)
             for line in BASKET_DANA:
                 session.add_line(line)
@@ -218,21 +261,27 @@ class Demo:
             self.say(f"   till {TILL} screen, customer display: {entry.customer or '-'}")
             session.start_payment()
             session.complete(["PIN"])
-            self.say(f"   till {TILL}: session {session.session_id[:8]}… paid and completed,"
-                     " the agent reads its receipt at once")
+            self.say(
+                f"   till {TILL}: session {session.session_id[:8]}… paid and completed,"
+                " the agent reads its receipt at once"
+            )
         return entry.recognized and self.wait_for(
-            "receipt delivered to Dana: its lines carry her session's line ids",
-            self.delivered(5))
+            "receipt delivered to Dana: its lines carry her session's line ids", self.delivered(5)
+        )
 
     def interactive(self, stdin: TextIO) -> bool:
         self.wait_for("connected to the POS", lambda: self.daemon.poller.last_success is not None)
         if self.page_url:
-            self.say(f"Cashier screen: {self.page_url} (open it in a browser on this machine; "
-                     f"an e-mail address given there is paid for at till {TILL} a moment later)")
+            self.say(
+                f"Cashier screen: {self.page_url} (open it in a browser on this machine; "
+                f"an e-mail address given there is paid for at till {TILL} a moment later)"
+            )
             stop = threading.Event()
             threading.Thread(target=self._pay_for_page_claims, args=(stop,), daemon=True).start()
-        self.say("Type a BONIQ code (e.g. BQ17K3M9QW4RT8ZP2C56) or an e-mail address; "
-                 "an empty line ends the demo.")
+        self.say(
+            "Type a BONIQ code (e.g. BQ17K3M9QW4RT8ZP2C56) or an e-mail address; "
+            "an empty line ends the demo."
+        )
         try:
             return self._read_codes(stdin)
         finally:
@@ -243,8 +292,11 @@ class Demo:
         paid: set[int] = set()
         while not stop.wait(0.2):
             for claim in self.daemon.store.pending_claims():
-                if claim.source == "cashier" and claim.fence_marker is not None \
-                        and claim.id not in paid:
+                if (
+                    claim.source == "cashier"
+                    and claim.fence_marker is not None
+                    and claim.id not in paid
+                ):
                     paid.add(claim.id)
                     self.kassa.book_sale(TILL, after=PAYMENT)
 
@@ -265,29 +317,37 @@ class Demo:
         self.say("\nWhat the BONIQ cloud stored:")
         for payload in self.cloud.receipts():
             customer = next(iter(payload["customer"].values()))
-            self.say(f" - {payload['kind']:<6} receipt {payload['pos']['number']['number']:>3} "
-                     f"till {payload['store']['workplace']}  € {payload['totals']['incl'] / 100:>7.2f}"
-                     f"  VAT € {payload['totals']['vat'] / 100:.2f}  {len(payload['lines'])} line(s)"
-                     f"  paid {'+'.join(p['method'] for p in payload['payments'])}  → {customer}"
-                     f"  [{payload.get('match', {}).get('evidence', '?')}]")
+            self.say(
+                f" - {payload['kind']:<6} receipt {payload['pos']['number']['number']:>3} "
+                f"till {payload['store']['workplace']}  € {payload['totals']['incl'] / 100:>7.2f}"
+                f"  VAT € {payload['totals']['vat'] / 100:.2f}  {len(payload['lines'])} line(s)"
+                f"  paid {'+'.join(p['method'] for p in payload['payments'])}  → {customer}"
+                f"  [{payload.get('match', {}).get('evidence', '?')}]"
+            )
         sales = len(self.kassa.receipts())
         stored = self.cloud.count()
-        self.say(f"\nPOS receipts booked: {sales}; delivered to customers: {stored}; "
-                 f"unclaimed sales uploaded: {self._unclaimed_uploaded()}")
+        self.say(
+            f"\nPOS receipts booked: {sales}; delivered to customers: {stored}; "
+            f"unclaimed sales uploaded: {self._unclaimed_uploaded()}"
+        )
 
     def _unclaimed_uploaded(self) -> int:
         return len({p["pos"]["receipt_id"] for p in self.cloud.receipts()} & self.unclaimed)
 
 
-def run(*, interactive: bool = False, out: TextIO = sys.stdout,
-        stdin: TextIO = sys.stdin) -> int:
-    with tempfile.TemporaryDirectory(prefix="boniq-demo-") as tmp, \
-            KassaSimulator(seed=2026) as kassa, CloudSimulator("demo-token") as cloud:
+def run(*, interactive: bool = False, out: TextIO = sys.stdout, stdin: TextIO = sys.stdin) -> int:
+    with (
+        tempfile.TemporaryDirectory(prefix="boniq-demo-") as tmp,
+        KassaSimulator(seed=2026) as kassa,
+        CloudSimulator("demo-token") as cloud,
+    ):
         daemon = Daemon(_config(kassa, cloud, Path(tmp)), sources=[])
         demo = Demo(kassa, cloud, daemon, out)
-        demo.say(f"BONIQ agent demo: simulated MplusKASSA at {kassa.url}, simulated BONIQ cloud at "
-                 f"{cloud.url}\nThe agent runs for till {TILL} of branch {kassa.branch}; "
-                 f"its store is in {tmp}.")
+        demo.say(
+            f"BONIQ agent demo: simulated MplusKASSA at {kassa.url}, simulated BONIQ cloud at "
+            f"{cloud.url}\nThe agent runs for till {TILL} of branch {kassa.branch}; "
+            f"its store is in {tmp}."
+        )
         daemon.start()
         try:
             ok = demo.interactive(stdin) if interactive else demo.scripted()
@@ -295,6 +355,9 @@ def run(*, interactive: bool = False, out: TextIO = sys.stdout,
         finally:
             daemon.stop_event.set()
             daemon.stop()
-        demo.say("\nDemo finished: every claimed sale was delivered." if ok
-                 else "\nDemo finished with problems (see above).")
+        demo.say(
+            "\nDemo finished: every claimed sale was delivered."
+            if ok
+            else "\nDemo finished with problems (see above)."
+        )
         return 0 if ok else 1

@@ -40,7 +40,11 @@ class Check:
     def line(self) -> str:
         mark = "FAIL" if not self.ok else "WARN" if self.warn else "OK  "
         text = f"{mark}  {self.name:<14} {self.detail}"
-        return text if (self.ok and not self.warn) or not self.fix else f"{text}\n      fix: {self.fix}"
+        return (
+            text
+            if (self.ok and not self.warn) or not self.fix
+            else f"{text}\n      fix: {self.fix}"
+        )
 
 
 _UNEXPECTED_FIX = "this is a bug in the agent: send this output to support"
@@ -60,8 +64,12 @@ def checks_for(config_path: str, credentials_dir: str | None = None) -> Iterator
     try:
         config = load(config_path, credentials=credential_sources(credentials_dir))
     except ConfigError as exc:
-        yield Check("config", False, "; ".join(exc.problems),
-                    "edit the lines named above; `boniq-agent check-config` re-checks")
+        yield Check(
+            "config",
+            False,
+            "; ".join(exc.problems),
+            "edit the lines named above; `boniq-agent check-config` re-checks",
+        )
         for name in ("database", "disk", "scanners", "POS API", "cloud"):
             yield Check(name, False, "not checked: the configuration is invalid (above)")
         return
@@ -87,8 +95,12 @@ def checks_for(config_path: str, credentials_dir: str | None = None) -> Iterator
 
 
 def _unexpected(name: str, exc: Exception) -> Check:
-    return Check(name, False, f"check failed unexpectedly: {type(exc).__name__}: "
-                 f"{redact(str(exc))[:300]}", _UNEXPECTED_FIX)
+    return Check(
+        name,
+        False,
+        f"check failed unexpectedly: {type(exc).__name__}: {redact(str(exc))[:300]}",
+        _UNEXPECTED_FIX,
+    )
 
 
 def _guard(name: str, func: Callable[[], Check], fix: str) -> Check:
@@ -99,11 +111,19 @@ def _guard(name: str, func: Callable[[], Check], fix: str) -> Check:
 
 
 def _secrets(config: Config) -> list[Check]:
-    fix = ("give it in a *_file (mode 0640, root:boniq) or as a systemd credential "
-           "(LoadCredential=; outside the unit: --credentials-dir DIR)")
+    fix = (
+        "give it in a *_file (mode 0640, root:boniq) or as a systemd credential "
+        "(LoadCredential=; outside the unit: --credentials-dir DIR)"
+    )
     return [
-        _guard("kassa secret", lambda: (config.kassa_secret(), Check("kassa secret", True, "set"))[1], fix),
-        _guard("cloud token", lambda: (config.cloud_token(), Check("cloud token", True, "set"))[1], fix),
+        _guard(
+            "kassa secret",
+            lambda: (config.kassa_secret(), Check("kassa secret", True, "set"))[1],
+            fix,
+        ),
+        _guard(
+            "cloud token", lambda: (config.cloud_token(), Check("cloud token", True, "set"))[1], fix
+        ),
     ]
 
 
@@ -137,7 +157,8 @@ def _store(data_dir: Path) -> Check:
 _CORRUPT_FIX = (
     "stop the agent (systemctl stop boniq-agent); copy {path}* aside for support; then "
     "`sqlite3 {path} .recover | sqlite3 {path}.recovered` and, after checking it, move the "
-    "recovered file in place. The agent never deletes or moves the store by itself.")
+    "recovered file in place. The agent never deletes or moves the store by itself."
+)
 
 
 def _disk(data_dir: Path) -> Check:
@@ -146,10 +167,16 @@ def _disk(data_dir: Path) -> Check:
         free = shutil.disk_usage(probe).free
     except OSError as exc:
         return Check("disk", False, f"cannot read free space of {probe}: {exc.strerror}")
-    detail = (f"{free // (1024 * 1024)} MiB free at {probe} (needs at least "
-              f"{MIN_FREE_BYTES // (1024 * 1024)} MiB)")
-    return Check("disk", free >= MIN_FREE_BYTES, detail,
-                 "free space on that filesystem: pending receipts wait in the store meanwhile")
+    detail = (
+        f"{free // (1024 * 1024)} MiB free at {probe} (needs at least "
+        f"{MIN_FREE_BYTES // (1024 * 1024)} MiB)"
+    )
+    return Check(
+        "disk",
+        free >= MIN_FREE_BYTES,
+        detail,
+        "free space on that filesystem: pending receipts wait in the store meanwhile",
+    )
 
 
 def _scanner(scanner: Any) -> Check:  # any scanner config model
@@ -158,21 +185,37 @@ def _scanner(scanner: Any) -> Check:  # any scanner config model
         return Check(name, True, "reads standard input")
     if scanner.type == "webcam":
         if find_spec("cv2") is None:
-            return Check(name, False, "OpenCV is not installed",
-                         "pip install 'boniq-agent[webcam]' in the agent's venv")
+            return Check(
+                name,
+                False,
+                "OpenCV is not installed",
+                "pip install 'boniq-agent[webcam]' in the agent's venv",
+            )
         if scanner.device.isdigit():
-            return Check(name, os.path.exists(f"/dev/video{scanner.device}"),
-                         f"camera index {scanner.device}", "plug the camera in; check `ls /dev/video*`")
+            return Check(
+                name,
+                os.path.exists(f"/dev/video{scanner.device}"),
+                f"camera index {scanner.device}",
+                "plug the camera in; check `ls /dev/video*`",
+            )
     device = Path(scanner.device)
     if not device.exists():
-        return Check(name, False, f"{device} is not there",
-                     "plug the scanner in; list candidates with `ls -l /dev/serial/by-id "
-                     "/dev/input/by-id`; the agent picks it up by itself once present")
+        return Check(
+            name,
+            False,
+            f"{device} is not there",
+            "plug the scanner in; list candidates with `ls -l /dev/serial/by-id "
+            "/dev/input/by-id`; the agent picks it up by itself once present",
+        )
     mode = os.R_OK | (os.W_OK if scanner.type == "serial" else 0)
     if not os.access(device, mode):
-        return Check(name, False, f"{device} is not readable by this user",
-                     "install systemd/70-boniq-scanner.rules with the scanner's VID:PID "
-                     f"(`udevadm info -q property {device}`), then `udevadm trigger`")
+        return Check(
+            name,
+            False,
+            f"{device} is not readable by this user",
+            "install systemd/70-boniq-scanner.rules with the scanner's VID:PID "
+            f"(`udevadm info -q property {device}`), then `udevadm trigger`",
+        )
     return Check(name, True, f"{device} present and readable")
 
 
@@ -184,28 +227,47 @@ def _kassa(config: Config) -> Iterator[Check]:
         yield Check("POS API", False, missing)
         return
 
-    client = KassaClient(config.kassa.url, config.kassa.ident, config.kassa_secret(),
-                         timeout=min(config.kassa.timeout, 10.0),
-                         verify=str(config.kassa.ca_bundle) if config.kassa.ca_bundle else True,
-                         proxy=config.kassa.proxy)
+    client = KassaClient(
+        config.kassa.url,
+        config.kassa.ident,
+        config.kassa_secret(),
+        timeout=min(config.kassa.timeout, 10.0),
+        verify=str(config.kassa.ca_bundle) if config.kassa.ca_bundle else True,
+        proxy=config.kassa.proxy,
+    )
     try:
         version = client.get_api_version()
     except KassaRejected as exc:
         if "check kassa.url" not in str(exc):  # not a SOAP fault or 401/403: another server
-            yield Check("POS API", False, f"credentials refused: {exc}",
-                        "check kassa.ident and the secret with MplusKASSA")
+            yield Check(
+                "POS API",
+                False,
+                f"credentials refused: {exc}",
+                "check kassa.ident and the secret with MplusKASSA",
+            )
         else:
-            yield Check("POS API", False, f"wrong URL: an HTTP server answers, but not the "
-                        f"MplusKASSA API ({exc})", "check kassa.url with MplusKASSA (host, port, path)")
+            yield Check(
+                "POS API",
+                False,
+                f"wrong URL: an HTTP server answers, but not the MplusKASSA API ({exc})",
+                "check kassa.url with MplusKASSA (host, port, path)",
+            )
         return
     except AgentError as exc:
         cause = _probe(config.kassa.url, config.kassa.ca_bundle)
-        yield Check("POS API", False, f"not reachable: {cause + ': ' if cause else ''}{exc}",
-                    f"check kassa.url ({redact(config.kassa.url)}), the network, and that the API is up")
+        yield Check(
+            "POS API",
+            False,
+            f"not reachable: {cause + ': ' if cause else ''}{exc}",
+            f"check kassa.url ({redact(config.kassa.url)}), the network, and that the API is up",
+        )
         return
     yield Check("POS API", True, f"reachable, credentials accepted (API {version})")
-    yield _guard("POS branch", lambda: _branch(client, config),
-                 "check store.branch and store.workplace against MplusKASSA")
+    yield _guard(
+        "POS branch",
+        lambda: _branch(client, config),
+        "check store.branch and store.workplace against MplusKASSA",
+    )
     if config.kassa.webhooks is not None:
         from agent import doctor_webhooks
 
@@ -218,14 +280,26 @@ def _branch(client: KassaClient, config: Config) -> Check:
     numbers = {b.number: b for b in branches}
     branch = numbers.get(config.store.branch)
     if branch is None:
-        return Check("POS branch", False, f"branch {config.store.branch} unknown; known: "
-                     f"{sorted(numbers)}", "set store.branch to one of those")
+        return Check(
+            "POS branch",
+            False,
+            f"branch {config.store.branch} unknown; known: {sorted(numbers)}",
+            "set store.branch to one of those",
+        )
     workplaces = {w.number for w in branch.workplaces}
     if workplaces and config.store.workplace not in workplaces:
-        return Check("POS branch", False, f"workplace {config.store.workplace} not in branch "
-                     f"{branch.number} ({sorted(workplaces)})", "set store.workplace to this till")
-    return Check("POS branch", True, f"branch {config.store.branch} exists "
-                 f"(workplace {config.store.workplace})")
+        return Check(
+            "POS branch",
+            False,
+            f"workplace {config.store.workplace} not in branch "
+            f"{branch.number} ({sorted(workplaces)})",
+            "set store.workplace to this till",
+        )
+    return Check(
+        "POS branch",
+        True,
+        f"branch {config.store.branch} exists (workplace {config.store.workplace})",
+    )
 
 
 def _cloud(config: Config) -> Check:
@@ -233,28 +307,53 @@ def _cloud(config: Config) -> Check:
     if missing:
         return Check("cloud", False, missing)
     url = urljoin(config.cloud.url.rstrip("/") + "/", "v1/health")
-    transport = Transport(timeout=min(config.cloud.timeout, 10.0), max_bytes=64 * 1024,
-                          ca_bundle=config.cloud.ca_bundle, proxy=config.cloud.proxy,
-                          truncate=True)
+    transport = Transport(
+        timeout=min(config.cloud.timeout, 10.0),
+        max_bytes=64 * 1024,
+        ca_bundle=config.cloud.ca_bundle,
+        proxy=config.cloud.proxy,
+        truncate=True,
+    )
     try:
-        response = transport.request("GET", url, headers={
-            "Authorization": f"Bearer {config.cloud_token()}",
-            "User-Agent": f"boniq-agent/{__version__}"})
+        response = transport.request(
+            "GET",
+            url,
+            headers={
+                "Authorization": f"Bearer {config.cloud_token()}",
+                "User-Agent": f"boniq-agent/{__version__}",
+            },
+        )
     except HttpError as exc:
         cause = _probe(url, config.cloud.ca_bundle) or f"{exc.label}: {exc}"
-        return Check("cloud", False, f"not reachable: {cause}",
-                     f"check cloud.url ({config.cloud.url}), DNS, proxy and TLS (cloud.ca_bundle)")
+        return Check(
+            "cloud",
+            False,
+            f"not reachable: {cause}",
+            f"check cloud.url ({config.cloud.url}), DNS, proxy and TLS (cloud.ca_bundle)",
+        )
     finally:
         transport.close()
     if response.status in (401, 403):
-        return Check("cloud", False, f"token refused (HTTP {response.status})",
-                     "put the current store token in place; receipts wait meanwhile")
+        return Check(
+            "cloud",
+            False,
+            f"token refused (HTTP {response.status})",
+            "put the current store token in place; receipts wait meanwhile",
+        )
     if response.status == 404:
-        return Check("cloud", False, "wrong URL: an HTTP server answers, but has no /v1/health",
-                     f"check cloud.url ({config.cloud.url})")
+        return Check(
+            "cloud",
+            False,
+            "wrong URL: an HTTP server answers, but has no /v1/health",
+            f"check cloud.url ({config.cloud.url})",
+        )
     if response.status != 200:
-        return Check("cloud", False, f"health answered HTTP {response.status}",
-                     "the cloud has trouble; receipts wait in the outbox meanwhile")
+        return Check(
+            "cloud",
+            False,
+            f"health answered HTTP {response.status}",
+            "the cloud has trouble; receipts wait in the outbox meanwhile",
+        )
     return Check("cloud", True, "reachable, token accepted")
 
 

@@ -26,13 +26,13 @@ from agent.doctor import Check
 from agent.errors import AgentError, KassaError
 from agent.http import HttpError, Transport
 from agent.kassa import signature
-from agent.listener import parse_listen
 from agent.kassa.consumers import (
     TriggerPattern,
     WebhookConsumer,
     code_type_key,
     recommended_pattern,
 )
+from agent.listener import parse_listen
 
 if TYPE_CHECKING:
     from agent.kassa.client import KassaClient
@@ -42,7 +42,9 @@ SETUP = "Beheer → Instellingen → Webhooks"
 CODE_TYPES = ("qrcode", "barcode")
 Matcher = Callable[[str, str], "re.Match[str] | None"]
 MATCHERS: tuple[tuple[str, Matcher], ...] = (
-    ("matches the whole code", re.fullmatch), ("searches the code", re.search))
+    ("matches the whole code", re.fullmatch),
+    ("searches the code", re.search),
+)
 _LOOPBACK_NAMES = {"127.0.0.1", "localhost"}
 _ANY_HOST = {"", "0.0.0.0", "::"}
 
@@ -75,46 +77,79 @@ def checks(client: KassaClient, config: Config) -> Iterator[Check]:
     try:
         consumers = client.get_webhook_consumers(branch, workplace)
     except KassaError as exc:
-        yield Check("webhooks", False, f"cannot read getWebhookConsumers: {exc}",
-                    "the webhook module must be licensed and the API user allowed to read webhook"
-                    " consumers; without them remove kassa.webhooks (polling needs none)")
+        yield Check(
+            "webhooks",
+            False,
+            f"cannot read getWebhookConsumers: {exc}",
+            "the webhook module must be licensed and the API user allowed to read webhook"
+            " consumers; without them remove kassa.webhooks (polling needs none)",
+        )
         return
     where = f"workplace {workplace} of branch {branch}"
     if not consumers:
-        yield Check("webhooks", False, f"no webhook consumer for {where}",
-                    f"add one in {SETUP}: endpoint URL http://{hooks.listen}/mplus, subscription id"
-                    f" {hooks.subscription_id}, the key, events scanCode and completeSession"
-                    " (blocking); README: webhook mode")
+        yield Check(
+            "webhooks",
+            False,
+            f"no webhook consumer for {where}",
+            f"add one in {SETUP}: endpoint URL http://{hooks.listen}/mplus, subscription id"
+            f" {hooks.subscription_id}, the key, events scanCode and completeSession"
+            " (blocking); README: webhook mode",
+        )
         return
     ours = [c for c in consumers if points_at(c.endpoint_url, hooks.listen)]
     if not ours:
         found = "; ".join(f"{_name(c)} → {_shown(c.endpoint_url)}" for c in consumers)
-        yield Check("webhook URL", False, f"no consumer for {where} points at this agent"
-                    f" ({hooks.listen}); found: {found}",
-                    f"set the endpoint URL in {SETUP} to http://{hooks.listen}/mplus (any base"
-                    " path: the till appends the event name) or kassa.webhooks.listen to it")
+        yield Check(
+            "webhook URL",
+            False,
+            f"no consumer for {where} points at this agent ({hooks.listen}); found: {found}",
+            f"set the endpoint URL in {SETUP} to http://{hooks.listen}/mplus (any base"
+            " path: the till appends the event name) or kassa.webhooks.listen to it",
+        )
         return
     consumer = next((c for c in ours if c.subscription_id == hooks.subscription_id), ours[0])
     shown = _shown(consumer.endpoint_url)
     if urlsplit(consumer.endpoint_url.strip()).scheme == "https":
-        yield Check("webhook URL", False, f"{_name(consumer)}: {shown} points at this agent"
-                    f" ({hooks.listen}) but with https: the agent's listener speaks plain HTTP",
-                    f"make it http://{hooks.listen}{urlsplit(shown).path}")
+        yield Check(
+            "webhook URL",
+            False,
+            f"{_name(consumer)}: {shown} points at this agent"
+            f" ({hooks.listen}) but with https: the agent's listener speaks plain HTTP",
+            f"make it http://{hooks.listen}{urlsplit(shown).path}",
+        )
     else:
-        yield Check("webhook URL", True, f"{_name(consumer)}: {shown} points at this agent"
-                    f" ({hooks.listen})")
+        yield Check(
+            "webhook URL", True, f"{_name(consumer)}: {shown} points at this agent ({hooks.listen})"
+        )
     if not consumer.enabled:
-        yield Check("webhooks", False, f"{_name(consumer)} is disabled for {where}",
-                    f"enable it in {SETUP} for this workplace (or its branch)")
+        yield Check(
+            "webhooks",
+            False,
+            f"{_name(consumer)} is disabled for {where}",
+            f"enable it in {SETUP} for this workplace (or its branch)",
+        )
     yield _subscription(consumer, hooks)
-    yield _event(consumer, "scanCode", "the till does not wait for the agent: it looks the code"
-                 " up as an article and the cashier sees no BONIQ message")
-    yield _event(consumer, "completeSession", "the till does not wait for it and no retry is"
-                 " documented: a lost event leaves the sale to the next poll")
+    yield _event(
+        consumer,
+        "scanCode",
+        "the till does not wait for the agent: it looks the code"
+        " up as an article and the cashier sees no BONIQ message",
+    )
+    yield _event(
+        consumer,
+        "completeSession",
+        "the till does not wait for it and no retry is"
+        " documented: a lost event leaves the sale to the next poll",
+    )
     cancel = consumer.event("cancelSession")
     if cancel is None or not cancel.enabled:
-        yield Check("cancelSession", True, "not enabled: a cancelled sale's code keeps its claim"
-                    " until claim_ttl", f"tick cancelSession in {SETUP}", warn=True)
+        yield Check(
+            "cancelSession",
+            True,
+            "not enabled: a cancelled sale's code keeps its claim until claim_ttl",
+            f"tick cancelSession in {SETUP}",
+            warn=True,
+        )
     hosts = config.codes.url_hosts
     yield patterns_check(consumer.patterns, samples(hosts), recommended_pattern(hosts))
 
@@ -153,10 +188,14 @@ def _shown(url: str) -> str:
 def _subscription(consumer: WebhookConsumer, hooks: WebhooksSection) -> Check:
     if consumer.subscription_id == hooks.subscription_id:
         return Check("webhook id", True, f"subscription id {hooks.subscription_id!r} as configured")
-    return Check("webhook id", False, f"subscription id {consumer.subscription_id!r} in MplusKASSA,"
-                 f" {hooks.subscription_id!r} in kassa.webhooks.subscription_id: the agent refuses"
-                 " every event (INVALID_SUBSCRIPTION_ID)",
-                 "make them equal, in the back office or in the config")
+    return Check(
+        "webhook id",
+        False,
+        f"subscription id {consumer.subscription_id!r} in MplusKASSA,"
+        f" {hooks.subscription_id!r} in kassa.webhooks.subscription_id: the agent refuses"
+        " every event (INVALID_SUBSCRIPTION_ID)",
+        "make them equal, in the back office or in the config",
+    )
 
 
 def _event(consumer: WebhookConsumer, name: str, why: str) -> Check:
@@ -164,31 +203,47 @@ def _event(consumer: WebhookConsumer, name: str, why: str) -> Check:
     if event is None or not event.enabled:
         return Check(name, False, "not enabled", f"tick {name} in {SETUP} and set it to blocking")
     if not event.blocking:
-        return Check(name, False, f"enabled but not blocking: {why}",
-                     f"set {name} to blocking in {SETUP}")
+        return Check(
+            name, False, f"enabled but not blocking: {why}", f"set {name} to blocking in {SETUP}"
+        )
     return Check(name, True, "enabled and blocking")
 
 
 # -- trigger patterns ---------------------------------------------------------------------------
 
 
-def patterns_check(patterns: Sequence[TriggerPattern], codes: Sequence[Sample],
-                   recommended: str) -> Check:
-    fix = (f"use the trigger pattern {recommended} for code types QR code and barcode in {SETUP}"
-           " (it holds whether the till matches the whole code or searches it); no reject pattern"
-           " may match a BONIQ code")
+def patterns_check(
+    patterns: Sequence[TriggerPattern], codes: Sequence[Sample], recommended: str
+) -> Check:
+    fix = (
+        f"use the trigger pattern {recommended} for code types QR code and barcode in {SETUP}"
+        " (it holds whether the till matches the whole code or searches it); no reject pattern"
+        " may match a BONIQ code"
+    )
     if not patterns:
-        return Check("scan patterns", True, "no trigger pattern: the till presumably sends every"
-                     " scan, articles too, to the agent and waits for each answer", fix, warn=True)
+        return Check(
+            "scan patterns",
+            True,
+            "no trigger pattern: the till presumably sends every"
+            " scan, articles too, to the agent and waits for each answer",
+            fix,
+            warn=True,
+        )
     refused: list[str] = []
-    doubtful = [f"{p.pattern[:60]!r} is not a valid regex ({why})"
-                for p in patterns if (why := _invalid(p.pattern))]
+    doubtful = [
+        f"{p.pattern[:60]!r} is not a valid regex ({why})"
+        for p in patterns
+        if (why := _invalid(p.pattern))
+    ]
     for sample in codes:
-        failing = {(code_type, how) for code_type in CODE_TYPES for how, match in MATCHERS
-                   if not sends(patterns, sample.code, code_type, match)}
+        failing = {
+            (code_type, how)
+            for code_type in CODE_TYPES
+            for how, match in MATCHERS
+            if not sends(patterns, sample.code, code_type, match)
+        }
         if failing == _all_readings():
-            (refused if sample.required else doubtful).append(
-                f"{sample.form} would not be sent")
+            (refused if sample.required else doubtful).append(f"{sample.form} would not be sent")
         elif len(failing) * 2 > len(CODE_TYPES) * len(MATCHERS):
             passing = _all_readings() - failing
             doubtful.append(f"{sample.form} is sent only if the till {_readings(passing)}")
@@ -198,9 +253,13 @@ def patterns_check(patterns: Sequence[TriggerPattern], codes: Sequence[Sample],
         return Check("scan patterns", False, "; ".join(_unique(refused + doubtful)), fix)
     if doubtful:
         return Check("scan patterns", True, "; ".join(_unique(doubtful)), fix, warn=True)
-    return Check("scan patterns", True, f"BONIQ codes, links and e-mail QR codes are sent"
-                 f" ({len(patterns)} pattern{'s' if len(patterns) != 1 else ''}, tried as Python"
-                 " regex with re.fullmatch and re.search, as QR code and barcode)")
+    return Check(
+        "scan patterns",
+        True,
+        f"BONIQ codes, links and e-mail QR codes are sent"
+        f" ({len(patterns)} pattern{'s' if len(patterns) != 1 else ''}, tried as Python"
+        " regex with re.fullmatch and re.search, as QR code and barcode)",
+    )
 
 
 def _all_readings() -> set[tuple[str, str]]:
@@ -216,12 +275,14 @@ def _readings(readings: set[tuple[str, str]]) -> str:
         if readings == {(code_type, how) for code_type in CODE_TYPES}:
             return f"{how} (re.{match.__name__})"
     names = {how: f"{how} (re.{match.__name__})" for how, match in MATCHERS}
-    return " or ".join(f"{names[how]} and reports the scan as {code_type}"
-                       for code_type, how in sorted(readings))
+    return " or ".join(
+        f"{names[how]} and reports the scan as {code_type}" for code_type, how in sorted(readings)
+    )
 
 
-def sends(patterns: Sequence[TriggerPattern], code: str, code_type: str,
-          match: Matcher = re.fullmatch) -> bool:
+def sends(
+    patterns: Sequence[TriggerPattern], code: str, code_type: str, match: Matcher = re.fullmatch
+) -> bool:
     """Whether the till would post `code` as `scanCode`: no reject pattern of its type matches,
     and an accepting pattern of its type does, if there is any accepting pattern at all."""
     applicable = [p for p in patterns if code_type_key(p.code_type) in ("", code_type)]
@@ -265,28 +326,49 @@ def self_test(config: Config, transport: Transport | None = None) -> Check:
     host, port = parse_listen(hooks.listen, key="kassa.webhooks.listen")
     host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # every address: loopback
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/doctor/scanCode"
-    body = json.dumps({
-        "event": {"eventBlocking": True, "eventTimestamp": datetime.now().astimezone().isoformat()},
-        "sender": {"branchNumber": config.store.branch,
-                   "workplaceNumber": config.store.workplace, "instanceId": "boniq-doctor"},
-        "session": {"sessionId": str(uuid.uuid4()), "lines": []},
-        "scanCode": {"scannedCode": SELF_TEST_CODE, "codeType": "qrcode"}}).encode()
+    body = json.dumps(
+        {
+            "event": {
+                "eventBlocking": True,
+                "eventTimestamp": datetime.now().astimezone().isoformat(),
+            },
+            "sender": {
+                "branchNumber": config.store.branch,
+                "workplaceNumber": config.store.workplace,
+                "instanceId": "boniq-doctor",
+            },
+            "session": {"sessionId": str(uuid.uuid4()), "lines": []},
+            "scanCode": {"scannedCode": SELF_TEST_CODE, "codeType": "qrcode"},
+        }
+    ).encode()
     keys = signature.keys(key, hooks.key_encoding)
-    headers = {"Content-Type": "application/json", "Accept": "application/json",
-               "X-Mplus-Subscription-Id": hooks.subscription_id,
-               signature.HEADER: signature.sign(keys[0], body)}
+    headers = {
+        "Content-Type": "application/json",
+        "Accept": "application/json",
+        "X-Mplus-Subscription-Id": hooks.subscription_id,
+        signature.HEADER: signature.sign(keys[0], body),
+    }
     transport = transport or Transport(timeout=5.0, max_bytes=64 * 1024)
     try:
         answer = transport.request("POST", url, data=body, headers=headers)
     except HttpError as exc:
-        return Check("webhook test", False, f"no answer from {hooks.listen}: {exc}",
-                     "start the agent (systemctl start boniq-agent) and check kassa.webhooks."
-                     "listen; the till gets no answer either")
+        return Check(
+            "webhook test",
+            False,
+            f"no answer from {hooks.listen}: {exc}",
+            "start the agent (systemctl start boniq-agent) and check kassa.webhooks."
+            "listen; the till gets no answer either",
+        )
     return _self_test_answer(answer.status, answer.headers, answer.body, keys, hooks.listen)
 
 
-def _self_test_answer(status: int, headers: Mapping[str, str], body: bytes,
-                      keys: tuple[signature.Key, ...], listen: str) -> Check:
+def _self_test_answer(
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    keys: tuple[signature.Key, ...],
+    listen: str,
+) -> Check:
     fix = "another program may listen there: check kassa.webhooks.listen and `ss -ltnp`"
     if status != 200:
         return Check("webhook test", False, f"{listen} answered HTTP {status}", fix)
@@ -297,7 +379,14 @@ def _self_test_answer(status: int, headers: Mapping[str, str], body: bytes,
     except (ValueError, KeyError, TypeError):
         return Check("webhook test", False, f"{listen} answered something else than scanCode", fix)
     if recognized is not False:
-        return Check("webhook test", False, "the agent recognized a test code as a customer's",
-                     "report this: the test code must never be a customer code")
-    return Check("webhook test", True, f"a signed scanCode to {listen} got a signed answer"
-                 " (recognized: false, nothing stored)")
+        return Check(
+            "webhook test",
+            False,
+            "the agent recognized a test code as a customer's",
+            "report this: the test code must never be a customer code",
+        )
+    return Check(
+        "webhook test",
+        True,
+        f"a signed scanCode to {listen} got a signed answer (recognized: false, nothing stored)",
+    )

@@ -60,6 +60,8 @@ class StoreLocked(StoreError):
 
 class AgentRunning(StoreLocked):
     """A second `boniq-agent run` on a data_dir that a running agent holds."""
+
+
 class ClaimStateError(AgentError):
     """A claim or receipt is not in a state that allows what support asked."""
 

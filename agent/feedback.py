@@ -23,8 +23,19 @@ log = get_logger(__name__)
 KINDS = ("accepted", "rejected", "delivered")
 
 
-_PASSED_ON = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "HOME", "USER", "LOGNAME",
-              "XDG_RUNTIME_DIR", "PULSE_SERVER", "DISPLAY")
+_PASSED_ON = (
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "XDG_RUNTIME_DIR",
+    "PULSE_SERVER",
+    "DISPLAY",
+)
 
 
 def minimal_environment() -> dict[str, str]:
@@ -105,9 +116,7 @@ class Feedback:
     def _reserve(self, kind: str) -> bool:
         with self._idle:
             if self._running >= self._max_running:
-                self._report(
-                    kind, f"skipped, {self._running} feedback commands still running"
-                )
+                self._report(kind, f"skipped, {self._running} feedback commands still running")
                 return False
             self._running += 1
             return True
@@ -133,9 +142,7 @@ class Feedback:
     def _report(self, kind: str, error: str) -> None:
         if kind not in self._broken:
             self._broken.add(kind)
-            log.warning(
-                "feedback command failed", extra=fields(kind=kind, error=error[:200])
-            )
+            log.warning("feedback command failed", extra=fields(kind=kind, error=error[:200]))
 
 
 def _kill_group(process: subprocess.Popen[bytes]) -> None:

@@ -39,8 +39,10 @@ def forbid_core_dumps() -> bool:
         error = ctypes.get_errno()
     except (OSError, AttributeError) as exc:
         error = getattr(exc, "errno", 0) or 0
-    log.warning("cannot make the process non-dumpable; a core dump could hold secrets",
-                extra=fields(errno=error))
+    log.warning(
+        "cannot make the process non-dumpable; a core dump could hold secrets",
+        extra=fields(errno=error),
+    )
     return False
 
 
@@ -55,11 +57,15 @@ def keep_private(data_dir: Path) -> list[Path]:
             if mode & 0o077:
                 os.chmod(path, 0o600)
                 fixed.append(path)
-                log.warning("database file was readable by other users; made it 0600",
-                            extra=fields(path=str(path), was=oct(mode)))
+                log.warning(
+                    "database file was readable by other users; made it 0600",
+                    extra=fields(path=str(path), was=oct(mode)),
+                )
         except FileNotFoundError:
             continue
         except OSError as exc:
-            log.warning("cannot check the database file's mode",
-                        extra=fields(path=str(path), error=exc.strerror or str(exc)))
+            log.warning(
+                "cannot check the database file's mode",
+                extra=fields(path=str(path), error=exc.strerror or str(exc)),
+            )
     return fixed

@@ -55,20 +55,29 @@ def _alive(pid: Any) -> bool:
     return True
 
 
-def attention(summary: dict[str, Any], live: dict[str, Any] | None, *,
-              pending_age: float = PENDING_ALERT, now: float | None = None) -> list[str]:
+def attention(
+    summary: dict[str, Any],
+    live: dict[str, Any] | None,
+    *,
+    pending_age: float = PENDING_ALERT,
+    now: float | None = None,
+) -> list[str]:
     """What a person should look at; empty when the till is healthy."""
     now = time.time() if now is None else now
     reasons = []
     if live is None:
         reasons.append("the agent is not running")
     if summary.get("outbox_dead"):
-        reasons.append(f"{summary['outbox_dead']} dead-lettered receipt(s): `boniq-agent outbox list --state dead`")
+        reasons.append(
+            f"{summary['outbox_dead']} dead-lettered receipt(s): `boniq-agent outbox list --state dead`"
+        )
     if summary.get("claims_unsure"):
         reasons.append(f"{summary['claims_unsure']} claim(s) closed unsure")
     oldest = summary.get("oldest_pending_at")
     if oldest and now - oldest > pending_age:
-        reasons.append(f"a receipt has waited {now - oldest:.0f} s for upload (over {pending_age:.0f} s)")
+        reasons.append(
+            f"a receipt has waited {now - oldest:.0f} s for upload (over {pending_age:.0f} s)"
+        )
     if live is not None:
         if live["pos"].get("last_error"):
             reasons.append(f"POS failing: {live['pos']['last_error']}")

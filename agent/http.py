@@ -153,9 +153,16 @@ class Transport:
         with _Deadline(t.total) as deadline:
             try:
                 response = self._session().request(
-                    method, url, params=params, data=data, headers=dict(headers or {}),
-                    timeout=(t.connect, min(t.read, t.total)), stream=True,
-                    allow_redirects=False, verify=self.verify, proxies=self._proxies,
+                    method,
+                    url,
+                    params=params,
+                    data=data,
+                    headers=dict(headers or {}),
+                    timeout=(t.connect, min(t.read, t.total)),
+                    stream=True,
+                    allow_redirects=False,
+                    verify=self.verify,
+                    proxies=self._proxies,
                 )
                 with response:
                     body = self._read(response)
@@ -257,7 +264,9 @@ def _root_cause(exc: BaseException) -> str:
     """`Connection refused` rather than urllib3's pool and retry wrappers (which hold the URL)."""
     inner: Any = exc.args[0] if exc.args else exc
     inner = getattr(inner, "reason", inner)
-    while isinstance(inner, Urllib3Error) and inner.args and isinstance(inner.args[-1], BaseException):
+    while (
+        isinstance(inner, Urllib3Error) and inner.args and isinstance(inner.args[-1], BaseException)
+    ):
         inner = inner.args[-1]
     if isinstance(inner, OSError) and inner.strerror:
         return inner.strerror

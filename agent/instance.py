@@ -34,8 +34,10 @@ class InstanceLock:
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
-            raise AgentRunning(f"another boniq-agent (PID {holder}) runs on {data_dir}; stop it "
-                               f"first (systemctl stop boniq-agent)") from None
+            raise AgentRunning(
+                f"another boniq-agent (PID {holder}) runs on {data_dir}; stop it "
+                f"first (systemctl stop boniq-agent)"
+            ) from None
         except OSError:
             os.close(fd)
             raise

@@ -14,8 +14,8 @@ from typing import Protocol
 from agent import codes
 from agent.config import Config
 from agent.errors import CodeRejected, StoreError
-from agent.metrics import ScanOutcome
 from agent.logs import correlation, fields, get_logger, mask_code, new_correlation_id
+from agent.metrics import ScanOutcome
 from agent.queue.claims import Claim
 from agent.queue.store import ClaimResult, NewClaim, Store
 from agent.scanner.base import ScanEvent
@@ -34,20 +34,38 @@ class IntakeEvents(Protocol):
     def scanned(self, event: ScanEvent, workplace: int, result: ScanResult) -> None: ...
 
 
-def claim_for(store: Store, config: Config, code: codes.CustomerCode, *, workplace: int,
-              source: str, at: float, session_id: str | None = None) -> ClaimResult:
+def claim_for(
+    store: Store,
+    config: Config,
+    code: codes.CustomerCode,
+    *,
+    workplace: int,
+    source: str,
+    at: float,
+    session_id: str | None = None,
+) -> ClaimResult:
     """Store the claim for a parsed code (the one place claims are made)."""
     rules = config.matching
     return store.add_claim(
-        NewClaim(correlation_id=new_correlation_id(), customer_kind=code.kind,
-                 customer=code.value, workplace=workplace, source=source, scanned_at=at,
-                 pos_marker=store.get_cursor(), session_id=session_id),
-        dedupe_window=rules.dedupe_window, rescan_guard=rules.recent_sale_guard)
+        NewClaim(
+            correlation_id=new_correlation_id(),
+            customer_kind=code.kind,
+            customer=code.value,
+            workplace=workplace,
+            source=source,
+            scanned_at=at,
+            pos_marker=store.get_cursor(),
+            session_id=session_id,
+        ),
+        dedupe_window=rules.dedupe_window,
+        rescan_guard=rules.recent_sale_guard,
+    )
 
 
 class ScanIntake:
-    def __init__(self, store: Store, config: Config, *, events: IntakeEvents,
-                 wake: Callable[[], None]) -> None:
+    def __init__(
+        self, store: Store, config: Config, *, events: IntakeEvents, wake: Callable[[], None]
+    ) -> None:
         self.store = store
         self.config = config
         self.events = events
@@ -67,16 +85,25 @@ class ScanIntake:
             log.info("scan rejected", extra=fields(source=event.source, reason=str(exc)))
             return ScanResult("rejected", str(exc))
         try:
-            stored = claim_for(self.store, self.config, code, workplace=workplace,
-                               source=event.source, at=event.at)
+            stored = claim_for(
+                self.store, self.config, code, workplace=workplace, source=event.source, at=event.at
+            )
         except StoreError as exc:
-            log.error("scan NOT stored: the store refused it", extra=fields(
-                source=event.source, reason=str(exc)))
+            log.error(
+                "scan NOT stored: the store refused it",
+                extra=fields(source=event.source, reason=str(exc)),
+            )
             return ScanResult("failed", str(exc))
         self.wake()
         outcome: ScanOutcome = "duplicate" if stored.duplicate else "accepted"
         with correlation(stored.claim.correlation_id):
-            log.info(f"scan {outcome}: claim waits for the sale", extra=fields(
-                source=event.source, workplace=workplace, kind=stored.claim.customer_kind,
-                customer=mask_code(stored.claim.customer)))
+            log.info(
+                f"scan {outcome}: claim waits for the sale",
+                extra=fields(
+                    source=event.source,
+                    workplace=workplace,
+                    kind=stored.claim.customer_kind,
+                    customer=mask_code(stored.claim.customer),
+                ),
+            )
         return ScanResult(outcome, claim=stored.claim)

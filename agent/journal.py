@@ -69,8 +69,9 @@ class JournalHandler(logging.Handler):
         self._text = logs.LogfmtFormatter(terminal=False)
 
     def entry(self, record: logging.LogRecord) -> dict[str, str]:
-        message = "\n".join(line[line.index(">") + 1:] for line in
-                            self._text.format(record).splitlines())
+        message = "\n".join(
+            line[line.index(">") + 1 :] for line in self._text.format(record).splitlines()
+        )
         entry = {
             "MESSAGE": message,
             "PRIORITY": str(logs.priority(record.levelno)),
@@ -120,5 +121,8 @@ class JournalHandler(logging.Handler):
 
 def _seal(fd: int) -> None:
     """journald accepts a memfd only once it is sealed against change."""
-    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK
-                | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
+    fcntl.fcntl(
+        fd,
+        fcntl.F_ADD_SEALS,
+        fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE,
+    )

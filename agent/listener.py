@@ -159,8 +159,11 @@ class Handler(BaseHTTPRequestHandler):
         """
         cap = self.limits.body_bytes if limit is None else limit
         raw = self.headers.get("Content-Length")
-        if self.headers.get("Transfer-Encoding") or raw is None or not (
-                raw.strip().isascii() and raw.strip().isdigit()):
+        if (
+            self.headers.get("Transfer-Encoding")
+            or raw is None
+            or not (raw.strip().isascii() and raw.strip().isdigit())
+        ):
             self._refuse(400, "a body needs a Content-Length")
             raise RequestRefused
         length = int(raw)

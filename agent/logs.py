@@ -46,7 +46,9 @@ _AUTH_HEADER = re.compile(r"(?i)('authorization':\s*')[^']*(')")
 _EMAIL = re.compile(r"([^\s\"@:;,=<>()\[\]{}])[^\s\"@:;,=<>()\[\]{}]{0,63}@([^\s\"'@<>()\[\],;]+)")
 # No \b: `id_BQ1…` and `BQ1…x` are codes glued to other text, masked all the same.
 _CODE = re.compile(r"(?i)BQ1[-\s]?(?:[0-9A-Z][-\s]?){13}([0-9A-Z]{4})")
-_ENCODED_EMAIL = re.compile(r"(?i)([^\s\"@:;,=<>()\[\]{}%&?/])[^\s\"@:;,=<>()\[\]{}&?/]{0,63}%40([^\s\"'@<>()\[\],;&]+)")
+_ENCODED_EMAIL = re.compile(
+    r"(?i)([^\s\"@:;,=<>()\[\]{}%&?/])[^\s\"@:;,=<>()\[\]{}&?/]{0,63}%40([^\s\"'@<>()\[\],;&]+)"
+)
 
 
 def fields(**values: Any) -> dict[str, Any]:
@@ -138,8 +140,9 @@ class LogfmtFormatter(logging.Formatter):
         line = redact(" ".join(parts))
         extra_lines = []
         if record.exc_info:
-            extra_lines = [printable(x) for x in
-                           redact(self.formatException(record.exc_info)).splitlines()]
+            extra_lines = [
+                printable(x) for x in redact(self.formatException(record.exc_info)).splitlines()
+            ]
         if self.terminal:
             stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
             head = f"{stamp} {record.levelname:<7} "
@@ -201,13 +204,15 @@ class Problem:
         self.count = 0
         self.last: str | None = None
 
-    def failed(self, logger: logging.Logger, exc: BaseException, *, level: str = "warning",
-               **extra: Any) -> None:
+    def failed(
+        self, logger: logging.Logger, exc: BaseException, *, level: str = "warning", **extra: Any
+    ) -> None:
         self.count += 1
         message = str(exc)
         if message != self.last:
-            getattr(logger, level)(self.failing, extra=fields(
-                error=type(exc).__name__, reason=message, **extra))
+            getattr(logger, level)(
+                self.failing, extra=fields(error=type(exc).__name__, reason=message, **extra)
+            )
         self.last = message
 
     def recovered(self, logger: logging.Logger, **extra: Any) -> None:

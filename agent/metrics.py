@@ -33,8 +33,15 @@ ScanOutcome = Literal["accepted", "rejected", "duplicate", "failed"]
 UploadOutcome = Literal["delivered", "retry", "dead", "auth"]
 ClaimEnd = Literal["delivered", "expired", "unsure", "cancelled", "assigned"]
 _CLAIM_ENDS: tuple[ClaimEnd, ...] = ("delivered", "expired", "unsure", "cancelled", "assigned")
-_SOURCES: tuple[SourceKind, ...] = ("serial", "hid", "webcam", "stdin", "manual", "webhook",
-                                     "cashier")
+_SOURCES: tuple[SourceKind, ...] = (
+    "serial",
+    "hid",
+    "webcam",
+    "stdin",
+    "manual",
+    "webhook",
+    "cashier",
+)
 _SCAN_OUTCOMES: tuple[ScanOutcome, ...] = ("accepted", "rejected", "duplicate", "failed")
 _UPLOAD_OUTCOMES: tuple[UploadOutcome, ...] = ("delivered", "retry", "dead", "auth")
 

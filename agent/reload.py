@@ -27,8 +27,11 @@ def read(current: Config, path: Path | None) -> Config | None:
     try:
         new = load(path)
     except ConfigError as exc:
-        log.error("reload refused: the configuration file is invalid; the agent keeps "
-                  "running with the previous one", extra=fields(problems="; ".join(exc.problems)))
+        log.error(
+            "reload refused: the configuration file is invalid; the agent keeps "
+            "running with the previous one",
+            extra=fields(problems="; ".join(exc.problems)),
+        )
         return None
     for warning in new.warnings:
         log.warning(warning)
@@ -43,11 +46,19 @@ def applied(current: Config, new: Config) -> Config:
     if new.log_level != current.log_level:
         logging.getLogger().setLevel(new.log_level.upper())
     visible = logging.INFO if logging.getLogger().level <= logging.INFO else logging.WARNING
-    log.log(visible, "configuration reloaded", extra=fields(
-        applied=",".join(done) or "nothing changed", needs_restart=",".join(pending) or "nothing"))
+    log.log(
+        visible,
+        "configuration reloaded",
+        extra=fields(
+            applied=",".join(done) or "nothing changed",
+            needs_restart=",".join(pending) or "nothing",
+        ),
+    )
     if pending:
-        log.warning("some changes take effect only after a restart "
-                    "(systemctl restart boniq-agent)", extra=fields(keys=",".join(pending)))
+        log.warning(
+            "some changes take effect only after a restart (systemctl restart boniq-agent)",
+            extra=fields(keys=",".join(pending)),
+        )
     return current.model_copy(update={key: getattr(new, key) for key in RELOADABLE})
 
 
@@ -55,6 +66,7 @@ def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
     """Dotted keys whose values differ between two `model_dump()`s."""
     if isinstance(old, dict) and isinstance(new, dict):
         keys = sorted(set(old) | set(new))
-        return [k for key in keys
-                for k in changed_keys(old.get(key), new.get(key), f"{prefix}{key}.")]
+        return [
+            k for key in keys for k in changed_keys(old.get(key), new.get(key), f"{prefix}{key}.")
+        ]
     return [prefix.rstrip(".")] if old != new else []

@@ -52,8 +52,10 @@ class Repeats:
             return
         self.count += 1
         if _is_milestone(self.count):
-            log.error(f"{self.what} crashed again the same way", extra=fields(
-                times=self.count, error=f"{signature[0]}: {signature[1]}"))
+            log.error(
+                f"{self.what} crashed again the same way",
+                extra=fields(times=self.count, error=f"{signature[0]}: {signature[1]}"),
+            )
 
     def recovered(self) -> None:
         if self._signature is not None:
@@ -64,8 +66,10 @@ class Repeats:
     def summarise(self) -> None:
         """The count of a series that ended (the last milestone already said it)."""
         if self._signature is not None and self.count > 1 and not _is_milestone(self.count):
-            log.error(f"{self.what} crashed the same way repeatedly", extra=fields(
-                times=self.count, error=f"{self._signature[0]}: {self._signature[1]}"))
+            log.error(
+                f"{self.what} crashed the same way repeatedly",
+                extra=fields(times=self.count, error=f"{self._signature[0]}: {self._signature[1]}"),
+            )
 
     def delay(self) -> float:
         """Seconds before the next restart: 1, 2, 4, … up to MAX_RESTART_DELAY."""
@@ -76,9 +80,14 @@ def _is_milestone(count: int) -> bool:
     return count >= 10 and str(count).rstrip("0") == "1"
 
 
-def guarded(name: str, target: Callable[[threading.Event], None], stop: threading.Event, *,
-            on_config_fault: Callable[[str, str], None],
-            paths: Callable[[], Iterable[Path | str]] = tuple) -> Callable[[], None]:
+def guarded(
+    name: str,
+    target: Callable[[threading.Event], None],
+    stop: threading.Event,
+    *,
+    on_config_fault: Callable[[str, str], None],
+    paths: Callable[[], Iterable[Path | str]] = tuple,
+) -> Callable[[], None]:
     """A thread body that restarts `target` after an unexpected exception (with back-off), and
     hands a configuration fault to `on_config_fault(name, reason)` instead of restarting."""
 

@@ -44,8 +44,10 @@ def notify(*lines: str) -> bool:
             sock.sendall("\n".join(lines).encode())
     except OSError as exc:
         if _failing.is_set() is False:
-            log.warning("systemd notifications not delivered (logged once until they work)",
-                        extra=fields(error=exc.strerror))
+            log.warning(
+                "systemd notifications not delivered (logged once until they work)",
+                extra=fields(error=exc.strerror),
+            )
         _failing.set()
         return False
     _failing.clear()

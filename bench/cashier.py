@@ -42,8 +42,10 @@ def pct(values: list[float], q: float) -> float:
 
 
 def ms(values: list[float]) -> str:
-    return (f"p50 {statistics.median(values) * 1000:.1f} ms, p95 {pct(values, 0.95) * 1000:.1f} ms,"
-            f" max {max(values) * 1000:.1f} ms (n={len(values)})")
+    return (
+        f"p50 {statistics.median(values) * 1000:.1f} ms, p95 {pct(values, 0.95) * 1000:.1f} ms,"
+        f" max {max(values) * 1000:.1f} ms (n={len(values)})"
+    )
 
 
 def main() -> None:
@@ -54,23 +56,44 @@ def main() -> None:
     parser.add_argument("--poll", type=float, default=1.0)
     args = parser.parse_args()
     logs.setup("error")
-    with tempfile.TemporaryDirectory() as tmp, KassaSimulator(seed=7) as kassa, \
-            CloudSimulator("t") as cloud:
-        daemon = Daemon(Config.model_validate({
-            "store": {"merchant_id": "m", "branch": kassa.branch, "workplace": TILL},
-            "kassa": {"url": kassa.url, "ident": kassa.ident, "secret": kassa.secret,
-                      "poll_interval": args.poll},
-            "cloud": {"url": cloud.url, "token": "t"}, "data_dir": tmp,
-            "metrics": {"listen": ""}, "cashier": {"listen": "127.0.0.1:0"},
-            "matching": {"claim_ttl": 3600, "recent_sale_guard": 0},  # customers back to back
-        }), sources=[])
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        KassaSimulator(seed=7) as kassa,
+        CloudSimulator("t") as cloud,
+    ):
+        daemon = Daemon(
+            Config.model_validate(
+                {
+                    "store": {"merchant_id": "m", "branch": kassa.branch, "workplace": TILL},
+                    "kassa": {
+                        "url": kassa.url,
+                        "ident": kassa.ident,
+                        "secret": kassa.secret,
+                        "poll_interval": args.poll,
+                    },
+                    "cloud": {"url": cloud.url, "token": "t"},
+                    "data_dir": tmp,
+                    "metrics": {"listen": ""},
+                    "cashier": {"listen": "127.0.0.1:0"},
+                    "matching": {
+                        "claim_ttl": 3600,
+                        "recent_sale_guard": 0,
+                    },  # customers back to back
+                }
+            ),
+            sources=[],
+        )
         old = time.time() - 7200
         for n in range(args.claims):  # history: closed long ago, half of it at another till
-            daemon.store.add_claim(NewClaim(f"c-{n}", "email", f"old{n}@example.nl",
-                                            TILL + n % 2, "serial", old + n, None),
-                                   dedupe_window=5.0)
-        daemon.store.expire_claims(scanned_before=time.time(), reserved_before=time.time(),
-                                   now=time.time())
+            daemon.store.add_claim(
+                NewClaim(
+                    f"c-{n}", "email", f"old{n}@example.nl", TILL + n % 2, "serial", old + n, None
+                ),
+                dedupe_window=5.0,
+            )
+        daemon.store.expire_claims(
+            scanned_before=time.time(), reserved_before=time.time(), now=time.time()
+        )
         daemon.start()
         try:
             page = CashierPage(f"http://127.0.0.1:{daemon.cashier_server.port}/")
@@ -84,8 +107,10 @@ def main() -> None:
                 t = time.perf_counter()
                 page.http.get(url, headers={"If-None-Match": etag}, timeout=5)
                 cached.append(time.perf_counter() - t)
-            print(f"GET /api/outcomes 200 with {args.claims} claims stored: {ms(full)}"
-                  f"; slowest was request #{full.index(max(full))}")
+            print(
+                f"GET /api/outcomes 200 with {args.claims} claims stored: {ms(full)}"
+                f"; slowest was request #{full.index(max(full))}"
+            )
             print(f"GET /api/outcomes 304: {ms(cached)}")
 
             accepted = []
@@ -95,15 +120,18 @@ def main() -> None:
                 accepted.append(time.perf_counter() - t)
                 assert answer["outcome"] == "accepted", answer
             print(f"POST /api/claim until accepted: {ms(accepted)}")
-            daemon.store.expire_claims(scanned_before=time.time() + 1, reserved_before=time.time() + 1,
-                                           now=time.time())
+            daemon.store.expire_claims(
+                scanned_before=time.time() + 1, reserved_before=time.time() + 1, now=time.time()
+            )
 
             shown = []
             for n in range(args.sales):
                 address = f"sale{n}@example.nl"
                 page.claim(address)
-                while any(c.customer == address and c.fence_marker is None
-                          for c in daemon.store.pending_claims()):
+                while any(
+                    c.customer == address and c.fence_marker is None
+                    for c in daemon.store.pending_claims()
+                ):
                     time.sleep(0.01)
                 time.sleep(random.uniform(0, args.poll))
                 kassa.book_sale(TILL, after=4)

@@ -108,11 +108,7 @@ def phone(text: str | None, scene: Scene, scale: int = 6) -> np.ndarray:
     screen[: side // 4] = dark * 0.6 + light * 0.4
     if text is not None:
         modules = np.array(
-            list(
-                segno.make(text, error="m", micro=False).matrix_iter(
-                    scale=scale, border=4
-                )
-            )
+            list(segno.make(text, error="m", micro=False).matrix_iter(scale=scale, border=4))
         )
         code = np.where(modules == 1, dark, light).astype(np.float32)
         top, left = (
@@ -149,19 +145,14 @@ def place(
     rotation = np.float32([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]])
     corners = half @ rotation.T
     corners += (
-        rng.uniform(-1, 1, corners.shape).astype(np.float32)
-        * scene.jitter
-        * max(w, h)
-        * scale
+        rng.uniform(-1, 1, corners.shape).astype(np.float32) * scene.jitter * max(w, h) * scale
     )
     reach = np.abs(corners).max(axis=0)
     centre = [
         rng.uniform(reach[0], max(reach[0] + 1, WIDTH - reach[0])),
         rng.uniform(reach[1], max(reach[1] + 1, HEIGHT - reach[1])),
     ]
-    matrix = cv2.getPerspectiveTransform(
-        src, (corners + np.float32(centre)).astype(np.float32)
-    )
+    matrix = cv2.getPerspectiveTransform(src, (corners + np.float32(centre)).astype(np.float32))
     cv2.warpPerspective(
         face,
         matrix,
@@ -188,16 +179,12 @@ def place(
         np.maximum(image, mask * 255, out=image)
 
 
-def render(
-    category: str, s: float, rng: np.random.Generator
-) -> tuple[np.ndarray, str | None]:
+def render(category: str, s: float, rng: np.random.Generator) -> tuple[np.ndarray, str | None]:
     scene = scene_for(category, s, rng)
     text = payload(rng) if scene.with_code else None
     image = counter(rng)
     place(image, phone(text, scene), scene, rng)
-    image = cv2.GaussianBlur(image, (0, 0), scene.blur) + rng.normal(
-        0, scene.noise, image.shape
-    )
+    image = cv2.GaussianBlur(image, (0, 0), scene.blur) + rng.normal(0, scene.noise, image.shape)
     gray = np.clip(image, 0, 255).astype(np.uint8)
     _, jpeg = cv2.imencode(".jpg", gray, [cv2.IMWRITE_JPEG_QUALITY, scene.jpeg])
     return cv2.imdecode(jpeg, cv2.IMREAD_GRAYSCALE), text
@@ -272,9 +259,7 @@ def report(results: dict[str, Outcome], per_category: int) -> None:
         f"{rate:.2f}x the reads, p95 {p95(baseline.scored_ms) / p95(configured.scored_ms):.1f}x faster"
     )
     verdict = "PASS" if med <= TARGET_MEDIAN_MS else "FAIL"
-    print(
-        f"target median <= {TARGET_MEDIAN_MS} ms per 1280x720 gray frame: {med:.2f} ms {verdict}"
-    )
+    print(f"target median <= {TARGET_MEDIAN_MS} ms per 1280x720 gray frame: {med:.2f} ms {verdict}")
 
 
 def main() -> int:

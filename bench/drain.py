@@ -35,9 +35,14 @@ def baseline_rate(count: int, latency: float) -> float:
         url = sim.url + "v1/receipts"
         started = time.perf_counter()
         for key, body in requests_:
-            headers = {"Authorization": f"Bearer {TOKEN}", "Idempotency-Key": key,
-                       "Content-Type": "application/json"}
-            session.post(url, data=body, headers=headers, timeout=(CONNECT_TIMEOUT, 10)).raise_for_status()
+            headers = {
+                "Authorization": f"Bearer {TOKEN}",
+                "Idempotency-Key": key,
+                "Content-Type": "application/json",
+            }
+            session.post(
+                url, data=body, headers=headers, timeout=(CONNECT_TIMEOUT, 10)
+            ).raise_for_status()
         return count / (time.perf_counter() - started)
 
 
@@ -45,8 +50,13 @@ def fill(store: Store, count: int) -> float:
     started = time.perf_counter()
     for _ in range(count):
         receipt = example_receipt(str(uuid.uuid4()))
-        store.enqueue(receipt["pos"]["receipt_id"], receipt["idempotency_key"],
-                      canonical(receipt), f"c-{receipt['pos']['receipt_id'][:8]}", now=0.0)
+        store.enqueue(
+            receipt["pos"]["receipt_id"],
+            receipt["idempotency_key"],
+            canonical(receipt),
+            f"c-{receipt['pos']['receipt_id'][:8]}",
+            now=0.0,
+        )
     return count / (time.perf_counter() - started)
 
 
@@ -71,15 +81,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=10_000)
     parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--latency", type=float, default=0.0,
-                        help="seconds the simulator waits per answer (a WAN round trip)")
+    parser.add_argument(
+        "--latency",
+        type=float,
+        default=0.0,
+        help="seconds the simulator waits per answer (a WAN round trip)",
+    )
     args = parser.parse_args()
     base = baseline_rate(min(args.count, 3000), args.latency)
     drained, enqueued = drain_rate(args.count, args.workers, args.latency)
     print(f"enqueue (setup, WAL+FULL):    {enqueued:8.0f} rows/s")
     print(f"baseline raw requests loop:   {base:8.0f} POST/s")
-    print(f"uploader drain ({args.workers} workers):   {drained:8.0f} receipts/s "
-          f"({args.count} rows)")
+    print(
+        f"uploader drain ({args.workers} workers):   {drained:8.0f} receipts/s ({args.count} rows)"
+    )
     print(f"ratio drain/baseline:         {drained / base:8.2f}")
     print(f"target ≥ {TARGET:.0f} receipts/s:        {'met' if drained >= TARGET else 'MISSED'}")
 

@@ -41,7 +41,7 @@ Maker = Callable[[Path], tuple[Writer, Callable[[], None]]]
 
 def payload(size: int) -> bytes:
     """JSON-like text of `size` bytes, different in every row so nothing compresses or repeats."""
-    return (b'{"lines":"' + os.urandom(size).hex().encode())[:size - 2] + b'"}'
+    return (b'{"lines":"' + os.urandom(size).hex().encode())[: size - 2] + b'"}'
 
 
 def ours_outbox(folder: Path) -> tuple[Writer, Callable[[], None]]:
@@ -59,9 +59,18 @@ def ours_claims(folder: Path) -> tuple[Writer, Callable[[], None]]:
     store = Store.open(folder)
 
     def write(n: int, body: bytes) -> None:
-        store.add_claim(NewClaim(correlation_id=f"c-{n}", customer_kind="boniq_code",
-                        customer=f"BQ1-{n:036d}", workplace=n, source="bench",
-                        scanned_at=time.time(), pos_marker=None), dedupe_window=5.0)
+        store.add_claim(
+            NewClaim(
+                correlation_id=f"c-{n}",
+                customer_kind="boniq_code",
+                customer=f"BQ1-{n:036d}",
+                workplace=n,
+                source="bench",
+                scanned_at=time.time(),
+                pos_marker=None,
+            ),
+            dedupe_window=5.0,
+        )
 
     return write, store.close
 
@@ -73,8 +82,9 @@ def persist_queue(folder: Path) -> tuple[Writer, Callable[[], None]]:
         mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
         sync = conn.execute("PRAGMA synchronous").fetchone()[0]
         if (mode, sync) != ("wal", 2):
-            raise SystemExit(f"persist-queue runs journal_mode={mode} synchronous={sync},"
-                             " not WAL+FULL")
+            raise SystemExit(
+                f"persist-queue runs journal_mode={mode} synchronous={sync}, not WAL+FULL"
+            )
 
     def write(n: int, body: bytes) -> None:
         queue.put(body)
@@ -87,8 +97,9 @@ def bare_sqlite(folder: Path) -> tuple[Writer, Callable[[], None]]:
     conn = sqlite3.connect(folder / "bare.db", isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = FULL")
-    conn.execute("CREATE TABLE IF NOT EXISTS q"
-                 " (id INTEGER PRIMARY KEY, key TEXT UNIQUE, body BLOB)")
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS q (id INTEGER PRIMARY KEY, key TEXT UNIQUE, body BLOB)"
+    )
 
     def write(n: int, body: bytes) -> None:
         conn.execute("BEGIN IMMEDIATE")
@@ -136,14 +147,18 @@ def main() -> None:
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     contenders = dict(CONTENDERS)
     if persistqueue is None:
-        print("persist-queue is not installed, so the comparison cannot run: "
-              "`./dev bench enqueue` installs it (the `bench` extra)")
+        print(
+            "persist-queue is not installed, so the comparison cannot run: "
+            "`./dev bench enqueue` installs it (the `bench` extra)"
+        )
         del contenders["persist-queue SQLiteQueue.put"]
     if os.environ.get("LD_PRELOAD"):
         print(f"warning: LD_PRELOAD={os.environ['LD_PRELOAD']} (eatmydata would void durability)")
     with tempfile.TemporaryDirectory(prefix="boniq-enqueue-", dir=args.dir) as tmp:
-        print(f"{args.rows} rows x {args.rounds} rounds, {args.payload}-byte payload,"
-              f" one row per transaction, WAL+FULL, on {filesystem(Path(tmp))} ({tmp})")
+        print(
+            f"{args.rows} rows x {args.rounds} rounds, {args.payload}-byte payload,"
+            f" one row per transaction, WAL+FULL, on {filesystem(Path(tmp))} ({tmp})"
+        )
         rates: dict[str, list[float]] = {name: [] for name in contenders}
         for round_ in range(args.rounds):
             for index, (name, make) in enumerate(contenders.items()):

@@ -43,19 +43,21 @@ RSS_WEBCAM_TARGET_MB = 100.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 SAMPLE_EVERY = 0.5
 WATCHDOG_USEC = "30000000"  # WatchdogSec=30 in systemd/boniq-agent.service
-MEMORY_PROBE = ("import re, sys\n{imports}\n"
-                "status = open('/proc/self/status').read()\n"
-                "print(*(re.search(key + r':\\s+(\\d+)', status).group(1)"
-                " for key in ('VmRSS', 'VmHWM')))\n")
+MEMORY_PROBE = (
+    "import re, sys\n{imports}\n"
+    "status = open('/proc/self/status').read()\n"
+    "print(*(re.search(key + r':\\s+(\\d+)', status).group(1)"
+    " for key in ('VmRSS', 'VmHWM')))\n"
+)
 
 
 @dataclass
 class Footprint:
     cpu_percent: float
-    rss_mb: float       # at the end of the window
-    rss_max_mb: float   # highest sample in the window
-    hwm_mb: float       # the kernel's peak RSS over the process's life
-    uss_mb: float       # private pages only: what the process costs beyond shared libraries
+    rss_mb: float  # at the end of the window
+    rss_max_mb: float  # highest sample in the window
+    hwm_mb: float  # the kernel's peak RSS over the process's life
+    uss_mb: float  # private pages only: what the process costs beyond shared libraries
     written_kb_per_min: float  # bytes the process caused to be written to disk
 
 
@@ -98,14 +100,27 @@ def watch(pids: list[int], seconds: float) -> list[Footprint]:
     for pid, before, peak, written in zip(pids, cpu0, peaks, written0, strict=True):
         rss, hwm = memory_mb(pid)
         per_minute = (written_bytes(pid) - written) / 1024 / elapsed * 60
-        result.append(Footprint(100 * (cpu_seconds(pid) - before) / elapsed, rss, peak, hwm,
-                                private_mb(pid), per_minute))
+        result.append(
+            Footprint(
+                100 * (cpu_seconds(pid) - before) / elapsed,
+                rss,
+                peak,
+                hwm,
+                private_mb(pid),
+                per_minute,
+            )
+        )
     return result
 
 
 def import_memory(imports: str) -> tuple[float, float]:
-    out = subprocess.run([sys.executable, "-c", MEMORY_PROBE.format(imports=imports)], cwd=ROOT,
-                         capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", MEMORY_PROBE.format(imports=imports)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     return int(out[0]) / 1024, int(out[1]) / 1024
 
 
@@ -134,15 +149,18 @@ def drain_notify(agent: Agent, stop: threading.Event) -> None:
         agent.messages(0.2)
 
 
-def run_daemon(folder: Path, seconds: float, extra_scanners: str = "",
-               env: dict[str, str] | None = None) -> tuple[Footprint, ...]:
+def run_daemon(
+    folder: Path, seconds: float, extra_scanners: str = "", env: dict[str, str] | None = None
+) -> tuple[Footprint, ...]:
     """The daemon and a sleeping interpreter, watched over the same window."""
     folder.mkdir()
     with KassaSimulator(seed=5) as kassa, CloudSimulator("demo-token") as cloud:
-        agent = Agent(folder, kassa.url, cloud.url, poll_interval=1.0,
-                      extra_scanners=extra_scanners)
-        sleeper = subprocess.Popen([sys.executable, "-c",
-                                    f"import time; time.sleep({seconds + 60})"])
+        agent = Agent(
+            folder, kassa.url, cloud.url, poll_interval=1.0, extra_scanners=extra_scanners
+        )
+        sleeper = subprocess.Popen(
+            [sys.executable, "-c", f"import time; time.sleep({seconds + 60})"]
+        )
         stop = threading.Event()
         drainer = threading.Thread(target=drain_notify, args=(agent, stop), daemon=True)
         try:
@@ -180,26 +198,43 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
 
 
-def report(title: str, daemon: Footprint, bare: Footprint, imported: tuple[float, float],
-           rss_target: float, cpu_applies: bool) -> None:
+def report(
+    title: str,
+    daemon: Footprint,
+    bare: Footprint,
+    imported: tuple[float, float],
+    rss_target: float,
+    cpu_applies: bool,
+) -> None:
     print(f"\n{title}")
-    print(f"  baseline sleeping python:   CPU {bare.cpu_percent:6.3f} %"
-          f"   RSS {bare.rss_mb:6.1f} MB")
-    print(f"  baseline imports only:                      RSS {imported[0]:6.1f} MB"
-          f" (peak {imported[1]:.1f})")
-    print(f"  daemon idle:                CPU {daemon.cpu_percent:6.3f} %"
-          f"   RSS {daemon.rss_mb:6.1f} MB"
-          f" (window peak {daemon.rss_max_mb:.1f}, VmHWM {daemon.hwm_mb:.1f},"
-          f" private {daemon.uss_mb:.1f})")
-    print(f"  disk written while idle:    {daemon.written_kb_per_min:8.1f} KB/min"
-          f" (sleeping python {bare.written_kb_per_min:.1f})")
-    print(f"  ratio RSS daemon/bare python {daemon.rss_mb / bare.rss_mb:5.2f},"
-          f" daemon/imports {daemon.rss_mb / imported[0]:5.2f}")
-    cpu_line = (f"{verdict(daemon.cpu_percent < CPU_TARGET)}" if cpu_applies
-                else "n/a (a camera source decodes every frame: not idle)")
+    print(
+        f"  baseline sleeping python:   CPU {bare.cpu_percent:6.3f} %   RSS {bare.rss_mb:6.1f} MB"
+    )
+    print(
+        f"  baseline imports only:                      RSS {imported[0]:6.1f} MB"
+        f" (peak {imported[1]:.1f})"
+    )
+    print(
+        f"  daemon idle:                CPU {daemon.cpu_percent:6.3f} %"
+        f"   RSS {daemon.rss_mb:6.1f} MB"
+        f" (window peak {daemon.rss_max_mb:.1f}, VmHWM {daemon.hwm_mb:.1f},"
+        f" private {daemon.uss_mb:.1f})"
+    )
+    print(
+        f"  disk written while idle:    {daemon.written_kb_per_min:8.1f} KB/min"
+        f" (sleeping python {bare.written_kb_per_min:.1f})"
+    )
+    print(
+        f"  ratio RSS daemon/bare python {daemon.rss_mb / bare.rss_mb:5.2f},"
+        f" daemon/imports {daemon.rss_mb / imported[0]:5.2f}"
+    )
+    cpu_line = (
+        f"{verdict(daemon.cpu_percent < CPU_TARGET)}"
+        if cpu_applies
+        else "n/a (a camera source decodes every frame: not idle)"
+    )
     print(f"  target idle CPU < {CPU_TARGET:.0f} % of a core:  {cpu_line}")
-    print(f"  target RSS ≤ {rss_target:.0f} MB (VmHWM):    "
-          f"{verdict(daemon.hwm_mb <= rss_target)}")
+    print(f"  target RSS ≤ {rss_target:.0f} MB (VmHWM):    {verdict(daemon.hwm_mb <= rss_target)}")
 
 
 def main() -> None:
@@ -207,8 +242,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="length of each window")
     parser.add_argument("--fps", type=float, default=30.0, help="frame rate of the webcam file")
     parser.add_argument("--no-webcam", action="store_true", help="only the serial-only run")
-    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra environment for the daemon, e.g. MALLOC_ARENA_MAX=2")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for the daemon, e.g. MALLOC_ARENA_MAX=2",
+    )
     args = parser.parse_args()
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     env = dict(item.split("=", 1) for item in args.env)
@@ -218,20 +258,36 @@ def main() -> None:
         folder = Path(tmp)
         imported = import_memory("import agent.daemon")
         daemon, bare = run_daemon(folder / "serial", args.seconds, env=env)
-        report(f"serial scanner only ({args.seconds:.0f} s window)", daemon, bare, imported,
-               RSS_TARGET_MB, cpu_applies=True)
+        report(
+            f"serial scanner only ({args.seconds:.0f} s window)",
+            daemon,
+            bare,
+            imported,
+            RSS_TARGET_MB,
+            cpu_applies=True,
+        )
         if args.no_webcam:
             return
         video = folder / "counter.mp4"
         frames = make_video(video, args.seconds + 60, args.fps)
-        webcam = (f"  - {{type: webcam, device: '{video}', fps: {args.fps}, decoder: zxing,"
-                  f" workplace: 3}}\n")
-        imported = import_memory("import agent.daemon\nfrom agent.scanner import webcam\n"
-                                 "webcam.load_cv2(); webcam.load_decoder('zxing')")
+        webcam = (
+            f"  - {{type: webcam, device: '{video}', fps: {args.fps}, decoder: zxing,"
+            f" workplace: 3}}\n"
+        )
+        imported = import_memory(
+            "import agent.daemon\nfrom agent.scanner import webcam\n"
+            "webcam.load_cv2(); webcam.load_decoder('zxing')"
+        )
         daemon, bare = run_daemon(folder / "webcam", args.seconds, webcam, env)
-        report(f"serial + webcam, {frames} frames of 1280x720 at {args.fps:.0f} fps"
-               f" ({args.seconds:.0f} s window)", daemon, bare, imported,
-               RSS_WEBCAM_TARGET_MB, cpu_applies=False)
+        report(
+            f"serial + webcam, {frames} frames of 1280x720 at {args.fps:.0f} fps"
+            f" ({args.seconds:.0f} s window)",
+            daemon,
+            bare,
+            imported,
+            RSS_WEBCAM_TARGET_MB,
+            cpu_applies=False,
+        )
 
 
 if __name__ == "__main__":

@@ -73,11 +73,25 @@ def real_batch(path: Path) -> None:
     url = sim.start()
     for _ in range(100):
         sim.book_sale(1)
-    request = {"request": {"syncMarker": 0, "syncMarkerLimit": 100, "branchNumbers": [1],
-                           "articlePluNumbers": {}, "articleBarcodes": {}, "includeLineList": True}}
-    path.write_bytes(requests.post(url, params={"ident": sim.ident, "secret": sim.secret},
-                                   data=soap.request_envelope("getReceipts", request),
-                                   headers={"SOAPAction": "getReceipts"}, timeout=10).content)
+    request = {
+        "request": {
+            "syncMarker": 0,
+            "syncMarkerLimit": 100,
+            "branchNumbers": [1],
+            "articlePluNumbers": {},
+            "articleBarcodes": {},
+            "includeLineList": True,
+        }
+    }
+    path.write_bytes(
+        requests.post(
+            url,
+            params={"ident": sim.ident, "secret": sim.secret},
+            data=soap.request_envelope("getReceipts", request),
+            headers={"SOAPAction": "getReceipts"},
+            timeout=10,
+        ).content
+    )
     sim.stop()
 
 
@@ -89,9 +103,21 @@ def main() -> None:
     batch = Path("/tmp/boniq-bench-batch.xml")
     real_batch(batch)
     for shape in ("batch", "deep", "dense", "attributes", "text"):
-        out = subprocess.run([sys.executable, "-c", CHILD, str(ROOT), shape, str(args.size),
-                              "1" if args.old else "0", str(batch)],
-                             capture_output=True, text=True, timeout=600)
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                CHILD,
+                str(ROOT),
+                shape,
+                str(args.size),
+                "1" if args.old else "0",
+                str(batch),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         print(out.stdout.strip() or out.stderr.strip()[-300:])
     batch.unlink()
 

@@ -80,24 +80,30 @@ def bare_commits(folder: Path, count: int, gap: float) -> list[float]:
     conn = sqlite3.connect(folder / "bare.db", isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = FULL")
-    conn.execute("CREATE TABLE claims (id INTEGER PRIMARY KEY, customer TEXT, workplace INTEGER,"
-                 " scanned_at REAL, state TEXT)")
+    conn.execute(
+        "CREATE TABLE claims (id INTEGER PRIMARY KEY, customer TEXT, workplace INTEGER,"
+        " scanned_at REAL, state TEXT)"
+    )
     conn.execute("CREATE INDEX pending ON claims (state, workplace, scanned_at)")
     samples = []
     for n in range(count):
         time.sleep(gap)
         started = time.perf_counter()
         conn.execute("BEGIN IMMEDIATE")
-        conn.execute("INSERT INTO claims (customer, workplace, scanned_at, state)"
-                     " VALUES (?, ?, ?, 'pending')", (customer_code(n), WORKPLACE, time.time()))
+        conn.execute(
+            "INSERT INTO claims (customer, workplace, scanned_at, state)"
+            " VALUES (?, ?, ?, 'pending')",
+            (customer_code(n), WORKPLACE, time.time()),
+        )
         conn.execute("COMMIT")
         samples.append(time.perf_counter() - started)
     conn.close()
     return samples
 
 
-def daemon_config(folder: Path, device: str, kassa_url: str, cloud_url: str,
-                  poll: float) -> agent_config.Config:
+def daemon_config(
+    folder: Path, device: str, kassa_url: str, cloud_url: str, poll: float
+) -> agent_config.Config:
     return agent_config.parse(
         f"store: {{merchant_id: demo-merchant, branch: 1, workplace: {WORKPLACE}}}\n"
         f"kassa: {{url: '{kassa_url}', ident: demo-ident, secret: demo-secret,"
@@ -105,18 +111,35 @@ def daemon_config(folder: Path, device: str, kassa_url: str, cloud_url: str,
         f"cloud: {{url: '{cloud_url}', token: demo-token, timeout: 2}}\n"
         f"scanners:\n  - {{type: serial, device: '{device}'}}\n"
         f"data_dir: {folder / 'data'}\n"
-        f"metrics: {{listen: ''}}\n")
+        f"metrics: {{listen: ''}}\n"
+    )
 
 
 @contextmanager
 def simulator_processes() -> Iterator[tuple[str, str]]:
     """(kassa URL, cloud URL) of `boniq-agent sim kassa` and `sim cloud` subprocesses."""
     ports = free_port(), free_port()
-    commands = [["kassa", "--ident", "demo-ident", "--secret", "demo-secret"],
-                ["cloud", "--token", "demo-token"]]
-    processes = [subprocess.Popen([sys.executable, "-m", "agent.cli", "sim", command[0], "--port",
-                                   str(port), *command[1:]], cwd=ROOT, stdout=subprocess.DEVNULL)
-                 for port, command in zip(ports, commands, strict=True)]
+    commands = [
+        ["kassa", "--ident", "demo-ident", "--secret", "demo-secret"],
+        ["cloud", "--token", "demo-token"],
+    ]
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "agent.cli",
+                "sim",
+                command[0],
+                "--port",
+                str(port),
+                *command[1:],
+            ],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+        )
+        for port, command in zip(ports, commands, strict=True)
+    ]
     try:
         for port in ports:
             wait_until(lambda p=port: listening(p), timeout=30, what=f"a simulator on port {port}")
@@ -175,7 +198,8 @@ def scan_latencies(folder: Path, scans: int, gap: float, poll: float) -> dict[st
                     written = time.perf_counter()
                     os.write(master, customer_code(n).encode() + b"\r\n")
                     at, committed, committed_perf, acknowledged = timed.results.get(
-                        timeout=SCAN_TIMEOUT)
+                        timeout=SCAN_TIMEOUT
+                    )
                     if math.isnan(committed):
                         raise SystemExit(f"scan {n} was not stored (rejected or refused)")
                     figures["at→commit"].append(committed - at)
@@ -195,15 +219,21 @@ def scan_latencies(folder: Path, scans: int, gap: float, poll: float) -> dict[st
 
 def report_scans(figures: dict[str, list[float]], bare: list[float], gap: float) -> None:
     base_p50, base_p99 = percentile(bare, 0.5) * 1e3, percentile(bare, 0.99) * 1e3
-    print(f"scan → durable claim ({len(figures['at→commit'])} scans, in-process daemon,"
-          f" serial source on a pty, simulators in subprocesses, {gap * 1e3:g} ms apart)")
-    print(f"  baseline bare sqlite3 INSERT+COMMIT (WAL+FULL): p50 {base_p50:6.2f} ms"
-          f"  p99 {base_p99:6.2f} ms")
+    print(
+        f"scan → durable claim ({len(figures['at→commit'])} scans, in-process daemon,"
+        f" serial source on a pty, simulators in subprocesses, {gap * 1e3:g} ms apart)"
+    )
+    print(
+        f"  baseline bare sqlite3 INSERT+COMMIT (WAL+FULL): p50 {base_p50:6.2f} ms"
+        f"  p99 {base_p99:6.2f} ms"
+    )
     for name, samples in figures.items():
         p50, p99 = percentile(samples, 0.5) * 1e3, percentile(samples, 0.99) * 1e3
-        print(f"  {name:14s} p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  max {max(samples) * 1e3:6.2f} ms"
-              f"  p99/baseline p99 {p99 / base_p99:5.1f}x"
-              f"  target p99 ≤ {CLAIM_TARGET_MS:.0f} ms: {verdict(p99 <= CLAIM_TARGET_MS)}")
+        print(
+            f"  {name:14s} p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  max {max(samples) * 1e3:6.2f} ms"
+            f"  p99/baseline p99 {p99 / base_p99:5.1f}x"
+            f"  target p99 ≤ {CLAIM_TARGET_MS:.0f} ms: {verdict(p99 <= CLAIM_TARGET_MS)}"
+        )
     print("  (the SPEC figure is at→commit: ScanEvent.at to Store.add_claim returned)")
 
 
@@ -214,8 +244,14 @@ def delivery_latencies(folder: Path, receipts: int, poll: float, seed: int) -> l
     rng = random.Random(seed)
     samples = []
     with KassaSimulator(seed=seed) as kassa, CloudSimulator("demo-token") as cloud:
-        agent = Agent(folder, kassa.url, cloud.url, workplace=WORKPLACE, poll_interval=poll,
-                      extra=BACK_TO_BACK)
+        agent = Agent(
+            folder,
+            kassa.url,
+            cloud.url,
+            workplace=WORKPLACE,
+            poll_interval=poll,
+            extra=BACK_TO_BACK,
+        )
         try:
             agent.start()
             agent.wait_ready()
@@ -245,13 +281,19 @@ def until(predicate: Callable[[], bool], since: float) -> float:
 
 def report_deliveries(samples: list[float], poll: float) -> None:
     p50, p95 = percentile(samples, 0.5), percentile(samples, 0.95)
-    print(f"receipt booked → delivered ({len(samples)} receipts, daemon subprocess,"
-          f" poll_interval {poll:g} s)")
+    print(
+        f"receipt booked → delivered ({len(samples)} receipts, daemon subprocess,"
+        f" poll_interval {poll:g} s)"
+    )
     print(f"  baseline poll interval: {poll:.3f} s")
-    print(f"  p50 {p50:.3f} s  p95 {p95:.3f} s  max {max(samples):.3f} s"
-          f"  mean {statistics.mean(samples):.3f} s")
-    print(f"  ratio p95 / poll interval {p95 / poll:.2f}"
-          f"  target p95 ≤ {DELIVERY_TARGET_S:.0f} s: {verdict(p95 <= DELIVERY_TARGET_S)}")
+    print(
+        f"  p50 {p50:.3f} s  p95 {p95:.3f} s  max {max(samples):.3f} s"
+        f"  mean {statistics.mean(samples):.3f} s"
+    )
+    print(
+        f"  ratio p95 / poll interval {p95 / poll:.2f}"
+        f"  target p95 ≤ {DELIVERY_TARGET_S:.0f} s: {verdict(p95 <= DELIVERY_TARGET_S)}"
+    )
 
 
 def main() -> None:
@@ -274,8 +316,10 @@ def main() -> None:
             report_scans(figures, bare, args.gap)
         if not args.skip_delivery:
             (folder / "delivery").mkdir()
-            report_deliveries(delivery_latencies(folder / "delivery", args.receipts, args.poll,
-                                                 args.seed), args.poll)
+            report_deliveries(
+                delivery_latencies(folder / "delivery", args.receipts, args.poll, args.seed),
+                args.poll,
+            )
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ if __name__ == "queue":
     import sysconfig
 
     _spec = importlib.util.spec_from_file_location(
-        "queue", Path(sysconfig.get_paths()["stdlib"]) / "queue.py")
+        "queue", Path(sysconfig.get_paths()["stdlib"]) / "queue.py"
+    )
     assert _spec is not None and _spec.loader is not None
     _real = importlib.util.module_from_spec(_spec)
     sys.modules["queue"] = _real

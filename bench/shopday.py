@@ -39,20 +39,19 @@ Receipts carry their session's line ids.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import argparse
 import base64
 import heapq
 import json
 import random
+import sys
 import tempfile
 import time
 import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 from agent import codes, logs
 from agent import config as agent_config
@@ -61,12 +60,22 @@ from agent.kassa import signature, webhooks
 from agent.kassa.client import ReceiptBatch
 from agent.kassa.poller import Poller
 from agent.kassa.receipt import Line, Receipt
+from agent.metrics import ScanOutcome
 from agent.queue.claims import Close
 from agent.queue.store import NewClaim, Store
 
 TILLS = (1, 2, 3, 4)
-MIX = (("on time", 45), ("no app", 25), ("double read", 6), ("late scan", 5),
-       ("early scan", 2), ("walk-away", 2), ("return", 5), ("slow POS", 5), ("skewed clock", 5))
+MIX = (
+    ("on time", 45),
+    ("no app", 25),
+    ("double read", 6),
+    ("late scan", 5),
+    ("early scan", 2),
+    ("walk-away", 2),
+    ("return", 5),
+    ("slow POS", 5),
+    ("skewed clock", 5),
+)
 
 
 @dataclass
@@ -89,17 +98,57 @@ class Pos:
     receipts: list[tuple[float, Receipt]] = field(default_factory=list)  # (visible at, receipt)
     by_id: dict[str, Receipt] = field(default_factory=dict)
 
-    def book(self, till: int, *, credit_of: str | None = None,
-             line_ids: tuple[str, ...] = ()) -> str:
+    def book(
+        self, till: int, *, credit_of: str | None = None, line_ids: tuple[str, ...] = ()
+    ) -> str:
         self.marker += 1
         rid = f"r{self.marker}"
         booked = datetime.fromtimestamp(int(self.clock.now + self.offset), tz=UTC)
         kind = "RECEIPT-TYPE-CREDIT-RECEIPT" if credit_of else "RECEIPT-TYPE-RECEIPT"
-        lines = tuple(Line(None, "1001", None, "Cappuccino", 1, 0, 350, None, None, 0, 350, 321,
-                           2, 9, webhook_line_id=line) for line in line_ids)
-        receipt = Receipt(rid, self.marker, kind, "RECEIPT-STATE-PAID", 1, till, 2027, self.marker,
-                          f"1.{till}.{self.marker}", None, credit_of, None, booked,
-                          date(2027, 1, 1), 1000, 826, 1000, None, 1, lines, (), ())
+        lines = tuple(
+            Line(
+                None,
+                "1001",
+                None,
+                "Cappuccino",
+                1,
+                0,
+                350,
+                None,
+                None,
+                0,
+                350,
+                321,
+                2,
+                9,
+                webhook_line_id=line,
+            )
+            for line in line_ids
+        )
+        receipt = Receipt(
+            rid,
+            self.marker,
+            kind,
+            "RECEIPT-STATE-PAID",
+            1,
+            till,
+            2027,
+            self.marker,
+            f"1.{till}.{self.marker}",
+            None,
+            credit_of,
+            None,
+            booked,
+            date(2027, 1, 1),
+            1000,
+            826,
+            1000,
+            None,
+            1,
+            lines,
+            (),
+            (),
+        )
         late = self.rng.uniform(2, 8) if self.rng.random() < 0.02 else 0.0
         self.receipts.append((self.clock.now + late, receipt))
         self.by_id[rid] = receipt
@@ -110,10 +159,15 @@ class Pos:
     def fetch_receipts(self, branch: int, since: int, limit: int) -> ReceiptBatch:
         self.clock.now += self.latency
         snapshot = self.clock.now - self.latency / 2
-        found = sorted((r for at, r in self.receipts if at <= snapshot and r.sync_marker >= since),
-                       key=lambda r: r.sync_marker)
-        self.receipts = [(at, r) for at, r in self.receipts if r.sync_marker >= self.marker - 500
-                         or at > snapshot]  # old ones no poll asks for again
+        found = sorted(
+            (r for at, r in self.receipts if at <= snapshot and r.sync_marker >= since),
+            key=lambda r: r.sync_marker,
+        )
+        self.receipts = [
+            (at, r)
+            for at, r in self.receipts
+            if r.sync_marker >= self.marker - 500 or at > snapshot
+        ]  # old ones no poll asks for again
         return ReceiptBatch(found[:limit], [])
 
     def get_current_sync_markers(self) -> dict[str, int]:
@@ -149,8 +203,9 @@ class Day:
         self.pos = Pos(self.clock, self.rng)
         self.store = Store.open(folder)
         self.rules = rules
-        self.poller = Poller(self.pos, self.store, merchant_id="bench", branch=1, matching=rules,
-                             clock=self.clock)
+        self.poller = Poller(
+            self.pos, self.store, merchant_id="bench", branch=1, matching=rules, clock=self.clock
+        )
         self.total = customers
         self.mix = MIX
         self.customers: list[Customer] = []
@@ -190,8 +245,11 @@ class Day:
         if len(self.customers) >= self.total:
             return None
         behaviour = self.rng.choices([b for b, _ in self.mix], [w for _, w in self.mix])[0]
-        code = None if behaviour == "no app" else codes.make_code(
-            "".join(self.rng.choice(codes.ALPHABET) for _ in range(16)))
+        code = (
+            None
+            if behaviour == "no app"
+            else codes.make_code("".join(self.rng.choice(codes.ALPHABET) for _ in range(16)))
+        )
         customer = Customer(len(self.customers), behaviour, code)
         if behaviour == "return":
             if self.history and self.rng.random() < 0.8:
@@ -248,10 +306,19 @@ class Day:
     def _scan(self, till: int, customer: Customer) -> None:
         if customer.code is None:
             return
-        self.store.add_claim(NewClaim(f"c-{customer.n}", "boniq_code", customer.code, till, "bench",
-                                      self.clock.now, self.store.get_cursor()),
-                             dedupe_window=self.rules.dedupe_window,
-                             rescan_guard=self.rules.recent_sale_guard)
+        self.store.add_claim(
+            NewClaim(
+                f"c-{customer.n}",
+                "boniq_code",
+                customer.code,
+                till,
+                "bench",
+                self.clock.now,
+                self.store.get_cursor(),
+            ),
+            dedupe_window=self.rules.dedupe_window,
+            rescan_guard=self.rules.recent_sale_guard,
+        )
         self.clock.now += 0.002
         self.poller.poll_once()  # the daemon wakes the poller on every scan
 
@@ -262,7 +329,7 @@ WEBHOOK_KEY = base64.b64encode(b"bench-key-" * 3).decode()
 class _Quiet:
     """The receiver's reports: the bench counts outcomes from the store instead."""
 
-    def webhook_scan(self, workplace: int, outcome: str) -> None:
+    def webhook_scan(self, workplace: int, outcome: ScanOutcome) -> None:
         pass
 
     def closed(self, closes: list[Close]) -> None:
@@ -282,9 +349,11 @@ class WebhookDay(Day):
             "kassa: {url: 'http://127.0.0.1:1/', ident: i, secret: s,"
             f" webhooks: {{subscription_id: bench, key: '{WEBHOOK_KEY}'}}}}\n"
             "cloud: {url: 'http://127.0.0.1:2/', token: t}\n"
-            f"matching: {json.dumps(rules.model_dump())}\n")
-        self.receiver = webhooks.Receiver(config, self.store, lambda: WEBHOOK_KEY, _Quiet(),
-                                          clock=self.clock)
+            f"matching: {json.dumps(rules.model_dump())}\n"
+        )
+        self.receiver = webhooks.Receiver(
+            config, self.store, lambda: WEBHOOK_KEY, _Quiet(), clock=self.clock
+        )
         self.key = signature.keys(WEBHOOK_KEY)[0]
         self.open: dict[int, str] = {}  # till → its open session
         self.lines: dict[str, tuple[str, ...]] = {}
@@ -292,15 +361,33 @@ class WebhookDay(Day):
 
     def _send(self, event: str, till: int, session: str, **details: object) -> dict:
         self.counter += 1
-        lines = [{"lineId": line, "articleNumber": 1001, "priceIncl": 3.5, "quantity": 1,
-                  "text": "Cappuccino"} for line in self.lines.get(session, ())]
-        body = json.dumps({
-            "event": {"eventBlocking": event == "scanCode", "eventCounter": self.counter,
-                      "eventTimestamp": datetime.fromtimestamp(self.clock.now, UTC).isoformat()},
-            "sender": {"branchNumber": 1, "workplaceNumber": till, "instanceId": "bench"},
-            "session": {"sessionId": session, "lines": lines}, **details}).encode()
-        headers = {"Content-Type": "application/json", "X-Mplus-Subscription-Id": "bench",
-                   signature.HEADER: signature.sign(self.key, body)}
+        lines = [
+            {
+                "lineId": line,
+                "articleNumber": 1001,
+                "priceIncl": 3.5,
+                "quantity": 1,
+                "text": "Cappuccino",
+            }
+            for line in self.lines.get(session, ())
+        ]
+        body = json.dumps(
+            {
+                "event": {
+                    "eventBlocking": event == "scanCode",
+                    "eventCounter": self.counter,
+                    "eventTimestamp": datetime.fromtimestamp(self.clock.now, UTC).isoformat(),
+                },
+                "sender": {"branchNumber": 1, "workplaceNumber": till, "instanceId": "bench"},
+                "session": {"sessionId": session, "lines": lines},
+                **details,
+            }
+        ).encode()
+        headers = {
+            "Content-Type": "application/json",
+            "X-Mplus-Subscription-Id": "bench",
+            signature.HEADER: signature.sign(self.key, body),
+        }
         reply, _ = self.receiver.handle(f"/mplus/{event}", headers, body)
         return reply.body
 
@@ -315,7 +402,8 @@ class WebhookDay(Day):
         if customer is not None:
             session = self._session(till)
             self.lines[session] = self.lines.get(session, ()) + tuple(
-                str(uuid.UUID(int=self.rng.getrandbits(128))) for _ in range(2))
+                str(uuid.UUID(int=self.rng.getrandbits(128))) for _ in range(2)
+            )
             self._send("addSessionLine", till, session)
         super()._arrive(till, customer)
 
@@ -333,8 +421,9 @@ class WebhookDay(Day):
         original = customer.original
         if customer.behaviour == "return" and original is None:
             original = self.earlier.pop()
-        customer.owns = self.pos.book(till, credit_of=original,
-                                      line_ids=self.lines.pop(session, ()))
+        customer.owns = self.pos.book(
+            till, credit_of=original, line_ids=self.lines.pop(session, ())
+        )
         if customer.code and customer.behaviour != "return":
             self.history.append((customer.code, customer.owns))
         self._send("completeSession", till, session, completeSession={})
@@ -344,12 +433,17 @@ class WebhookDay(Day):
         if customer.code is None:
             return
         webhooks.new_correlation_id = lambda prefix="c": f"c-{customer.n}"
-        self._send("scanCode", till, self._session(till),
-                   scanCode={"scannedCode": customer.code, "codeType": "qrcode"})
+        self._send(
+            "scanCode",
+            till,
+            self._session(till),
+            scanCode={"scannedCode": customer.code, "codeType": "qrcode"},
+        )
 
 
-SCAN_WHILE_PAYING = frozenset({"on time", "double read", "slow POS", "skewed clock",
-                               "walk-away", "return"})
+SCAN_WHILE_PAYING = frozenset(
+    {"on time", "double read", "slow POS", "skewed clock", "walk-away", "return"}
+)
 
 
 def outcomes(customers: list[Customer], store: Store) -> dict[str, Counter]:
@@ -398,8 +492,9 @@ def store_credited(item: object) -> str | None:
     return body.get("credits_receipt_id")
 
 
-def run_day(customers: int, rules: MatchingSection, seed: int, early: float = 2.0,
-            mode: str = "polling") -> tuple[dict[str, Counter], float]:
+def run_day(
+    customers: int, rules: MatchingSection, seed: int, early: float = 2.0, mode: str = "polling"
+) -> tuple[dict[str, Counter], float]:
     with tempfile.TemporaryDirectory(dir="/dev/shm" if Path("/dev/shm").exists() else None) as d:
         day = (WebhookDay if mode == "webhook" else Day)(customers, rules, seed, Path(d))
         day.mix = tuple((b, early if b == "early scan" else w) for b, w in MIX)
@@ -412,19 +507,25 @@ def run_day(customers: int, rules: MatchingSection, seed: int, early: float = 2.
 
 def print_table(table: dict[str, Counter], title: str) -> None:
     print(f"\n{title}")
-    print(f"{'behaviour':<30} {'customers':>9} {'delivered':>9} {'wrong':>6} {'lost':>6} "
-          f"{'unsure':>6}")
+    print(
+        f"{'behaviour':<30} {'customers':>9} {'delivered':>9} {'wrong':>6} {'lost':>6} "
+        f"{'unsure':>6}"
+    )
     total: Counter = Counter()
     for name in sorted(table):
         row = table[name]
         total.update(row)
         why = ", ".join(f"{k[4:]} {v}" for k, v in sorted(row.items()) if k.startswith("why "))
-        print(f"{name:<30} {row['customers']:>9} {row['delivered']:>9} {row['wrong']:>6} "
-              f"{row['lost']:>6} {row['unsure']:>6}  {why}")
+        print(
+            f"{name:<30} {row['customers']:>9} {row['delivered']:>9} {row['wrong']:>6} "
+            f"{row['lost']:>6} {row['unsure']:>6}  {why}"
+        )
     n = max(total["customers"], 1)
-    print(f"{'whole day':<30} {total['customers']:>9} {total['delivered']:>9} {total['wrong']:>6}"
-          f" {total['lost']:>6} {total['unsure']:>6}   wrong {total['wrong'] / n:.2%},"
-          f" lost {total['lost'] / n:.2%}")
+    print(
+        f"{'whole day':<30} {total['customers']:>9} {total['delivered']:>9} {total['wrong']:>6}"
+        f" {total['lost']:>6} {total['unsure']:>6}   wrong {total['wrong'] / n:.2%},"
+        f" lost {total['lost'] / n:.2%}"
+    )
 
 
 def main() -> int:
@@ -434,32 +535,44 @@ def main() -> int:
     parser.add_argument("--guard", type=float, default=MatchingSection().recent_sale_guard)
     parser.add_argument("--ttl", type=float, default=MatchingSection().claim_ttl)
     parser.add_argument("--seed", type=int, default=2026)
-    parser.add_argument("--early", type=float, default=2.0,
-                        help="share of early scans, in percent (default 2)")
+    parser.add_argument(
+        "--early", type=float, default=2.0, help="share of early scans, in percent (default 2)"
+    )
     parser.add_argument("--mode", choices=("both", "polling", "webhook"), default="both")
-    parser.add_argument("--sweep", action="store_true",
-                        help="several recent_sale_guard and claim_ttl values (fewer customers)")
+    parser.add_argument(
+        "--sweep",
+        action="store_true",
+        help="several recent_sale_guard and claim_ttl values (fewer customers)",
+    )
     args = parser.parse_args()
     if args.sweep:
         print("recent_sale_guard claim_ttl  wrong  lost  (on time: lost)  walk-away wrong")
         for guard in (5, 10, 20):
             for ttl in (30, 45, 60, 90, 120):
-                table, _ = run_day(args.customers, MatchingSection(
-                    recent_sale_guard=guard, claim_ttl=ttl), args.seed)
+                table, _ = run_day(
+                    args.customers,
+                    MatchingSection(recent_sale_guard=guard, claim_ttl=ttl),
+                    args.seed,
+                )
                 total = sum(table.values(), Counter())
                 on_time = table.get("on time", Counter())
                 walk = table.get("walk-away", Counter())
-                print(f"{guard:>17} {ttl:>9} {total['wrong']:>6} {total['lost']:>5}"
-                      f"  ({on_time['lost']}/{on_time['customers']})"
-                      f"  {walk['wrong']}/{walk['customers']}")
+                print(
+                    f"{guard:>17} {ttl:>9} {total['wrong']:>6} {total['lost']:>5}"
+                    f"  ({on_time['lost']}/{on_time['customers']})"
+                    f"  {walk['wrong']}/{walk['customers']}"
+                )
         return 0
     rules = MatchingSection(recent_sale_guard=args.guard, claim_ttl=args.ttl)
     modes = ("polling", "webhook") if args.mode == "both" else (args.mode,)
     for mode in modes:
         table, seconds = run_day(args.customers, rules, args.seed, args.early, mode)
-        print_table(table, f"{mode} mode, {args.customers} customers on {len(TILLS)} tills, "
-                           f"recent_sale_guard {args.guard:g} s, claim_ttl {args.ttl:g} s "
-                           f"({seconds:.1f} s to simulate)")
+        print_table(
+            table,
+            f"{mode} mode, {args.customers} customers on {len(TILLS)} tills, "
+            f"recent_sale_guard {args.guard:g} s, claim_ttl {args.ttl:g} s "
+            f"({seconds:.1f} s to simulate)",
+        )
     return 0
 
 

@@ -37,16 +37,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from agent_harness import Agent, customer_code, free_port, wait_until  # noqa: E402
+from agent_harness import Agent, customer_code, free_port, wait_until
 
-from agent import config as agent_config  # noqa: E402
-from agent import logs  # noqa: E402
-from agent.kassa import signature, webhooks  # noqa: E402
-from agent.listener import Handler, serve  # noqa: E402
-from agent.queue.store import Store  # noqa: E402
-from agent.sim.cloud import CloudSimulator  # noqa: E402
-from agent.sim.kassa import KassaSimulator  # noqa: E402
-from agent.sim.till import Till  # noqa: E402
+from agent import config as agent_config
+from agent import logs
+from agent.kassa import signature, webhooks
+from agent.listener import Handler, serve
+from agent.metrics import ScanOutcome
+from agent.queue.store import Store
+from agent.sim.cloud import CloudSimulator
+from agent.sim.kassa import KassaSimulator
+from agent.sim.till import Till
 
 DELIVERY_TARGET_S = 0.5
 
@@ -55,7 +56,7 @@ SIGNING = signature.keys(KEY)[0]
 
 
 class _Events:
-    def webhook_scan(self, workplace: int, outcome: str) -> None:
+    def webhook_scan(self, workplace: int, outcome: ScanOutcome) -> None:
         pass
 
     def closed(self, closes: list) -> None:
@@ -77,17 +78,26 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def scan_body(n: int) -> bytes:
-    return json.dumps({
-        "event": {"eventBlocking": True, "eventCounter": n,
-                  "eventTimestamp": "2026-12-01T10:15:02.481+01:00"},
-        "sender": {"branchNumber": 1, "workplaceNumber": 2, "instanceId": "bench"},
-        "session": {"sessionId": str(uuid.uuid4()), "lines": []},
-        "scanCode": {"scannedCode": customer_code(n), "codeType": "qrcode"}}).encode()
+    return json.dumps(
+        {
+            "event": {
+                "eventBlocking": True,
+                "eventCounter": n,
+                "eventTimestamp": "2026-12-01T10:15:02.481+01:00",
+            },
+            "sender": {"branchNumber": 1, "workplaceNumber": 2, "instanceId": "bench"},
+            "session": {"sessionId": str(uuid.uuid4()), "lines": []},
+            "scanCode": {"scannedCode": customer_code(n), "codeType": "qrcode"},
+        }
+    ).encode()
 
 
 def round_trip(port: int, body: bytes) -> float:
-    headers = {"Content-Type": "application/json", "X-Mplus-Subscription-Id": "bench",
-               signature.HEADER: signature.sign(SIGNING, body)}
+    headers = {
+        "Content-Type": "application/json",
+        "X-Mplus-Subscription-Id": "bench",
+        signature.HEADER: signature.sign(SIGNING, body),
+    }
     started = time.perf_counter()
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     connection.request("POST", "/mplus/scanCode", body, headers)
@@ -95,8 +105,10 @@ def round_trip(port: int, body: bytes) -> float:
     data = response.read()
     elapsed = time.perf_counter() - started
     connection.close()
-    if response.status != 200 or signature.verify(
-            response.getheader(signature.HEADER) or "", data, (SIGNING,)) is None:
+    if (
+        response.status != 200
+        or signature.verify(response.getheader(signature.HEADER) or "", data, (SIGNING,)) is None
+    ):
         raise SystemExit(f"bad reply: {response.status} {data[:200]!r}")
     return elapsed
 
@@ -107,7 +119,8 @@ def bench_scans(count: int) -> None:
             "store: {merchant_id: bench, branch: 1, workplace: 2}\n"
             "kassa: {url: 'http://127.0.0.1:1/', ident: i, secret: s,"
             f" webhooks: {{listen: '127.0.0.1:0', subscription_id: bench, key: '{KEY}'}}}}\n"
-            "cloud: {url: 'http://127.0.0.1:2/', token: t}\n")
+            "cloud: {url: 'http://127.0.0.1:2/', token: t}\n"
+        )
         receiver = webhooks.Receiver(config, store, lambda: KEY, _Events())
         agent_server = webhooks.serve_receiver(receiver)
         echo_server = serve("127.0.0.1:0", _Echo, limits=webhooks.LIMITS, name="echo")
@@ -123,11 +136,15 @@ def bench_scans(count: int) -> None:
     ms = 1000.0
     print(f"scanCode, {count} requests (each a new claim; {claims} claims stored)")
     for name, values in (("agent receiver", agent), ("bare echo", echo)):
-        print(f"  {name:<15} p50 {statistics.median(values) * ms:6.2f} ms   "
-              f"p99 {percentile(values, 0.99) * ms:6.2f} ms")
-    print(f"  ratio agent/echo: p50 {statistics.median(agent) / statistics.median(echo):.1f}x, "
-          f"p99 {percentile(agent, 0.99) / percentile(echo, 0.99):.1f}x; target p99 <= 50 ms: "
-          f"{'met' if percentile(agent, 0.99) <= 0.05 else 'MISSED'}")
+        print(
+            f"  {name:<15} p50 {statistics.median(values) * ms:6.2f} ms   "
+            f"p99 {percentile(values, 0.99) * ms:6.2f} ms"
+        )
+    print(
+        f"  ratio agent/echo: p50 {statistics.median(agent) / statistics.median(echo):.1f}x, "
+        f"p99 {percentile(agent, 0.99) / percentile(echo, 0.99):.1f}x; target p99 <= 50 ms: "
+        f"{'met' if percentile(agent, 0.99) <= 0.05 else 'MISSED'}"
+    )
 
 
 def delivery_latencies(sessions: int, poll: float, seed: int) -> list[float]:
@@ -135,13 +152,21 @@ def delivery_latencies(sessions: int, poll: float, seed: int) -> list[float]:
 
     rng = random.Random(seed)
     samples = []
-    with tempfile.TemporaryDirectory() as folder, KassaSimulator(seed=seed) as kassa, \
-            CloudSimulator("demo-token") as cloud:
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        KassaSimulator(seed=seed) as kassa,
+        CloudSimulator("demo-token") as cloud,
+    ):
         port = free_port()
-        agent = Agent(Path(folder), kassa.url, cloud.url, poll_interval=poll,
-                      extra="matching: {recent_sale_guard: 0}\n",  # sessions back to back
-                      kassa_options=f"webhooks: {{listen: '127.0.0.1:{port}',"
-                                    f" subscription_id: bench, key: '{KEY}'}}")
+        agent = Agent(
+            Path(folder),
+            kassa.url,
+            cloud.url,
+            poll_interval=poll,
+            extra="matching: {recent_sale_guard: 0}\n",  # sessions back to back
+            kassa_options=f"webhooks: {{listen: '127.0.0.1:{port}',"
+            f" subscription_id: bench, key: '{KEY}'}}",
+        )
         try:
             agent.start()
             agent.wait_ready()
@@ -155,8 +180,9 @@ def delivery_latencies(sessions: int, poll: float, seed: int) -> list[float]:
                     time.sleep(rng.uniform(0.0, poll))
                     started = time.perf_counter()
                     session.complete()
-                    wait_until(lambda k=n + 1: cloud.count() >= k, timeout=15,
-                               what="the receipt delivered")
+                    wait_until(
+                        lambda k=n + 1: cloud.count() >= k, timeout=15, what="the receipt delivered"
+                    )
                     samples.append(time.perf_counter() - started)
         finally:
             agent.close()
@@ -165,11 +191,15 @@ def delivery_latencies(sessions: int, poll: float, seed: int) -> list[float]:
 
 def report_deliveries(samples: list[float], poll: float) -> None:
     p50, p95 = statistics.median(samples), percentile(samples, 0.95)
-    print(f"completeSession → delivered ({len(samples)} sessions, daemon subprocess,"
-          f" poll_interval {poll:g} s)")
+    print(
+        f"completeSession → delivered ({len(samples)} sessions, daemon subprocess,"
+        f" poll_interval {poll:g} s)"
+    )
     print(f"  p50 {p50:.3f} s   p95 {p95:.3f} s   max {max(samples):.3f} s")
-    print(f"  ratio p95 / poll interval {p95 / poll:.2f}; target p95 <= {DELIVERY_TARGET_S} s: "
-          f"{'met' if p95 <= DELIVERY_TARGET_S else 'MISSED'}")
+    print(
+        f"  ratio p95 / poll interval {p95 / poll:.2f}; target p95 <= {DELIVERY_TARGET_S} s: "
+        f"{'met' if p95 <= DELIVERY_TARGET_S else 'MISSED'}"
+    )
 
 
 def main() -> int:

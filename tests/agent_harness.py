@@ -9,8 +9,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from agent import codes
 from agent.queue.store import Claim, OutboxItem, Store
@@ -50,14 +50,23 @@ UPLOAD_TOKEN = "tok-Upl0ad-9f3k"  # the cloud fixture of tests/queue takes this 
 
 
 def enqueue(
-    store: Store, receipt_id: str, *, payload: dict[str, Any] | None = None,
-    body: bytes | None = None, key: str | None = None, now: float = 1000.0,
+    store: Store,
+    receipt_id: str,
+    *,
+    payload: dict[str, Any] | None = None,
+    body: bytes | None = None,
+    key: str | None = None,
+    now: float = 1000.0,
 ) -> OutboxItem:
     """An outbox row for `receipt_id`, as the poller would store it (the example receipt)."""
     payload = payload or example_receipt(receipt_id)
-    return store.enqueue(receipt_id, key or payload["idempotency_key"],
-                         body if body is not None else canonical(payload), f"c-{receipt_id}",
-                         now=now)
+    return store.enqueue(
+        receipt_id,
+        key or payload["idempotency_key"],
+        body if body is not None else canonical(payload),
+        f"c-{receipt_id}",
+        now=now,
+    )
 
 
 def customer_code(n: int) -> str:
@@ -74,13 +83,25 @@ def free_port() -> int:
 class Agent:
     """One agent installation in a folder: config, data, a pty scanner, a notify socket."""
 
-    def __init__(self, folder: Path, kassa_url: str, cloud_url: str, *, workplace: int = 2,
-                 ident: str = "demo-ident", secret: str = "demo-secret",
-                 token: str = "demo-token", extra: str = "",
-                 scanner_workplaces: tuple[int, ...] | None = None,
-                 data_dir: Path | None = None, poll_interval: float = 0.2,
-                 extra_scanners: str = "", cloud_options: str = "",
-                 cashier_listen: str = "", kassa_options: str = "") -> None:
+    def __init__(
+        self,
+        folder: Path,
+        kassa_url: str,
+        cloud_url: str,
+        *,
+        workplace: int = 2,
+        ident: str = "demo-ident",
+        secret: str = "demo-secret",
+        token: str = "demo-token",
+        extra: str = "",
+        scanner_workplaces: tuple[int, ...] | None = None,
+        data_dir: Path | None = None,
+        poll_interval: float = 0.2,
+        extra_scanners: str = "",
+        cloud_options: str = "",
+        cashier_listen: str = "",
+        kassa_options: str = "",
+    ) -> None:
         """One serial scanner on a pty per entry of `scanner_workplaces` (default: `workplace`);
         `extra_scanners`: more YAML list items for `scanners:` (e.g. a webcam); `cloud_options`:
         more `cloud:` keys in flow style (e.g. `retry_base: 0.05, retry_max: 0.5`);
@@ -94,8 +115,13 @@ class Agent:
             self.ptys[till] = (master, slave)
         self.master, self._slave = self.ptys[(scanner_workplaces or (workplace,))[0]]
         self.device = os.ttyname(self._slave)
-        scanners = "".join(f"  - {{type: serial, device: '{os.ttyname(slave)}', workplace: {till}}}\n"
-                           for till, (_, slave) in self.ptys.items()) + extra_scanners
+        scanners = (
+            "".join(
+                f"  - {{type: serial, device: '{os.ttyname(slave)}', workplace: {till}}}\n"
+                for till, (_, slave) in self.ptys.items()
+            )
+            + extra_scanners
+        )
         self.metrics_port = free_port()
         self.config = folder / "config.yaml"
         self.config.write_text(
@@ -108,7 +134,8 @@ class Agent:
             f"scanners:\n{scanners}"
             f"data_dir: {self.data_dir}\n"
             f"metrics: {{listen: '127.0.0.1:{self.metrics_port}'}}\n"
-            f"cashier: {{listen: '{cashier_listen}'}}\n" + extra)
+            f"cashier: {{listen: '{cashier_listen}'}}\n" + extra
+        )
         self.config.chmod(0o600)
         self.log = folder / "agent.log"
         self.notify_path = folder / "notify.sock"
@@ -118,13 +145,22 @@ class Agent:
         self.process: subprocess.Popen | None = None
 
     def start(self, env: dict[str, str] | None = None) -> None:
-        environment = {**os.environ, "NOTIFY_SOCKET": str(self.notify_path), "PYTHONFAULTHANDLER": "1",
-                       "WATCHDOG_USEC": "1000000", **(env or {})}
+        environment = {
+            **os.environ,
+            "NOTIFY_SOCKET": str(self.notify_path),
+            "PYTHONFAULTHANDLER": "1",
+            "WATCHDOG_USEC": "1000000",
+            **(env or {}),
+        }
         environment.pop("WATCHDOG_PID", None)
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "agent.cli", "run", "--config", str(self.config)],
-                cwd=ROOT, env=environment, stdout=log, stderr=log)
+                cwd=ROOT,
+                env=environment,
+                stdout=log,
+                stderr=log,
+            )
 
     def messages(self, timeout: float = 0.5) -> list[str]:
         out, deadline = [], time.monotonic() + timeout
@@ -186,8 +222,10 @@ class Agent:
         if not (self.data_dir / "boniq-agent.db").exists():
             return False
         with self.store() as store:
-            return any(c.customer == customer and (c.fence_marker is not None or c.state != "pending")
-                       for c in store.claims(limit=10_000))
+            return any(
+                c.customer == customer and (c.fence_marker is not None or c.state != "pending")
+                for c in store.claims(limit=10_000)
+            )
 
     def claims_of(self, customer: str) -> list[Claim]:
         """The customer's claims, newest first (none before the store exists)."""
@@ -205,7 +243,8 @@ class Agent:
             self.process.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack
             self.process.wait(10)
             raise AssertionError(
-                f"no exit {timeout} s after SIGTERM:\n{self.log_text()[-8000:]}") from None
+                f"no exit {timeout} s after SIGTERM:\n{self.log_text()[-8000:]}"
+            ) from None
 
     def kill(self) -> None:
         if self.process and self.process.poll() is None:

@@ -16,9 +16,7 @@ from agent.sim.kassa import KassaSimulator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-SCHEMA_PATH = (
-    Path(__file__).resolve().parents[1] / "agent" / "contracts" / "receipt.schema.json"
-)
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "agent" / "contracts" / "receipt.schema.json"
 
 
 @pytest.fixture(scope="session")
@@ -26,8 +24,6 @@ def receipt_validator() -> jsonschema.Draft202012Validator:
     schema = json.loads(SCHEMA_PATH.read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
     return jsonschema.Draft202012Validator(schema, format_checker=format_checker())
-
-
 
 
 def pytest_sessionstart(session):

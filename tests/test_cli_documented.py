@@ -24,8 +24,19 @@ ALL = list(commands(build_parser()))
 
 def test_the_pinned_commands_exist():
     names = {" ".join(c) for c in ALL}
-    assert {"run", "check-config", "doctor", "status", "outbox list", "outbox show",
-            "outbox retry", "scan", "demo", "sim kassa", "sim cloud"} <= names
+    assert {
+        "run",
+        "check-config",
+        "doctor",
+        "status",
+        "outbox list",
+        "outbox show",
+        "outbox retry",
+        "scan",
+        "demo",
+        "sim kassa",
+        "sim cloud",
+    } <= names
 
 
 @pytest.mark.parametrize("command", ALL, ids=" ".join)
@@ -50,8 +61,11 @@ def parser_for(command: tuple[str, ...]) -> argparse.ArgumentParser:
 
 
 def options(command: tuple[str, ...]) -> list[argparse.Action]:
-    return [a for a in parser_for(command)._actions
-            if not isinstance(a, (argparse._HelpAction, argparse._SubParsersAction))]
+    return [
+        a
+        for a in parser_for(command)._actions
+        if not isinstance(a, (argparse._HelpAction, argparse._SubParsersAction))
+    ]
 
 
 @pytest.mark.parametrize("command", ALL, ids=" ".join)
@@ -65,8 +79,11 @@ GLOBAL = {"--config", "--verbose"}  # documented once, above the table
 
 @pytest.mark.parametrize("command", ALL, ids=" ".join)
 def test_every_option_is_in_the_readme_row_of_its_command(command):
-    rows = [line for line in README.splitlines()
-            if line.startswith(f"| `boniq-agent {' '.join(command)}")]
+    rows = [
+        line
+        for line in README.splitlines()
+        if line.startswith(f"| `boniq-agent {' '.join(command)}")
+    ]
     assert rows, f"no README row for {' '.join(command)}"
     longs = {o for a in options(command) for o in a.option_strings if o.startswith("--")} - GLOBAL
     assert {o for o in longs if not any(o in row for row in rows)} == set()

@@ -9,14 +9,14 @@ from agent import codes
 from agent.errors import CodeRejected
 
 HOSTILE_MAILTO = [
-    "mailto:%1Bc%00%7F@example.nl",      # ESC, NUL, DEL
-    "mailto:piet%E2%80%AE@example.nl",   # U+202E right-to-left override
-    "mailto:pi%08et@example.nl",         # backspace
-    "mailto:piet%C2%9B@example.nl",      # C1 CSI
-    "mailto:piet%E2%81%A6@example.nl",   # U+2066 isolate
-    "mailto:piet%E2%80%8B@example.nl",   # zero-width space
-    "mailto:piet%0A@example.nl",         # a line break in a log line
-    "mailto:piet%FF@example.nl",         # not UTF-8
+    "mailto:%1Bc%00%7F@example.nl",  # ESC, NUL, DEL
+    "mailto:piet%E2%80%AE@example.nl",  # U+202E right-to-left override
+    "mailto:pi%08et@example.nl",  # backspace
+    "mailto:piet%C2%9B@example.nl",  # C1 CSI
+    "mailto:piet%E2%81%A6@example.nl",  # U+2066 isolate
+    "mailto:piet%E2%80%8B@example.nl",  # zero-width space
+    "mailto:piet%0A@example.nl",  # a line break in a log line
+    "mailto:piet%FF@example.nl",  # not UTF-8
 ]
 
 
@@ -27,8 +27,10 @@ def test_a_decoded_mailto_with_control_characters_is_refused(raw: str) -> None:
     assert str(caught.value).isprintable() and "@" not in str(caught.value)
 
 
-@pytest.mark.parametrize("raw", ["pi\u202eet@example.nl", "pi\x08et@example.nl",
-                                 "pi\x1bet@example.nl", "pi\x9bet@example.nl"])
+@pytest.mark.parametrize(
+    "raw",
+    ["pi\u202eet@example.nl", "pi\x08et@example.nl", "pi\x1bet@example.nl", "pi\x9bet@example.nl"],
+)
 def test_control_characters_inside_a_typed_address_are_refused_not_dropped(raw: str) -> None:
     with pytest.raises(CodeRejected, match="control"):
         codes.parse(raw)

@@ -27,8 +27,13 @@ cloud:
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "agent.cli", *args], capture_output=True,
-                          text=True, cwd=ROOT, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "agent.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
 
 
 def test_wrong_type_reports_its_line_and_exits_78(tmp_path):
@@ -41,14 +46,17 @@ def test_wrong_type_reports_its_line_and_exits_78(tmp_path):
 
 
 def test_every_problem_is_reported_with_its_own_line():
-    text = MINIMAL.replace("  branch: 1", "  branch: -1").replace("  ident: my-ident",
-                                                                   "  idnet: my-ident")
+    text = MINIMAL.replace("  branch: 1", "  branch: -1").replace(
+        "  ident: my-ident", "  idnet: my-ident"
+    )
     with pytest.raises(ConfigError) as info:
         config.parse(text)
     problems = info.value.problems
     assert "config.yaml:3: store.branch: Input should be greater than or equal to 0" in problems
-    assert any(p.startswith("config.yaml:7: kassa.idnet: unknown key; did you mean 'ident'")
-               for p in problems)
+    assert any(
+        p.startswith("config.yaml:7: kassa.idnet: unknown key; did you mean 'ident'")
+        for p in problems
+    )
     assert any(p.startswith("config.yaml:5: kassa.ident: Field required") for p in problems)
 
 
@@ -57,7 +65,8 @@ def test_scanner_errors_name_the_list_index():
     with pytest.raises(ConfigError) as info:
         config.parse(text)
     assert info.value.problems == [
-        "config.yaml:15: scanners[1].type: must be one of serial, hid, webcam, stdin"]
+        "config.yaml:15: scanners[1].type: must be one of serial, hid, webcam, stdin"
+    ]
 
 
 def test_yaml_syntax_error_gives_a_line():
@@ -82,7 +91,10 @@ def test_secret_file_is_read_and_an_open_mode_warned_at_its_line(tmp_path):
     assert warning.startswith(f"config.yaml:8: kassa.secret_file: warning: {secret} ")
     assert "readable by every user (mode 0644)" in warning and "chmod 600" not in warning
     secret.chmod(0o640)  # root:boniq 0640 is the advice: the agent's user still reads it
-    assert config.parse(MINIMAL.replace("  secret: my-secret", f"  secret_file: {secret}")).warnings == []
+    assert (
+        config.parse(MINIMAL.replace("  secret: my-secret", f"  secret_file: {secret}")).warnings
+        == []
+    )
 
 
 def test_systemd_credentials_directory_supplies_missing_secrets(tmp_path, monkeypatch):
@@ -91,7 +103,9 @@ def test_systemd_credentials_directory_supplies_missing_secrets(tmp_path, monkey
     for name in ("kassa-secret", "cloud-token"):
         os.chmod(tmp_path / name, 0o600)
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
-    cfg = config.parse(MINIMAL.replace("  secret: my-secret\n", "").replace("  token: my-token\n", ""))
+    cfg = config.parse(
+        MINIMAL.replace("  secret: my-secret\n", "").replace("  token: my-token\n", "")
+    )
     assert (cfg.kassa_secret(), cfg.cloud_token()) == ("cred-secret", "cred-token")
 
 
@@ -112,10 +126,12 @@ def test_defaults_follow_the_spec():
 def test_a_webhook_key_too_short_to_keep_strangers_out_is_refused():
     from agent.config import parse
 
-    config = parse("store: {merchant_id: m, branch: 1, workplace: 2}\n"
-                   "kassa: {url: 'http://127.0.0.1:1/', ident: i, secret: s,"
-                   " webhooks: {subscription_id: shop, key: ''}}\n"
-                   "cloud: {url: 'http://127.0.0.1:2/', token: t}\n")
+    config = parse(
+        "store: {merchant_id: m, branch: 1, workplace: 2}\n"
+        "kassa: {url: 'http://127.0.0.1:1/', ident: i, secret: s,"
+        " webhooks: {subscription_id: shop, key: ''}}\n"
+        "cloud: {url: 'http://127.0.0.1:2/', token: t}\n"
+    )
     with pytest.raises(ConfigError) as caught:
         config.webhook_key()
     assert "config.yaml:2: kassa.webhooks.key:" in str(caught.value)

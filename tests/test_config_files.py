@@ -28,8 +28,13 @@ as_root = pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whateve
 
 
 def check_config(path: Path, *options: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "agent.cli", "check-config", "--config", str(path),
-                           *options], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "agent.cli", "check-config", "--config", str(path), *options],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
 
 
 def secret_file(folder: Path, name: str, text: str = "s3cr3t-value\n", mode: int = 0o600) -> Path:
@@ -57,6 +62,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 # -- the example -------------------------------------------------------------------------------
 
+
 def test_the_example_ships_no_inline_secret():
     example = config.parse(EXAMPLE.read_text())
     assert example.kassa.secret is None and example.cloud.token is None
@@ -74,18 +80,27 @@ def test_without_credentials_check_config_says_which_secret_is_missing(tmp_path)
     assert result.returncode == 78
     lines = EXAMPLE.read_text().splitlines()
     kassa, cloud = lines.index("kassa:") + 1, lines.index("cloud:") + 1
-    assert f"{EXAMPLE}:{kassa}: kassa.secret: not set: give kassa.secret_file, or the systemd " \
-           f"credential kassa-secret ({tmp_path}/kassa-secret does not exist)" in result.stderr
+    assert (
+        f"{EXAMPLE}:{kassa}: kassa.secret: not set: give kassa.secret_file, or the systemd "
+        f"credential kassa-secret ({tmp_path}/kassa-secret does not exist)" in result.stderr
+    )
     assert f"{EXAMPLE}:{cloud}: cloud.token: not set" in result.stderr
 
 
 # -- YAML at the right line -----------------------------------------------------------------
 
-@pytest.mark.parametrize("broken, line, message", [
-    (BASE.replace("  branch: 1", "  branch 1"), 3, "a key without ':'"),
-    (BASE.replace("merchant_id: demo-merchant", "merchant_id: 'demo-merchant"), 2,
-     "a quote opened here is never closed"),
-])
+
+@pytest.mark.parametrize(
+    "broken, line, message",
+    [
+        (BASE.replace("  branch: 1", "  branch 1"), 3, "a key without ':'"),
+        (
+            BASE.replace("merchant_id: demo-merchant", "merchant_id: 'demo-merchant"),
+            2,
+            "a quote opened here is never closed",
+        ),
+    ],
+)
 def test_a_yaml_slip_is_reported_at_its_own_line(tmp_path, credentials, broken, line, message):
     path = write(tmp_path, broken)
     result = check_config(path, "--credentials-dir", str(credentials))
@@ -104,7 +119,8 @@ def test_a_key_given_twice_in_a_flow_mapping_is_an_error():
     with pytest.raises(config.ConfigError) as info:
         config.parse(BASE + "metrics: {listen: '127.0.0.1:1', listen: ''}\n")
     assert info.value.problems == [
-        "config.yaml:10: metrics.listen: duplicate key (first given on line 10); give each key once"]
+        "config.yaml:10: metrics.listen: duplicate key (first given on line 10); give each key once"
+    ]
 
 
 @pytest.mark.parametrize("listen", ["':9464'", "9464", "'127.0.0.1'", "'localhost:99999'"])
@@ -113,7 +129,8 @@ def test_a_wrong_listen_address_says_host_port(tmp_path, credentials, listen):
     result = check_config(path, "--credentials-dir", str(credentials))
     assert result.returncode == 78
     assert result.stderr.strip() == (
-        f"{path}:11: metrics.listen: must be HOST:PORT, e.g. 127.0.0.1:9464 (or empty to disable)")
+        f"{path}:11: metrics.listen: must be HOST:PORT, e.g. 127.0.0.1:9464 (or empty to disable)"
+    )
 
 
 @pytest.mark.parametrize("listen", ["127.0.0.1:9464", "[::1]:9464", "localhost:1", ""])
@@ -123,9 +140,12 @@ def test_good_listen_addresses_pass(listen):
 
 # -- referenced files --------------------------------------------------------------------------
 
+
 def test_a_missing_secret_file_is_named_by_its_key_and_line(tmp_path, credentials):
-    path = write(tmp_path, BASE.replace("  ident: my-ident\n",
-                                        f"  ident: my-ident\n  secret_file: {tmp_path}/nope\n"))
+    path = write(
+        tmp_path,
+        BASE.replace("  ident: my-ident\n", f"  ident: my-ident\n  secret_file: {tmp_path}/nope\n"),
+    )
     empty_dir = tmp_path / "none"
     empty_dir.mkdir()
     (empty_dir / "cloud-token").write_text("t0ken")
@@ -152,8 +172,10 @@ def test_an_empty_or_unreadable_token_file_is_an_error(tmp_path, credentials, co
 @as_root
 def test_a_secret_file_the_agent_may_not_read_is_an_error(tmp_path, credentials):
     secret = secret_file(tmp_path, "secret", mode=0o000)
-    path = write(tmp_path, BASE.replace("  ident: my-ident\n",
-                                        f"  ident: my-ident\n  secret_file: {secret}\n"))
+    path = write(
+        tmp_path,
+        BASE.replace("  ident: my-ident\n", f"  ident: my-ident\n  secret_file: {secret}\n"),
+    )
     (credentials / "kassa-secret").unlink()
     result = check_config(path, "--credentials-dir", str(credentials))
     assert result.returncode == 78
@@ -161,10 +183,13 @@ def test_a_secret_file_the_agent_may_not_read_is_an_error(tmp_path, credentials)
 
 
 def test_a_world_readable_secret_file_is_a_warning_with_a_fix_the_agent_survives(
-        tmp_path, credentials):
+    tmp_path, credentials
+):
     secret = secret_file(tmp_path, "secret", mode=0o644)
-    path = write(tmp_path, BASE.replace("  ident: my-ident\n",
-                                        f"  ident: my-ident\n  secret_file: {secret}\n"))
+    path = write(
+        tmp_path,
+        BASE.replace("  ident: my-ident\n", f"  ident: my-ident\n  secret_file: {secret}\n"),
+    )
     (credentials / "kassa-secret").unlink()
     result = check_config(path, "--credentials-dir", str(credentials))
     assert result.returncode == 0, result.stderr
@@ -178,42 +203,62 @@ def test_a_world_readable_config_with_an_inline_secret_is_not_told_chmod_600(tmp
     (credentials / "kassa-secret").unlink()
     result = check_config(path, "--credentials-dir", str(credentials))
     assert result.returncode == 0
-    assert result.stderr.startswith(f"{path}:8: kassa.secret: warning: {path} holds an inline secret")
+    assert result.stderr.startswith(
+        f"{path}:8: kassa.secret: warning: {path} holds an inline secret"
+    )
     assert "chown root:boniq" in result.stderr and "chmod 600" not in result.stderr
 
 
-@pytest.mark.parametrize("content, message", [
-    (None, "does not exist"), ("", "is empty"), ("not a certificate\n", "holds no PEM certificate")])
-def test_a_ca_bundle_that_cannot_work_is_an_error_at_its_line(tmp_path, credentials, content, message):
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "does not exist"),
+        ("", "is empty"),
+        ("not a certificate\n", "holds no PEM certificate"),
+    ],
+)
+def test_a_ca_bundle_that_cannot_work_is_an_error_at_its_line(
+    tmp_path, credentials, content, message
+):
     bundle = tmp_path / "ca.pem"
     if content is not None:
         bundle.write_text(content)
-    path = write(tmp_path, BASE.replace("  ident: my-ident\n",
-                                        f"  ident: my-ident\n  ca_bundle: {bundle}\n"))
+    path = write(
+        tmp_path, BASE.replace("  ident: my-ident\n", f"  ident: my-ident\n  ca_bundle: {bundle}\n")
+    )
     result = check_config(path, "--credentials-dir", str(credentials))
     assert result.returncode == 78
     assert result.stderr.strip() == f"{path}:8: kassa.ca_bundle: {bundle} {message}" + (
-        " (-----BEGIN CERTIFICATE-----)" if "PEM" in message else "")
+        " (-----BEGIN CERTIFICATE-----)" if "PEM" in message else ""
+    )
 
 
 # -- one source per secret -----------------------------------------------------------------------
 
+
 def test_inline_secret_and_secret_file_is_an_error_naming_both_lines(tmp_path, credentials):
     secret = secret_file(tmp_path, "secret")
-    path = write(tmp_path, BASE.replace("  ident: my-ident\n",
-                                        f"  ident: my-ident\n  secret: inline\n  secret_file: {secret}\n"))
+    path = write(
+        tmp_path,
+        BASE.replace(
+            "  ident: my-ident\n", f"  ident: my-ident\n  secret: inline\n  secret_file: {secret}\n"
+        ),
+    )
     (credentials / "kassa-secret").unlink()
     result = check_config(path, "--credentials-dir", str(credentials))
     assert result.returncode == 78
     assert result.stderr.strip() == (
         f"{path}:8: kassa.secret: the secret is given twice: kassa.secret here and "
-        f"kassa.secret_file on line 9; keep one")
+        f"kassa.secret_file on line 9; keep one"
+    )
 
 
 def test_inline_token_and_a_credential_is_an_error_naming_both(tmp_path, credentials):
     path = write(tmp_path, BASE + "  token: inline-token\n")
     result = check_config(path, "--credentials-dir", str(credentials))
     assert result.returncode == 78
-    assert (f"{path}:10: cloud.token: the secret is given twice: cloud.token here and the "
-            f"systemd credential cloud-token ({credentials}/cloud-token); keep one; to keep it "
-            f"in the config, reset LoadCredential= in a drop-in") in result.stderr
+    assert (
+        f"{path}:10: cloud.token: the secret is given twice: cloud.token here and the "
+        f"systemd credential cloud-token ({credentials}/cloud-token); keep one; to keep it "
+        f"in the config, reset LoadCredential= in a drop-in"
+    ) in result.stderr

@@ -2,13 +2,12 @@
 pty, the MplusKASSA and cloud simulators over HTTP on 127.0.0.1."""
 
 import json
-from datetime import UTC, datetime, timedelta
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
 from agent_harness import BACK_TO_BACK, Agent, customer_code, wait_until
-
 
 
 @pytest.fixture
@@ -32,8 +31,9 @@ def serve_customer(agent, kassa, code):
 
 
 @pytest.mark.slow
-def test_twenty_customers_get_their_own_receipts_and_nothing_else_leaves(agent, kassa, cloud,
-                                                                        receipt_validator):
+def test_twenty_customers_get_their_own_receipts_and_nothing_else_leaves(
+    agent, kassa, cloud, receipt_validator
+):
     agent.start()
     agent.wait_ready()
     expected = {}
@@ -42,8 +42,13 @@ def test_twenty_customers_get_their_own_receipts_and_nothing_else_leaves(agent, 
         expected[serve_customer(agent, kassa, code)] = code
         if n % 5 == 0:
             kassa.book_sale(1)  # other tills sell too
-        wait_until(lambda: agent.summary()["outbox_pending"] + agent.summary()["outbox_delivered"]
-                   > len(expected) - 1, what="the sale to be matched")
+        wait_until(
+            lambda: (
+                agent.summary()["outbox_pending"] + agent.summary()["outbox_delivered"]
+                > len(expected) - 1
+            ),
+            what="the sale to be matched",
+        )
         kassa.book_sale(2, after=-15)  # a customer without BONIQ: must stay in the shop
     wait_until(lambda: cloud.count() >= 20, what="20 receipts in the cloud")
     stored = cloud.receipts()
@@ -68,8 +73,13 @@ def test_metrics_and_health_endpoints_answer(agent):
     base = f"http://127.0.0.1:{agent.metrics_port}"
     wait_until(lambda: requests.get(f"{base}/readyz", timeout=2).status_code == 200, what="ready")
     agent.scan("8710400011111")  # a product barcode: rejected
-    wait_until(lambda: 'boniq_agent_scans_total{outcome="rejected",source="serial"} 1.0'
-               in requests.get(f"{base}/metrics", timeout=2).text, what="the rejected scan metric")
+    wait_until(
+        lambda: (
+            'boniq_agent_scans_total{outcome="rejected",source="serial"} 1.0'
+            in requests.get(f"{base}/metrics", timeout=2).text
+        ),
+        what="the rejected scan metric",
+    )
     assert requests.get(f"{base}/livez", timeout=2).status_code == 200
     assert agent.terminate() == 0
 
@@ -81,8 +91,10 @@ def test_sigterm_exits_zero_and_a_restart_delivers_what_was_pending(agent, kassa
     codes = [customer_code(2000 + n) for n in range(3)]
     for code in codes:
         serve_customer(agent, kassa, code)
-        wait_until(lambda code=code: agent.summary()["outbox_pending"] >= codes.index(code) + 1,
-                   what="the sale in the outbox")
+        wait_until(
+            lambda code=code: agent.summary()["outbox_pending"] >= codes.index(code) + 1,
+            what="the sale in the outbox",
+        )
     assert agent.terminate() == 0
     assert agent.summary()["outbox_pending"] == 3 and cloud.count() == 0
     cloud.faults.update(down=False)
@@ -118,8 +130,12 @@ def test_status_reads_the_store_while_the_agent_runs(agent, kassa):
     agent.wait_ready()
     agent.scan(customer_code(4000))
     wait_until(lambda: agent.has_claim(customer_code(4000)), what="the claim")
-    result = subprocess.run([sys.executable, "-m", "agent.cli", "status", "--json", "--config",
-                             str(agent.config)], capture_output=True, text=True, cwd=ROOT,
-                            timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "status", "--json", "--config", str(agent.config)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=30,
+    )
     assert json.loads(result.stdout)["claims_pending"] == 1
     assert agent.terminate() == 0

@@ -25,8 +25,13 @@ def agent(tmp_path, kassa, cloud):
 
 
 def cli(agent, *args):
-    return subprocess.run([sys.executable, "-m", "agent.cli", *args, "--config", str(agent.config)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "agent.cli", *args, "--config", str(agent.config)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
 
 
 def edit_config(agent, old, new):
@@ -46,11 +51,14 @@ def deliver(agent, kassa, cloud, n):
     agent.scan(code)
     wait_until(lambda: agent.claim_fenced(code), what="the claim to be fenced")
     receipt = kassa.book_sale(2, after=4)
-    wait_until(lambda: receipt in {p["pos"]["receipt_id"] for p in cloud.receipts()},
-               what="the receipt in the cloud")
+    wait_until(
+        lambda: receipt in {p["pos"]["receipt_id"] for p in cloud.receipts()},
+        what="the receipt in the cloud",
+    )
 
 
 # -- SIGHUP --------------------------------------------------------------------------------------
+
 
 def test_sighup_applies_a_new_log_level_and_keeps_delivering(agent, kassa, cloud):
     agent.start()
@@ -90,8 +98,10 @@ def test_sighup_applies_a_new_claim_ttl_to_the_poller(tmp_path, kassa, cloud):
         assert "applied=matching.claim_ttl" in agent.log_text()
         code = customer_code(4)
         agent.scan(code)
-        wait_until(lambda: [c.state for c in agent.claims_of(code)] == ["expired"],
-                   what="the claim to expire after the reloaded claim_ttl")
+        wait_until(
+            lambda: [c.state for c in agent.claims_of(code)] == ["expired"],
+            what="the claim to expire after the reloaded claim_ttl",
+        )
         assert agent.terminate() == 0
     finally:
         agent.close()
@@ -99,14 +109,22 @@ def test_sighup_applies_a_new_claim_ttl_to_the_poller(tmp_path, kassa, cloud):
 
 # -- one agent per data_dir ------------------------------------------------------------------
 
+
 def test_a_second_run_on_the_same_data_dir_exits_74_naming_the_running_pid(agent, kassa):
     agent.start()
     agent.wait_ready()
-    second = subprocess.run([sys.executable, "-m", "agent.cli", "run", "--config", str(agent.config)],
-                            capture_output=True, text=True, cwd=ROOT, timeout=60,
-                            env={**os.environ, "NOTIFY_SOCKET": ""})
+    second = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "run", "--config", str(agent.config)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        env={**os.environ, "NOTIFY_SOCKET": ""},
+    )
     assert second.returncode == 74
-    assert f"another boniq-agent (PID {agent.process.pid}) runs on {agent.data_dir}" in second.stderr
+    assert (
+        f"another boniq-agent (PID {agent.process.pid}) runs on {agent.data_dir}" in second.stderr
+    )
     live = cli(agent, "status")
     assert live.returncode in (0, 1) and f"running, PID {agent.process.pid}" in live.stdout
     assert cli(agent, "outbox", "list").returncode == 0
@@ -120,19 +138,44 @@ def test_a_second_run_on_the_same_data_dir_exits_74_naming_the_running_pid(agent
 
 # -- configuration faults at run time -------------------------------------------------------------
 
+
 def self_signed(folder):
     cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return cert, key
 
 
 def test_a_ca_bundle_gone_at_run_time_stops_the_agent_with_78_not_a_traceback_loop(tmp_path, kassa):
     cert, key = self_signed(tmp_path)
     with CloudSimulator("demo-token", tls=(str(cert), str(key))) as tls_cloud:
-        agent = Agent(tmp_path, kassa.url, tls_cloud.url, extra=BACK_TO_BACK,
-                      cloud_options=f"ca_bundle: '{cert}', retry_base: 0.05, retry_max: 0.2")
+        agent = Agent(
+            tmp_path,
+            kassa.url,
+            tls_cloud.url,
+            extra=BACK_TO_BACK,
+            cloud_options=f"ca_bundle: '{cert}', retry_base: 0.05, retry_max: 0.2",
+        )
         try:
             agent.start()
             agent.wait_ready()
@@ -156,7 +199,9 @@ def test_a_ca_bundle_gone_at_run_time_stops_the_agent_with_78_not_a_traceback_lo
 def test_the_start_line_names_version_config_hosts_sources_and_workplace(agent, kassa, cloud):
     from agent import __version__
 
-    agent.config.write_text(agent.config.read_text().replace("log_level: warning", "log_level: info"))
+    agent.config.write_text(
+        agent.config.read_text().replace("log_level: warning", "log_level: info")
+    )
     agent.start()
     agent.wait_ready()
     wait_until(lambda: "boniq-agent started" in agent.log_text(), what="the start line")
@@ -173,7 +218,10 @@ def test_run_with_a_ca_bundle_that_is_not_there_exits_78_at_its_line(tmp_path, k
     try:
         agent.start()
         assert agent.process.wait(30) == 78
-        assert f"{agent.config}:3: cloud.ca_bundle: {tmp_path}/gone.pem does not exist" in agent.log_text()
+        assert (
+            f"{agent.config}:3: cloud.ca_bundle: {tmp_path}/gone.pem does not exist"
+            in agent.log_text()
+        )
         assert "Traceback" not in agent.log_text()
     finally:
         agent.close()

@@ -7,8 +7,14 @@ from agent_harness import ROOT
 
 
 def demo(*args, stdin=None):
-    return subprocess.run([sys.executable, "-m", "agent.cli", "demo", *args], input=stdin,
-                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "agent.cli", "demo", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
 
 
 def test_scripted_demo_delivers_every_claimed_sale_and_nothing_else():

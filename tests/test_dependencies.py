@@ -11,15 +11,17 @@ from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOORS = {
-    "requests": "2.32.4",   # CVE-2024-47081: .netrc credentials sent to the wrong host
-    "urllib3": "2.6",       # CVE-2025-66418/66471: unbounded decompression of answers
+    "requests": "2.32.4",  # CVE-2024-47081: .netrc credentials sent to the wrong host
+    "urllib3": "2.6",  # CVE-2025-66418/66471: unbounded decompression of answers
 }
 
 
 def install_requires() -> dict[str, Requirement]:
     cfg = configparser.ConfigParser()
     cfg.read(ROOT / "setup.cfg")
-    lines = [line.strip() for line in cfg["options"]["install_requires"].splitlines() if line.strip()]
+    lines = [
+        line.strip() for line in cfg["options"]["install_requires"].splitlines() if line.strip()
+    ]
     return {(r := Requirement(line)).name.lower(): r for line in lines}
 
 

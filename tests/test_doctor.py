@@ -21,13 +21,21 @@ def sims():
 
 
 def doctor(config):
-    return subprocess.run([sys.executable, "-m", "agent.cli", "doctor", "--config", str(config)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "agent.cli", "doctor", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
 
 
 def lines(result):
-    return {line.split()[1]: line for line in result.stdout.splitlines()
-            if line.startswith(("OK", "FAIL"))}
+    return {
+        line.split()[1]: line
+        for line in result.stdout.splitlines()
+        if line.startswith(("OK", "FAIL"))
+    }
 
 
 def test_a_healthy_till_is_all_ok(tmp_path, sims):
@@ -45,8 +53,9 @@ def test_a_healthy_till_is_all_ok(tmp_path, sims):
 
 def test_each_problem_is_named_with_its_fix(tmp_path, sims):
     kassa, cloud = sims
-    agent = Agent(tmp_path, kassa.url, cloud.url, secret="wrong-Secret-77", token="wrong-token",
-                  workplace=9)
+    agent = Agent(
+        tmp_path, kassa.url, cloud.url, secret="wrong-Secret-77", token="wrong-token", workplace=9
+    )
     agent.close()  # the scanner's pty is gone: an unplugged scanner
     result = doctor(agent.config)
     found = lines(result)
@@ -71,9 +80,15 @@ def test_a_workplace_the_pos_does_not_know_is_reported(tmp_path, sims):
 
 # -- store IT's credential install, causes, and no silent skips -------------------------------------
 
+
 def doctor_with(config, *options):
-    return subprocess.run([sys.executable, "-m", "agent.cli", "doctor", "--config", str(config),
-                           *options], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "agent.cli", "doctor", "--config", str(config), *options],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
 
 
 def without_inline_secrets(agent):
@@ -143,7 +158,9 @@ def test_an_unexpected_exception_in_a_check_is_one_fail_line(tmp_path, sims, cap
     out = capsys.readouterr().out
     assert status == 1 and "Traceback" not in out
     disk = [line for line in out.splitlines() if line.startswith("FAIL  disk")]
-    assert disk == ["FAIL  disk           check failed unexpectedly: RuntimeError: statvfs went away"]
+    assert disk == [
+        "FAIL  disk           check failed unexpectedly: RuntimeError: statvfs went away"
+    ]
     assert "OK    cloud" in out  # the checks after it still ran
 
 
@@ -204,8 +221,12 @@ def test_lines_stream_while_a_slow_endpoint_is_still_waited_for(tmp_path, sims):
     slow = socket.create_server(("127.0.0.1", 0))
     slow.settimeout(30)
     agent = Agent(tmp_path, kassa.url, f"http://127.0.0.1:{slow.getsockname()[1]}/")
-    process = subprocess.Popen([sys.executable, "-m", "agent.cli", "doctor", "--config",
-                                str(agent.config)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "agent.cli", "doctor", "--config", str(agent.config)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
     held = threading.Event()
 
     def trickle():

@@ -23,8 +23,16 @@ from agent.sim.kassa import KassaSimulator
 
 LISTEN = "127.0.0.1:18091"
 SUBSCRIPTION = "boniq-shop-1"
-NAMES = ("webhooks", "webhook URL", "webhook id", "scanCode", "completeSession", "cancelSession",
-         "scan patterns", "webhook test")
+NAMES = (
+    "webhooks",
+    "webhook URL",
+    "webhook id",
+    "scanCode",
+    "completeSession",
+    "cancelSession",
+    "scan patterns",
+    "webhook test",
+)
 
 
 @pytest.fixture
@@ -39,11 +47,16 @@ def webhook_agent(tmp_path: Path, sims: tuple[KassaSimulator, CloudSimulator]) -
     assert cloud.url is not None
     agent = Agent(tmp_path, kassa.url, cloud.url)
     text = agent.config.read_text()
-    agent.config.write_text(re.sub(
-        r"^(kassa: \{.*)\}$",
-        rf"\1, webhooks: {{listen: '{LISTEN}', subscription_id: {SUBSCRIPTION},"
-        r" key: 'eFc5HrxwLbONJ+EYXrbHB+a9HueYIQzotgKRLRVAfx0='}}",
-        text, count=1, flags=re.MULTILINE))
+    agent.config.write_text(
+        re.sub(
+            r"^(kassa: \{.*)\}$",
+            rf"\1, webhooks: {{listen: '{LISTEN}', subscription_id: {SUBSCRIPTION},"
+            r" key: 'eFc5HrxwLbONJ+EYXrbHB+a9HueYIQzotgKRLRVAfx0='}}",
+            text,
+            count=1,
+            flags=re.MULTILINE,
+        )
+    )
     assert "webhooks:" in agent.config.read_text()
     try:
         yield agent
@@ -52,31 +65,48 @@ def webhook_agent(tmp_path: Path, sims: tuple[KassaSimulator, CloudSimulator]) -
 
 
 def consumer(**changes: Any) -> dict[str, Any]:
-    return {"endpoint_url": f"http://{LISTEN}/mplus", "subscription_id": SUBSCRIPTION,
-            "application_name": "BONIQ agent", **changes}
+    return {
+        "endpoint_url": f"http://{LISTEN}/mplus",
+        "subscription_id": SUBSCRIPTION,
+        "application_name": "BONIQ agent",
+        **changes,
+    }
 
 
 def doctor(agent: Agent) -> tuple[int, dict[str, str], str]:
-    result = subprocess.run([sys.executable, "-m", "agent.cli", "doctor", "--config",
-                             str(agent.config)], check=False, capture_output=True, text=True,
-                            cwd=ROOT, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "doctor", "--config", str(agent.config)],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
     found = {}
-    for line, after in zip(result.stdout.splitlines(), result.stdout.splitlines()[1:] + [""]):
+    lines = result.stdout.splitlines()
+    for line, after in zip(lines, [*lines[1:], ""], strict=True):
         for name in NAMES:
             if line[6:].startswith(name + " "):
                 found[name] = line + ("\n" + after if after.lstrip().startswith("fix:") else "")
     return result.returncode, found, result.stdout
 
 
-def test_a_consumer_set_up_as_the_readme_says_is_all_ok(webhook_agent: Agent,
-                                                        sims: tuple[KassaSimulator, Any]) -> None:
+def test_a_consumer_set_up_as_the_readme_says_is_all_ok(
+    webhook_agent: Agent, sims: tuple[KassaSimulator, Any]
+) -> None:
     sims[0].webhook_consumers = [SimConsumer.of(consumer())]
     webhook_agent.start()
     webhook_agent.wait_ready()
     code, found, out = doctor(webhook_agent)
     assert code == 0, out
-    for name in ("webhook URL", "webhook id", "scanCode", "completeSession", "scan patterns",
-                 "webhook test"):
+    for name in (
+        "webhook URL",
+        "webhook id",
+        "scanCode",
+        "completeSession",
+        "scan patterns",
+        "webhook test",
+    ):
         assert found[name].startswith("OK"), found.get(name, out)
     assert f"points at this agent ({LISTEN})" in found["webhook URL"]
     assert "cancelSession" not in found
@@ -84,7 +114,8 @@ def test_a_consumer_set_up_as_the_readme_says_is_all_ok(webhook_agent: Agent,
 
 
 def test_the_signed_test_event_says_when_the_agent_does_not_answer(
-        webhook_agent: Agent, sims: tuple[KassaSimulator, Any]) -> None:
+    webhook_agent: Agent, sims: tuple[KassaSimulator, Any]
+) -> None:
     sims[0].webhook_consumers = [SimConsumer.of(consumer())]
     code, found, out = doctor(webhook_agent)  # the agent is not running
     assert code == 1
@@ -92,22 +123,30 @@ def test_the_signed_test_event_says_when_the_agent_does_not_answer(
     assert "start the agent" in found["webhook test"]
 
 
-def test_no_consumer_for_the_workplace_is_a_fail_with_the_set_up(webhook_agent: Agent,
-                                                                 sims: tuple[KassaSimulator, Any]
-                                                                 ) -> None:
+def test_no_consumer_for_the_workplace_is_a_fail_with_the_set_up(
+    webhook_agent: Agent, sims: tuple[KassaSimulator, Any]
+) -> None:
     sims[0].webhook_consumers = [SimConsumer.of(consumer(workplaces=[1]))]  # the agent is till 2
     code, found, _ = doctor(webhook_agent)
     assert code == 1
-    assert found["webhooks"].startswith("FAIL") and "no webhook consumer for workplace 2" in \
-        found["webhooks"]
+    assert (
+        found["webhooks"].startswith("FAIL")
+        and "no webhook consumer for workplace 2" in found["webhooks"]
+    )
     assert f"http://{LISTEN}/mplus" in found["webhooks"] and SUBSCRIPTION in found["webhooks"]
 
 
-def test_an_endpoint_elsewhere_is_named_without_its_query(webhook_agent: Agent,
-                                                         sims: tuple[KassaSimulator, Any]) -> None:
-    sims[0].webhook_consumers = [SimConsumer.of(consumer(
-        endpoint_url="https://pay.example/mplus/webhooks?token=t0ps3cret",
-        application_name="Pay."))]
+def test_an_endpoint_elsewhere_is_named_without_its_query(
+    webhook_agent: Agent, sims: tuple[KassaSimulator, Any]
+) -> None:
+    sims[0].webhook_consumers = [
+        SimConsumer.of(
+            consumer(
+                endpoint_url="https://pay.example/mplus/webhooks?token=t0ps3cret",
+                application_name="Pay.",
+            )
+        )
+    ]
     code, found, out = doctor(webhook_agent)
     assert code == 1
     assert found["webhook URL"].startswith("FAIL")
@@ -116,8 +155,9 @@ def test_an_endpoint_elsewhere_is_named_without_its_query(webhook_agent: Agent,
     assert "scanCode" not in found  # nothing else is judged on another app's consumer
 
 
-def test_https_to_the_agent_is_a_fail(webhook_agent: Agent,
-                                     sims: tuple[KassaSimulator, Any]) -> None:
+def test_https_to_the_agent_is_a_fail(
+    webhook_agent: Agent, sims: tuple[KassaSimulator, Any]
+) -> None:
     sims[0].webhook_consumers = [SimConsumer.of(consumer(endpoint_url=f"https://{LISTEN}/mplus"))]
     code, found, _ = doctor(webhook_agent)
     assert code == 1
@@ -126,28 +166,37 @@ def test_https_to_the_agent_is_a_fail(webhook_agent: Agent,
 
 
 def test_wrong_subscription_id_and_events_not_blocking_are_each_a_fail(
-        webhook_agent: Agent, sims: tuple[KassaSimulator, Any]) -> None:
-    events = {"scanCode": {"enabled": True, "blocking": False},
-              "completeSession": {"enabled": False, "blocking": True}}
-    sims[0].webhook_consumers = [SimConsumer.of(consumer(
-        subscription_id="shop-old", events=events,
-        endpoint_url=f"http://{LISTEN}/some/base/path/"))]
+    webhook_agent: Agent, sims: tuple[KassaSimulator, Any]
+) -> None:
+    events = {
+        "scanCode": {"enabled": True, "blocking": False},
+        "completeSession": {"enabled": False, "blocking": True},
+    }
+    sims[0].webhook_consumers = [
+        SimConsumer.of(
+            consumer(
+                subscription_id="shop-old",
+                events=events,
+                endpoint_url=f"http://{LISTEN}/some/base/path/",
+            )
+        )
+    ]
     code, found, _ = doctor(webhook_agent)
     assert code == 1
     assert found["webhook URL"].startswith("OK")  # any base path
     assert found["webhook id"].startswith("FAIL") and "'shop-old'" in found["webhook id"]
     assert found["scanCode"].startswith("FAIL") and "not blocking" in found["scanCode"]
     assert "set scanCode to blocking" in found["scanCode"]
-    assert found["completeSession"].startswith("FAIL") and "not enabled" in \
-        found["completeSession"]
+    assert found["completeSession"].startswith("FAIL") and "not enabled" in found["completeSession"]
     assert found["cancelSession"].startswith("WARN")
 
 
-def test_a_pattern_that_does_not_send_boniq_codes_is_a_fail(webhook_agent: Agent,
-                                                           sims: tuple[KassaSimulator, Any]
-                                                           ) -> None:
-    sims[0].webhook_consumers = [SimConsumer.of(consumer(
-        patterns=[{"code_type": "CODE-TYPE-BARCODE", "pattern": "25.*"}]))]
+def test_a_pattern_that_does_not_send_boniq_codes_is_a_fail(
+    webhook_agent: Agent, sims: tuple[KassaSimulator, Any]
+) -> None:
+    sims[0].webhook_consumers = [
+        SimConsumer.of(consumer(patterns=[{"code_type": "CODE-TYPE-BARCODE", "pattern": "25.*"}]))
+    ]
     code, found, _ = doctor(webhook_agent)
     assert code == 1
     assert found["scan patterns"].startswith("FAIL")
@@ -157,12 +206,14 @@ def test_a_pattern_that_does_not_send_boniq_codes_is_a_fail(webhook_agent: Agent
 
 def test_the_control_endpoint_sets_the_consumers(sims: tuple[KassaSimulator, Any]) -> None:
     kassa = sims[0]
-    answer = requests.post(f"{kassa.url}_sim/webhook-consumers",
-                           json={"consumers": [consumer()]}, timeout=5)
+    answer = requests.post(
+        f"{kassa.url}_sim/webhook-consumers", json={"consumers": [consumer()]}, timeout=5
+    )
     assert answer.status_code == 200 and answer.json() == {"consumers": 1}
     assert kassa.webhook_consumers[0].subscription_id == SUBSCRIPTION
-    bad = requests.post(f"{kassa.url}_sim/webhook-consumers",
-                        json={"consumers": [{"endpoint_url": "x"}]}, timeout=5)
+    bad = requests.post(
+        f"{kassa.url}_sim/webhook-consumers", json={"consumers": [{"endpoint_url": "x"}]}, timeout=5
+    )
     assert bad.status_code == 400
 
 
@@ -172,8 +223,9 @@ SAMPLES = samples(["boniq.nl"])
 
 
 def check_of(*patterns: tuple[str, str, bool]) -> Any:
-    return patterns_check([TriggerPattern(t, p, r) for t, p, r in patterns], SAMPLES,
-                          recommended_pattern())
+    return patterns_check(
+        [TriggerPattern(t, p, r) for t, p, r in patterns], SAMPLES, recommended_pattern()
+    )
 
 
 def test_the_samples_are_codes_the_agent_accepts() -> None:
@@ -183,16 +235,19 @@ def test_the_samples_are_codes_the_agent_accepts() -> None:
 
 
 def test_the_recommended_pattern_sends_every_form_in_every_reading() -> None:
-    check = check_of(("CODE-TYPE-QRCODE", recommended_pattern(), False),
-                     ("CODE-TYPE-BARCODE", recommended_pattern(), False))
+    check = check_of(
+        ("CODE-TYPE-QRCODE", recommended_pattern(), False),
+        ("CODE-TYPE-BARCODE", recommended_pattern(), False),
+    )
     assert check.ok and not check.warn, check.line()
 
 
 def test_a_prefix_pattern_without_a_trailing_wildcard_holds_only_if_the_till_searches() -> None:
     check = check_of(("", r"^([Bb][Qq]1|https://(app\.)?boniq\.nl/|mailto:|[^@\s]+@)", False))
     assert check.ok and check.warn
-    assert "a BONIQ code is not sent if the till matches the whole code (re.fullmatch)" \
-        in check.detail
+    assert (
+        "a BONIQ code is not sent if the till matches the whole code (re.fullmatch)" in check.detail
+    )
 
 
 def test_an_unanchored_prefix_works_only_if_the_till_searches() -> None:
@@ -220,8 +275,10 @@ def test_only_reject_patterns_for_articles_let_boniq_codes_through() -> None:
 def test_an_unanchored_reject_pattern_for_articles_can_catch_a_code_of_digits() -> None:
     check = check_of(("", "[0-9]{13}", True))
     assert check.ok and check.warn
-    assert "a BONIQ code of digits only is not sent if the till searches the code (re.search)" \
+    assert (
+        "a BONIQ code of digits only is not sent if the till searches the code (re.search)"
         in check.detail
+    )
 
 
 def test_links_and_e_mail_refused_are_a_warning_not_a_fail() -> None:
@@ -234,8 +291,10 @@ def test_links_and_e_mail_refused_are_a_warning_not_a_fail() -> None:
 def test_a_code_sent_under_one_reading_only_names_that_reading() -> None:
     check = check_of(("CODE-TYPE-BARCODE", "BQ1", False), ("", ".*[@].*", False))
     assert check.ok and check.warn
-    assert ("a BONIQ code is sent only if the till searches the code (re.search) and reports the"
-            " scan as barcode") in check.detail
+    assert (
+        "a BONIQ code is sent only if the till searches the code (re.search) and reports the"
+        " scan as barcode"
+    ) in check.detail
 
 
 def test_a_broken_regex_is_named() -> None:
@@ -248,18 +307,22 @@ def test_no_pattern_is_a_warning() -> None:
     assert check.ok and check.warn and "every scan" in check.detail
 
 
-@pytest.mark.parametrize(("url", "listen", "expected"), [
-    ("http://127.0.0.1:18090/mplus", "127.0.0.1:18090", True),
-    ("http://127.0.0.1:18090", "127.0.0.1:18090", True),
-    ("http://localhost:18090/a/b/", "127.0.0.1:18090", True),
-    ("http://192.168.1.20:18090/mplus", "0.0.0.0:18090", True),
-    ("http://[::1]:18090/mplus", "[::1]:18090", True),
-    ("http://127.0.0.1:18091/mplus", "127.0.0.1:18090", False),
-    ("http://192.168.1.20:18090/mplus", "127.0.0.1:18090", False),
-    ("https://connector.example/mplus", "127.0.0.1:18090", False),
-    ("http://127.0.0.1:99999/", "127.0.0.1:18090", False),
-    ("not a url", "127.0.0.1:18090", False),
-])
-def test_an_endpoint_points_at_the_listen_address_by_host_and_port(url: str, listen: str,
-                                                                   expected: bool) -> None:
+@pytest.mark.parametrize(
+    ("url", "listen", "expected"),
+    [
+        ("http://127.0.0.1:18090/mplus", "127.0.0.1:18090", True),
+        ("http://127.0.0.1:18090", "127.0.0.1:18090", True),
+        ("http://localhost:18090/a/b/", "127.0.0.1:18090", True),
+        ("http://192.168.1.20:18090/mplus", "0.0.0.0:18090", True),
+        ("http://[::1]:18090/mplus", "[::1]:18090", True),
+        ("http://127.0.0.1:18091/mplus", "127.0.0.1:18090", False),
+        ("http://192.168.1.20:18090/mplus", "127.0.0.1:18090", False),
+        ("https://connector.example/mplus", "127.0.0.1:18090", False),
+        ("http://127.0.0.1:99999/", "127.0.0.1:18090", False),
+        ("not a url", "127.0.0.1:18090", False),
+    ],
+)
+def test_an_endpoint_points_at_the_listen_address_by_host_and_port(
+    url: str, listen: str, expected: bool
+) -> None:
     assert points_at(url, listen) is expected

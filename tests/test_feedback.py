@@ -79,9 +79,7 @@ def test_a_missing_or_failing_command_is_logged_once_and_never_raised(
     assert feedback.wait_idle(10)
     problems = sorted(reported(caplog))
     assert [kind for kind, _ in problems] == ["accepted", "rejected"]
-    assert (
-        problems[0][1].startswith("cannot start") and problems[1][1] == "exit status 1"
-    )
+    assert problems[0][1].startswith("cannot start") and problems[1][1] == "exit status 1"
 
 
 def test_no_command_configured_means_no_feedback() -> None:

@@ -10,8 +10,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
-from agent.supervision import config_fault
 from agent_harness import report_figure
 
 from agent.errors import CloudTransient, KassaError, KassaRejected, KassaTransient
@@ -20,6 +18,7 @@ from agent.kassa.client import KassaClient
 from agent.queue.store import Store
 from agent.queue.uploader import Uploader
 from agent.sim.cloud import canonical, example_receipt
+from agent.supervision import config_fault
 
 
 class RawServer:
@@ -101,8 +100,9 @@ def test_the_pos_client_gives_up_on_a_trickled_header(trickler: RawServer) -> No
 def test_the_uploader_gives_up_on_a_trickled_header(trickler: RawServer, tmp_path: Path) -> None:
     with Store.open(tmp_path) as store:
         payload = example_receipt("r-slow")
-        row = store.enqueue("r-slow", payload["idempotency_key"], canonical(payload), "c-1",
-                            now=1000.0)
+        row = store.enqueue(
+            "r-slow", payload["idempotency_key"], canonical(payload), "c-1", now=1000.0
+        )
         with Uploader(store, trickler.url.rstrip("/"), "tok", timeout=1.0, workers=1) as up:
             up.run_once(now=1000.0)
         after = store.get(row.id)
@@ -128,8 +128,12 @@ def test_a_too_long_answer_is_cut() -> None:
 
 def answer(status: int, headers: str = "", body: bytes = b"") -> Callable[[socket.socket], None]:
     def reply(conn: socket.socket) -> None:
-        conn.sendall(f"HTTP/1.1 {status} X\r\n{headers}Content-Length: {len(body)}\r\n"
-                     "Connection: close\r\n\r\n".encode() + body)
+        conn.sendall(
+            f"HTTP/1.1 {status} X\r\n{headers}Content-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n".encode()
+            + body
+        )
+
     return reply
 
 
@@ -175,15 +179,21 @@ def test_a_missing_ca_bundle_is_a_configuration_fault_not_a_network_error(tmp_pa
     assert config_fault(raised.value), "the supervisor would retry it forever"
     with Store.open(tmp_path / "data") as store:
         payload = example_receipt("r-ca")
-        row = store.enqueue("r-ca", payload["idempotency_key"], canonical(payload), "c-1",
-                            now=1000.0)
-        with Uploader(store, "https://127.0.0.1:9", "tok", ca_bundle=str(missing),
-                      timeout=1.0) as up, pytest.raises(OSError, match="CA certificate bundle"):
+        row = store.enqueue(
+            "r-ca", payload["idempotency_key"], canonical(payload), "c-1", now=1000.0
+        )
+        with (
+            Uploader(
+                store, "https://127.0.0.1:9", "tok", ca_bundle=str(missing), timeout=1.0
+            ) as up,
+            pytest.raises(OSError, match="CA certificate bundle"),
+        ):
             up.run_once(now=1000.0)
         assert store.get(row.id).state == "pending"
     with pytest.raises(OSError, match="CA certificate bundle"):
-        KassaClient("https://127.0.0.1:9/", "i", "s", timeout=1.0,
-                    verify=str(missing)).get_api_version()
+        KassaClient(
+            "https://127.0.0.1:9/", "i", "s", timeout=1.0, verify=str(missing)
+        ).get_api_version()
 
 
 def test_an_unreachable_cloud_is_transient(tmp_path: Path) -> None:

@@ -30,9 +30,9 @@ def parse(data: bytes) -> dict[str, str]:
             pos = end + 1
         else:
             key = line
-            (size,) = struct.unpack("<Q", data[end + 1:end + 9])
-            value = data[end + 9:end + 9 + size]
-            assert data[end + 9 + size:end + 10 + size] == b"\n"
+            (size,) = struct.unpack("<Q", data[end + 1 : end + 9])
+            value = data[end + 9 : end + 9 + size]
+            assert data[end + 9 + size : end + 10 + size] == b"\n"
             pos = end + 10 + size
         entry[key.decode()] = value.decode()
     return entry
@@ -82,10 +82,12 @@ def log_to(journal_socket: Journal) -> Iterator[logging.Logger]:
 
 
 def test_an_entry_carries_priority_cid_event_and_the_logfmt_fields(
-        journal_socket: Journal, log_to: logging.Logger) -> None:
+    journal_socket: Journal, log_to: logging.Logger
+) -> None:
     with correlation("c-5f3a9e"):
-        log_to.warning("claim stored", extra=fields(source="serial", workplace=2,
-                                                   **{"pos-marker": 41}))
+        log_to.warning(
+            "claim stored", extra=fields(source="serial", workplace=2, **{"pos-marker": 41})
+        )
     entry = journal_socket.receive()
     assert entry["PRIORITY"] == "4"
     assert entry["BONIQ_CID"] == "c-5f3a9e"
@@ -99,11 +101,17 @@ def test_an_entry_carries_priority_cid_event_and_the_logfmt_fields(
 
 
 def test_secrets_and_codes_are_redacted_in_every_field(
-        journal_socket: Journal, log_to: logging.Logger) -> None:
+    journal_socket: Journal, log_to: logging.Logger
+) -> None:
     logs.register_secret("s3cr3t-value")
-    log_to.info("poll failed", extra=fields(url="https://pos/api?secret=hunter22",
-                                            error="auth with s3cr3t-value",
-                                            customer="jan.jansen@example.com"))
+    log_to.info(
+        "poll failed",
+        extra=fields(
+            url="https://pos/api?secret=hunter22",
+            error="auth with s3cr3t-value",
+            customer="jan.jansen@example.com",
+        ),
+    )
     entry = journal_socket.receive()
     text = "\n".join(entry.values())
     for leaked in ("hunter22", "s3cr3t-value", "jan.jansen"):
@@ -113,7 +121,8 @@ def test_secrets_and_codes_are_redacted_in_every_field(
 
 
 def test_a_traceback_travels_as_one_multiline_message(
-        journal_socket: Journal, log_to: logging.Logger) -> None:
+    journal_socket: Journal, log_to: logging.Logger
+) -> None:
     try:
         raise RuntimeError("boom")
     except RuntimeError:
@@ -125,7 +134,8 @@ def test_a_traceback_travels_as_one_multiline_message(
 
 
 def test_an_entry_larger_than_a_datagram_arrives_through_a_memfd(
-        journal_socket: Journal, log_to: logging.Logger) -> None:
+    journal_socket: Journal, log_to: logging.Logger
+) -> None:
     big = "x" * 300_000  # over the AF_UNIX datagram limit (net.core.wmem_default ~ 212 KiB)
     log_to.info("large entry", extra=fields(payload=big))
     entry = journal_socket.receive()
@@ -148,7 +158,8 @@ def test_without_a_journal_socket_the_line_goes_to_stderr(tmp_path: Path) -> Non
 
 
 def test_setup_uses_the_journal_only_when_journal_stream_names_stderr(
-        tmp_path: Path, journal_socket: Journal, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, journal_socket: Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(journal, "SOCKET_PATH", str(journal_socket.path))
     with open(tmp_path / "stderr", "w+") as stderr, open(tmp_path / "other", "w") as other:
         st = os.fstat(other.fileno())

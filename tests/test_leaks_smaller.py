@@ -47,8 +47,12 @@ def test_a_pos_fault_echoing_the_encoded_secret_does_not_leak_it() -> None:
             query = request.split(" ", 2)[1].partition("?")[2]
             echoed = query.partition("secret=")[2].partition("&")[0]  # %-encoded, as received
             body = soap.fault_envelope("Client.Authentication", f"bad credentials: {echoed}")
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: "
-                         + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: "
+                + str(len(body)).encode()
+                + b"\r\nConnection: close\r\n\r\n"
+                + body
+            )
 
     threading.Thread(target=answer, daemon=True).start()
     client = KassaClient(f"http://127.0.0.1:{server.getsockname()[1]}/", ident, secret, timeout=5.0)
@@ -59,14 +63,15 @@ def test_a_pos_fault_echoing_the_encoded_secret_does_not_leak_it() -> None:
     assert "Zq9" not in message and "s3cr" not in message and "bad credentials" in message
 
 
-def test_a_feedback_command_gets_a_minimal_environment(tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_feedback_command_gets_a_minimal_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
     monkeypatch.setenv("NOTIFY_SOCKET", "/run/systemd/notify")
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")
     out = tmp_path / "env.txt"
     dump = f"import os; open({str(out)!r}, 'w').write(repr(dict(os.environ)))"
-    feedback = Feedback(accepted=f"{sys.executable} -c \"{dump}\"")
+    feedback = Feedback(accepted=f'{sys.executable} -c "{dump}"')
     feedback.accepted()
     assert feedback.wait_idle(10)
     env = eval(out.read_text())  # our own repr

@@ -260,8 +260,9 @@ def test_the_accept_loop_does_not_spin_when_descriptors_run_out() -> None:
 
     from agent_harness import ROOT
 
-    child = subprocess.Popen([sys.executable, "-c", SPIN_CHILD, str(ROOT)],
-                             stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", SPIN_CHILD, str(ROOT)], stdout=subprocess.PIPE, text=True
+    )
     held: list[socket.socket] = []
     try:
         port = int(child.stdout.readline())

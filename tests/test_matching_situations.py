@@ -34,8 +34,13 @@ def make_agent(tmp_path, kassa, cloud):
     agents = []
 
     def make(matching: str = "") -> Agent:
-        agent = Agent(tmp_path, kassa.url, cloud.url, scanner_workplaces=TILLS,
-                      extra=f"matching: {{{matching}}}\n" if matching else "")
+        agent = Agent(
+            tmp_path,
+            kassa.url,
+            cloud.url,
+            scanner_workplaces=TILLS,
+            extra=f"matching: {{{matching}}}\n" if matching else "",
+        )
         agents.append(agent)
         agent.start()
         agent.wait_ready()
@@ -95,8 +100,10 @@ def test_situations_at_four_tills_with_the_default_rules(make_agent, kassa, clou
     wait_until(lambda: eva_sale in cloud_has(cloud), what="Eva's sale delivered")
     time.sleep(11)  # she comes back later (past the re-read guard of her first claim)
     agent.scan(eva, workplace=3)
-    wait_until(lambda: len(agent.claims_of(eva)) == 2 and agent.claim_fenced(eva),
-               what="Eva's second claim")
+    wait_until(
+        lambda: len(agent.claims_of(eva)) == 2 and agent.claim_fenced(eva),
+        what="Eva's second claim",
+    )
     owners[kassa.book_credit(eva_sale, after=4)] = eva
     stranger3 = kassa.book_sale(3, after=30)
     # 4. the same phone read again right after its sale matched, at till 4
@@ -163,7 +170,8 @@ def test_situations_with_odd_receipts_a_slow_pos_and_late_replication(make_agent
 
 @pytest.mark.parametrize("offset, timezone", [(-5.0, "offset"), (0.0, "zero"), (60.0, "negated")])
 def test_a_pos_clock_off_or_in_another_zone_still_gives_each_owner_their_receipt(
-        make_agent, kassa, cloud, offset, timezone):
+    make_agent, kassa, cloud, offset, timezone
+):
     kassa.clock_offset, kassa.timezone_field = offset, timezone
     agent = make_agent()
     owners = {}
@@ -177,7 +185,8 @@ def test_a_pos_clock_off_or_in_another_zone_still_gives_each_owner_their_receipt
 
 
 def test_a_pos_clock_60_s_ahead_and_an_outage_at_the_scan_give_no_strangers_sale(
-        make_agent, kassa, cloud):
+    make_agent, kassa, cloud
+):
     kassa.clock_offset = 60.0
     agent = make_agent()
     kassa.faults.update({"http_status": 503})
@@ -193,8 +202,7 @@ def test_a_pos_clock_60_s_ahead_and_an_outage_at_the_scan_give_no_strangers_sale
     assert agent.terminate() == 0
 
 
-def test_late_scan_window_during_an_outage_does_not_override_the_order(make_agent, kassa,
-                                                                     cloud):
+def test_late_scan_window_during_an_outage_does_not_override_the_order(make_agent, kassa, cloud):
     agent = make_agent("late_scan_window: 30")
     kassa.faults.update({"http_status": 503})
     max_ = customer_code(50)

@@ -18,8 +18,9 @@ def quick_restarts(monkeypatch):
 def run_guarded(target, **options):
     stop = threading.Event()
     faults = []
-    body = supervision.guarded("poller", target, stop, on_config_fault=lambda *f: faults.append(f),
-                               **options)
+    body = supervision.guarded(
+        "poller", target, stop, on_config_fault=lambda *f: faults.append(f), **options
+    )
     thread = threading.Thread(target=body)
     thread.start()
     thread.join(10)
@@ -40,7 +41,9 @@ def test_the_same_crash_25_times_is_one_traceback_and_a_count(caplog):
     assert len(calls) == 26
     tracebacks = [r for r in caplog.records if r.exc_info]
     assert len(tracebacks) == 1 and tracebacks[0].getMessage() == "poller crashed; restarting it"
-    counts = [r.fields["times"] for r in caplog.records if hasattr(r, "fields") and "times" in r.fields]
+    counts = [
+        r.fields["times"] for r in caplog.records if hasattr(r, "fields") and "times" in r.fields
+    ]
     assert counts == [10, 25]
     assert len(caplog.records) == 3
 
@@ -57,11 +60,14 @@ def test_a_different_crash_gets_its_own_traceback(caplog):
     assert len([r for r in caplog.records if r.exc_info]) == 2
 
 
-@pytest.mark.parametrize("error", [
-    ConfigError("config.yaml:3: kassa.secret_file: /x does not exist"),
-    OSError("Could not find a suitable TLS CA certificate bundle, invalid path: /etc/ca.pem"),
-    PermissionError(13, "Permission denied", "/etc/boniq-agent/cloud-token"),
-])
+@pytest.mark.parametrize(
+    "error",
+    [
+        ConfigError("config.yaml:3: kassa.secret_file: /x does not exist"),
+        OSError("Could not find a suitable TLS CA certificate bundle, invalid path: /etc/ca.pem"),
+        PermissionError(13, "Permission denied", "/etc/boniq-agent/cloud-token"),
+    ],
+)
 def test_a_configuration_fault_is_handed_over_not_retried(error):
     calls = []
 

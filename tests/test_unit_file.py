@@ -62,7 +62,8 @@ def test_reload_sends_sighup_to_the_agent(service: dict[str, list[str]]) -> None
 
 
 def test_check_config_looks_for_the_credentials_where_the_unit_loads_them(
-        service: dict[str, list[str]]) -> None:
+    service: dict[str, list[str]],
+) -> None:
     from agent.config import UNIT_CREDENTIALS
 
     loaded = dict(v.split(":", 1) for v in service["Service.LoadCredential"])

@@ -45,14 +45,27 @@ def make_shop(tmp_path, kassa, cloud):
 
     def make(guard: float = 0) -> tuple[Agent, Till]:
         port = free_port()
-        agent = Agent(tmp_path, kassa.url, cloud.url, scanner_workplaces=TILLS,
-                      extra=f"matching: {{claim_ttl: 3, recent_sale_guard: {guard}}}\n",
-                      kassa_options=(f"webhooks: {{listen: '127.0.0.1:{port}',"
-                                     f" subscription_id: {SUBSCRIPTION}, key: '{KEY}'}}"))
+        agent = Agent(
+            tmp_path,
+            kassa.url,
+            cloud.url,
+            scanner_workplaces=TILLS,
+            extra=f"matching: {{claim_ttl: 3, recent_sale_guard: {guard}}}\n",
+            kassa_options=(
+                f"webhooks: {{listen: '127.0.0.1:{port}',"
+                f" subscription_id: {SUBSCRIPTION}, key: '{KEY}'}}"
+            ),
+        )
         agent.start()
         agent.wait_ready()
-        till = Till(f"http://127.0.0.1:{port}/mplus", KEY, SUBSCRIPTION, sim=kassa,
-                    workplaces=TILLS, timeout=3.0)
+        till = Till(
+            f"http://127.0.0.1:{port}/mplus",
+            KEY,
+            SUBSCRIPTION,
+            sim=kassa,
+            workplaces=TILLS,
+            timeout=3.0,
+        )
         made.append((agent, till))
         return agent, till
 
@@ -69,9 +82,14 @@ def shop(make_shop):
 
 def delivered(cloud: CloudSimulator) -> dict[str, tuple[str, str, str | None]]:
     """receipt id → (customer, evidence, session id) of what the cloud holds."""
-    return {p["pos"]["receipt_id"]: (next(iter(p["customer"].values())),
-                                     p["match"]["evidence"], p["match"].get("session_id"))
-            for p in cloud.receipts()}
+    return {
+        p["pos"]["receipt_id"]: (
+            next(iter(p["customer"].values())),
+            p["match"]["evidence"],
+            p["match"].get("session_id"),
+        )
+        for p in cloud.receipts()
+    }
 
 
 def sale(till: Till, workplace: int, code: str | None, articles: int = 2):
@@ -94,9 +112,9 @@ def test_a_queue_at_four_tills_each_customer_gets_exactly_their_receipt(shop, ka
     expected = {}
     for round_ in range(3):
         open_sessions = [(w, customer_code(100 * round_ + w), sale(till, w, None)) for w in TILLS]
-        for workplace, code, session in reversed(open_sessions):  # scans overlap across tills
+        for _, code, session in reversed(open_sessions):  # scans overlap across tills
             assert session.scan(code).recognized
-        for workplace, code, session in open_sessions:
+        for _, code, session in open_sessions:
             session.start_payment()
             expected[session.complete()] = (code, "pos-session", session.session_id)
     wait_until(lambda: len(delivered(cloud)) == len(expected), what="every receipt delivered")
@@ -115,8 +133,10 @@ def test_the_next_customers_code_in_the_first_customers_session_is_not_linked(sh
     second.start_payment()
     brams = second.complete()
     wait_until(lambda: len(delivered(cloud)) == 2, what="both receipts")
-    assert delivered(cloud) == {annas: (anna, "pos-session", first.session_id),
-                                brams: (bram, "pos-session", second.session_id)}
+    assert delivered(cloud) == {
+        annas: (anna, "pos-session", first.session_id),
+        brams: (bram, "pos-session", second.session_id),
+    }
 
 
 def test_a_late_scan_after_the_sale_takes_no_ones_receipt(make_shop, kassa, cloud):
@@ -143,8 +163,10 @@ def test_a_walk_away_is_cancelled_and_the_next_sale_is_nobodys(shop, kassa, clou
     gone = customer_code(5)
     session = sale(till, 3, gone)
     session.cancel()
-    wait_until(lambda: [c.state for c in agent.claims_of(gone)] == ["cancelled"],
-               what="the claim cancelled")
+    wait_until(
+        lambda: [c.state for c in agent.claims_of(gone)] == ["cancelled"],
+        what="the claim cancelled",
+    )
     nxt = sale(till, 3, None)
     nxt.start_payment()
     strangers = nxt.complete()

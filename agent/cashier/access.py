@@ -57,8 +57,9 @@ def _host_of(host_header: str) -> str:
 class Guard:
     """The access decisions of one running cashier server (tokens live as long as the process)."""
 
-    def __init__(self, *, pin: str | None, loopback: bool,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, *, pin: str | None, loopback: bool, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.pin = pin
         self.loopback = loopback
         self._clock = clock
@@ -84,8 +85,10 @@ class Guard:
         origin = headers.get("Origin")
         if origin is None:
             return False
-        return origin.lower() not in {f"http://{(host_header or '').lower()}",
-                                      f"https://{(host_header or '').lower()}"}
+        return origin.lower() not in {
+            f"http://{(host_header or '').lower()}",
+            f"https://{(host_header or '').lower()}",
+        }
 
     # -- sessions and the PIN -------------------------------------------------------------------
 
@@ -102,8 +105,10 @@ class Guard:
 
     def locked(self) -> bool:
         with self._lock:
-            return (len(self._failures) == LOCK_AFTER
-                    and self._clock() - self._failures[0] < LOCK_SECONDS)
+            return (
+                len(self._failures) == LOCK_AFTER
+                and self._clock() - self._failures[0] < LOCK_SECONDS
+            )
 
     def login(self, pin: str) -> str | None:
         """A new session id for the right PIN; None for a wrong one or while locked."""

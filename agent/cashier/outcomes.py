@@ -24,11 +24,11 @@ STORE_FAILED = "the store refused the scan"
 OUTCOME_OF_STATE: dict[str, str] = {
     "pending": "pending",
     "delivered": "delivered",
-    "matched": "delivered",      # before the claim-state rename
+    "matched": "delivered",  # before the claim-state rename
     "expired": "expired",
     "unsure": "unsure",
     "cancelled": "cancelled",
-    "replaced": "cancelled",     # before the rename: a later code at the till took over
+    "replaced": "cancelled",  # before the rename: a later code at the till took over
     "assigned": "assigned",
 }
 
@@ -80,9 +80,17 @@ class Entry:
     source: str
 
     def as_json(self) -> dict[str, Any]:
-        return {"key": self.key, "outcome": self.outcome, "at": self.at, "customer": self.customer,
-                "icon": self.icon, "title": self.title, "detail": self.detail, "time": self.time,
-                "source": self.source}
+        return {
+            "key": self.key,
+            "outcome": self.outcome,
+            "at": self.at,
+            "customer": self.customer,
+            "icon": self.icon,
+            "title": self.title,
+            "detail": self.detail,
+            "time": self.time,
+            "source": self.source,
+        }
 
 
 def _clock_text(at: float) -> str:
@@ -92,24 +100,46 @@ def _clock_text(at: float) -> str:
 def claim_entry(claim: Any, language: Language) -> Entry:
     outcome = outcome_of(claim.state)
     icon, title, detail = OUTCOMES[language].get(outcome, ("•", outcome, ""))
-    return Entry(f"claim-{claim.id}-{claim.state}", outcome, claim.scanned_at,
-                 mask_code(claim.customer), icon, title, detail, _clock_text(claim.scanned_at),
-                 source_text(claim.source, language))
+    return Entry(
+        f"claim-{claim.id}-{claim.state}",
+        outcome,
+        claim.scanned_at,
+        mask_code(claim.customer),
+        icon,
+        title,
+        detail,
+        _clock_text(claim.scanned_at),
+        source_text(claim.source, language),
+    )
 
 
 def refused_entry(item: Refused, language: Language) -> Entry:
     icon, title, _ = OUTCOMES[language]["rejected"]
-    return Entry(f"refused-{item.at:.6f}", "rejected", item.at, "", icon, title,
-                 reason_text(item.reason, language), _clock_text(item.at),
-                 source_text(item.source, language))
+    return Entry(
+        f"refused-{item.at:.6f}",
+        "rejected",
+        item.at,
+        "",
+        icon,
+        title,
+        reason_text(item.reason, language),
+        _clock_text(item.at),
+        source_text(item.source, language),
+    )
 
 
-def feed(store: ClaimSource, refused: RefusedScans, *, workplace: int, language: Language,
-         length: int = FEED_LENGTH, scan_limit: int = 200) -> list[Entry]:
+def feed(
+    store: ClaimSource,
+    refused: RefusedScans,
+    *,
+    workplace: int,
+    language: Language,
+    length: int = FEED_LENGTH,
+    scan_limit: int = 200,
+) -> list[Entry]:
     """The newest `length` outcomes at `workplace`, newest scan first."""
     claims = [c for c in store.claims(limit=scan_limit) if c.workplace == workplace]
     entries = [claim_entry(c, language) for c in claims[:length]]
     entries += [refused_entry(r, language) for r in refused.at_till(workplace)]
     entries.sort(key=lambda e: e.at, reverse=True)
     return entries[:length]
-

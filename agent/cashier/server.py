@@ -23,8 +23,13 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs
 
-from agent.cashier.access import (CSRF_HEADER, SESSION_COOKIE, SESSION_SECONDS, Guard,
-                                  is_loopback_listen)
+from agent.cashier.access import (
+    CSRF_HEADER,
+    SESSION_COOKIE,
+    SESSION_SECONDS,
+    Guard,
+    is_loopback_listen,
+)
 from agent.cashier.outcomes import STORE_FAILED, ClaimSource, RefusedScans, feed
 from agent.cashier.texts import OUTCOMES, PAGE, reason_text
 from agent.config import CashierSection
@@ -38,11 +43,14 @@ log = get_logger(__name__)
 SOURCE = "cashier"
 LIMITS = Limits(max_connections=32, header_bytes=8 * 1024, body_bytes=2 * 1024, timeout=10.0)
 POLL_MS = 500
-_STATIC_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
-                 ".svg": "image/svg+xml"}
+_STATIC_TYPES = {
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
 _SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'; "
-                               "base-uri 'none'; object-src 'none'",
+    "base-uri 'none'; object-src 'none'",
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",  # no-referrer would make a form POST say Origin: null
@@ -77,8 +85,12 @@ class CashierApp:
     guard: Guard
 
     def outcomes(self) -> list[dict[str, Any]]:
-        return [e.as_json() for e in feed(self.store, self.refused, workplace=self.workplace,
-                                          language=self.language)]
+        return [
+            e.as_json()
+            for e in feed(
+                self.store, self.refused, workplace=self.workplace, language=self.language
+            )
+        ]
 
     def claim(self, address: str) -> dict[str, Any]:
         result = self.scan(ScanEvent(address, SOURCE, None, time.time()))
@@ -87,12 +99,20 @@ class CashierApp:
             icon, title, detail = OUTCOMES[self.language]["pending"]
             if outcome == "duplicate":
                 detail = PAGE[self.language]["duplicate"]
-            return {"outcome": outcome, "icon": icon, "detail": detail,
-                    "title": f"{title} {mask_code(result.claim.customer)}"}
+            return {
+                "outcome": outcome,
+                "icon": icon,
+                "detail": detail,
+                "title": f"{title} {mask_code(result.claim.customer)}",
+            }
         icon, title, _ = OUTCOMES[self.language]["rejected"]
         reason = STORE_FAILED if outcome == "failed" else result.reason
-        return {"outcome": "rejected", "icon": icon, "title": title,
-                "detail": reason_text(reason, self.language)}
+        return {
+            "outcome": "rejected",
+            "icon": icon,
+            "title": title,
+            "detail": reason_text(reason, self.language),
+        }
 
 
 class CashierHandler(Handler):
@@ -105,7 +125,7 @@ class CashierHandler(Handler):
             return
         path = self.path.partition("?")[0]
         if path.startswith("/static/"):
-            return self._send_static(path[len("/static/"):])
+            return self._send_static(path[len("/static/") :])
         session = self.context.guard.session(self.headers.get("Cookie"))
         if path == "/":
             return self._send_page(session)
@@ -120,8 +140,9 @@ class CashierHandler(Handler):
             return
         guard = self.context.guard
         if guard.cross_origin(self.headers, self.headers.get("Host")):
-            log.warning("cashier screen: cross-origin request refused",
-                        extra=fields(path=self.path[:64]))
+            log.warning(
+                "cashier screen: cross-origin request refused", extra=fields(path=self.path[:64])
+            )
             return self._json(403, {"error": "cross-origin request refused"})
         path = self.path.partition("?")[0]
         if path == "/login":
@@ -159,16 +180,17 @@ class CashierHandler(Handler):
 
     def _send_page(self, session: str | None) -> None:
         language = self.context.language
-        texts = dict(PAGE[language], till_number=str(self.context.workplace),
-                     poll_ms=str(POLL_MS))
+        texts = dict(PAGE[language], till_number=str(self.context.workplace), poll_ms=str(POLL_MS))
         if session is None:
             message = ""
             if "wrong" in self.path:
-                message = PAGE[language]["pin_locked" if self.context.guard.locked()
-                                         else "pin_wrong"]
+                message = PAGE[language][
+                    "pin_locked" if self.context.guard.locked() else "pin_wrong"
+                ]
             texts.update(csrf=self.context.guard.csrf_token(""), message=message)
-            return self._send(200, render(_template("login.html"), texts),
-                              "text/html; charset=utf-8")
+            return self._send(
+                200, render(_template("login.html"), texts), "text/html; charset=utf-8"
+            )
         texts["csrf"] = self.context.guard.csrf_token(session)
         self._send(200, render(_template("page.html"), texts), "text/html; charset=utf-8")
 
@@ -181,7 +203,7 @@ class CashierHandler(Handler):
         self._json(200, {"entries": entries}, headers={"ETag": etag})
 
     def _send_static(self, name: str) -> None:
-        suffix = name[name.rfind("."):] if "." in name else ""
+        suffix = name[name.rfind(".") :] if "." in name else ""
         body = _static(name) if "/" not in name and suffix in _STATIC_TYPES else None
         if body is None:
             return self._send(404, b"not found\n")
@@ -195,8 +217,10 @@ class CashierHandler(Handler):
         if session is None:
             log.warning("cashier screen: wrong PIN", extra=fields(locked=guard.locked()))
             return self._send(303, b"", headers={"Location": "/?wrong=1"})
-        cookie = (f"{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict; "
-                  f"Max-Age={SESSION_SECONDS}")
+        cookie = (
+            f"{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict; "
+            f"Max-Age={SESSION_SECONDS}"
+        )
         self._send(303, b"", headers={"Location": "/", "Set-Cookie": cookie})
 
     def _form(self) -> dict[str, str]:
@@ -206,11 +230,20 @@ class CashierHandler(Handler):
         return self._form_cache
 
     def _json(self, status: int, data: Any, headers: dict[str, str] | None = None) -> None:
-        self._send(status, json.dumps(data, ensure_ascii=False).encode(),
-                   "application/json; charset=utf-8", headers)
+        self._send(
+            status,
+            json.dumps(data, ensure_ascii=False).encode(),
+            "application/json; charset=utf-8",
+            headers,
+        )
 
-    def _send(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8",
-              headers: dict[str, str] | None = None) -> None:
+    def _send(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str = "text/plain; charset=utf-8",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.reply(status, body, content_type, {**_SECURITY_HEADERS, **(headers or {})})
 
 
@@ -220,8 +253,14 @@ def _template(name: str) -> str:
     return body.decode()
 
 
-def serve(section: CashierSection, *, scan: Callable[[ScanEvent], Any], store: ClaimSource,
-          refused: RefusedScans, workplace: int) -> Server | None:
+def serve(
+    section: CashierSection,
+    *,
+    scan: Callable[[ScanEvent], Any],
+    store: ClaimSource,
+    refused: RefusedScans,
+    workplace: int,
+) -> Server | None:
     """Start the cashier screen on `cashier.listen`; None when it is empty or cannot be bound."""
     if not section.listen.strip():
         return None

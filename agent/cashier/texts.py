@@ -51,10 +51,16 @@ OUTCOMES: dict[Language, dict[str, tuple[str, str, str]]] = {
         "pending": ("⏳", "Geaccepteerd", "Wacht op de betaling aan deze kassa."),
         "delivered": ("✔", "Afgeleverd", "De bon gaat naar de klant."),
         "rejected": ("✖", "Geweigerd", ""),
-        "unsure": ("?", "Onzeker",
-                   "Zeg de klant: de digitale bon komt niet vanzelf; geef de papieren bon mee."),
-        "expired": ("⌛", "Verlopen",
-                    "Geen betaling op tijd. Zeg de klant: scan opnieuw vlak voor het betalen."),
+        "unsure": (
+            "?",
+            "Onzeker",
+            "Zeg de klant: de digitale bon komt niet vanzelf; geef de papieren bon mee.",
+        ),
+        "expired": (
+            "⌛",
+            "Verlopen",
+            "Geen betaling op tijd. Zeg de klant: scan opnieuw vlak voor het betalen.",
+        ),
         "cancelled": ("⊘", "Vervallen", "Deze scan leidt niet tot een bon."),
         "assigned": ("✔", "Toegewezen", "Support heeft de bon aan de klant gegeven."),
     },
@@ -62,11 +68,19 @@ OUTCOMES: dict[Language, dict[str, tuple[str, str, str]]] = {
         "pending": ("⏳", "Accepted", "Waiting for the payment at this till."),
         "delivered": ("✔", "Delivered", "The receipt goes to the customer."),
         "rejected": ("✖", "Refused", ""),
-        "unsure": ("?", "Unsure",
-                   ("Tell the customer: the digital receipt will not come by itself; "
-                    "give them the paper receipt.")),
-        "expired": ("⌛", "Expired",
-                    "No payment in time. Tell the customer: scan again just before paying."),
+        "unsure": (
+            "?",
+            "Unsure",
+            (
+                "Tell the customer: the digital receipt will not come by itself; "
+                "give them the paper receipt."
+            ),
+        ),
+        "expired": (
+            "⌛",
+            "Expired",
+            "No payment in time. Tell the customer: scan again just before paying.",
+        ),
         "cancelled": ("⊘", "Cancelled", "This scan does not lead to a receipt."),
         "assigned": ("✔", "Assigned", "Support gave the receipt to the customer."),
     },
@@ -74,30 +88,44 @@ OUTCOMES: dict[Language, dict[str, tuple[str, str, str]]] = {
 
 REASONS: dict[Language, list[tuple[str, str]]] = {
     "nl": [
-        ("not a valid e-mail address",
-         "Dit is geen geldig e-mailadres. Controleer de spelling met de klant."),
+        (
+            "not a valid e-mail address",
+            "Dit is geen geldig e-mailadres. Controleer de spelling met de klant.",
+        ),
         ("empty input", "Er is niets ingevuld."),
         ("input longer than", "Te lang voor een e-mailadres of BONIQ-code."),
         ("not a BONIQ link", "Dit is geen BONIQ-link."),
-        ("looks like a product barcode",
-         "Dit lijkt een streepjescode van een product, geen BONIQ-code."),
-        ("BONIQ code with a wrong length",
-         "De BONIQ-code klopt niet (verkeerde lengte of controleteken). Scan opnieuw."),
-        ("not a BONIQ code or e-mail address",
-         "Dit is geen e-mailadres (er ontbreekt een @) en geen BONIQ-code."),
+        (
+            "looks like a product barcode",
+            "Dit lijkt een streepjescode van een product, geen BONIQ-code.",
+        ),
+        (
+            "BONIQ code with a wrong length",
+            "De BONIQ-code klopt niet (verkeerde lengte of controleteken). Scan opnieuw.",
+        ),
+        (
+            "not a BONIQ code or e-mail address",
+            "Dit is geen e-mailadres (er ontbreekt een @) en geen BONIQ-code.",
+        ),
         ("the store refused", "De agent kon de scan niet opslaan. Probeer het opnieuw."),
     ],
     "en": [
-        ("not a valid e-mail address",
-         "This is not a valid e-mail address. Check the spelling with the customer."),
+        (
+            "not a valid e-mail address",
+            "This is not a valid e-mail address. Check the spelling with the customer.",
+        ),
         ("empty input", "Nothing was entered."),
         ("input longer than", "Too long for an e-mail address or BONIQ code."),
         ("not a BONIQ link", "This is not a BONIQ link."),
         ("looks like a product barcode", "This looks like a product barcode, not a BONIQ code."),
-        ("BONIQ code with a wrong length",
-         "The BONIQ code is wrong (length or check character). Scan again."),
-        ("not a BONIQ code or e-mail address",
-         "This is not an e-mail address (an @ is missing) nor a BONIQ code."),
+        (
+            "BONIQ code with a wrong length",
+            "The BONIQ code is wrong (length or check character). Scan again.",
+        ),
+        (
+            "not a BONIQ code or e-mail address",
+            "This is not an e-mail address (an @ is missing) nor a BONIQ code.",
+        ),
         ("the store refused", "The agent could not store the scan. Try again."),
     ],
 }

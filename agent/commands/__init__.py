@@ -19,8 +19,11 @@ DEFAULT_CONFIG = "/etc/boniq-agent/config.yaml"
 def load_config(args: argparse.Namespace, *, warn: bool = True) -> Config:
     from agent import config
 
-    credentials = (config.credential_sources(args.credentials_dir)
-                   if hasattr(args, "credentials_dir") else None)
+    credentials = (
+        config.credential_sources(args.credentials_dir)
+        if hasattr(args, "credentials_dir")
+        else None
+    )
     cfg = config.load(args.config, credentials=credentials)
     logs.setup(cfg.log_level if not getattr(args, "verbose", False) else "debug")
     for warning in cfg.warnings if warn else ():

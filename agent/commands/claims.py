@@ -24,16 +24,22 @@ def cmd_scan(args: argparse.Namespace) -> int:
         return EXIT_FAIL
     workplace = args.workplace if args.workplace is not None else cfg.store.workplace
     with Store.open(cfg.data_dir) as store:
-        result = claim_for(store, cfg, code, workplace=workplace, source="manual",
-                           at=time.time())
+        result = claim_for(store, cfg, code, workplace=workplace, source="manual", at=time.time())
     state = "already waiting" if result.duplicate else "accepted"
     from agent.audit import manual_action
 
-    manual_action("manual action: claim added by hand (scan)", outcome=state,
-                  workplace=workplace, customer=logs.mask_code(code.value),
-                  claim=result.claim.id, cid=result.claim.correlation_id)
-    print(f"{state}: {logs.mask_code(code.value)} waits for the next sale at workplace "
-          f"{workplace} (claim #{result.claim.id}, cid={result.claim.correlation_id})")
+    manual_action(
+        "manual action: claim added by hand (scan)",
+        outcome=state,
+        workplace=workplace,
+        customer=logs.mask_code(code.value),
+        claim=result.claim.id,
+        cid=result.claim.correlation_id,
+    )
+    print(
+        f"{state}: {logs.mask_code(code.value)} waits for the next sale at workplace "
+        f"{workplace} (claim #{result.claim.id}, cid={result.claim.correlation_id})"
+    )
     return EXIT_OK
 
 

@@ -30,8 +30,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(line, file=sys.stderr)
     if problems:
         return EXIT_CONFIG
-    print(f"{args.config}: OK ({len(cfg.scanners)} scanner(s), branch {cfg.store.branch}, "
-          f"workplace {cfg.store.workplace})")
+    print(
+        f"{args.config}: OK ({len(cfg.scanners)} scanner(s), branch {cfg.store.branch}, "
+        f"workplace {cfg.store.workplace})"
+    )
     return EXIT_OK
 
 
@@ -57,12 +59,21 @@ def cmd_sim_kassa(args: argparse.Namespace) -> int:
         if not (args.webhook_key and args.subscription_id):
             print("--webhook-url needs --webhook-key and --subscription-id", file=sys.stderr)
             return EXIT_USAGE
-        webhook = {"webhook_url": args.webhook_url, "key": args.webhook_key,
-                   "subscription_id": args.subscription_id, "key_form": args.webhook_key_form,
-                   "timeout": args.webhook_timeout}
+        webhook = {
+            "webhook_url": args.webhook_url,
+            "key": args.webhook_key,
+            "subscription_id": args.subscription_id,
+            "key_form": args.webhook_key_form,
+            "timeout": args.webhook_timeout,
+        }
     try:
-        kassa.serve_forever_cli(args.port, args.ident, args.secret,
-                                auto_sales_per_minute=args.auto_sales, webhook=webhook)
+        kassa.serve_forever_cli(
+            args.port,
+            args.ident,
+            args.secret,
+            auto_sales_per_minute=args.auto_sales,
+            webhook=webhook,
+        )
     except ValueError as exc:  # a webhook URL off loopback, a key that is not Base64
         print(f"boniq-agent sim kassa: {exc}", file=sys.stderr)
         return EXIT_USAGE

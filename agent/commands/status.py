@@ -24,7 +24,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     now = time.time()
     live = health.read(cfg.data_dir, now)
     summary["oldest_pending_age_s"] = (
-        round(now - summary["oldest_pending_at"], 1) if summary["oldest_pending_at"] else None)
+        round(now - summary["oldest_pending_at"], 1) if summary["oldest_pending_at"] else None
+    )
     summary["expired_claims"] = [claim_row(c) for c in expired]
     summary["unsure_claims"] = [claim_row(c) for c in unsure]
     summary["agent"] = live
@@ -47,19 +48,34 @@ def _live_rows(live: dict[str, Any] | None, now: float) -> list[tuple[str, objec
         return [("agent", "NOT RUNNING (no live agent on this data_dir)")]
     pos, cloud = live["pos"], live["cloud"]
     rows: list[tuple[str, object]] = [
-        ("agent", (f"running, PID {live['pid']}, version {live['version']}, "
-                   f"up {now - live['started_at']:.0f} s")),
+        (
+            "agent",
+            (
+                f"running, PID {live['pid']}, version {live['version']}, "
+                f"up {now - live['started_at']:.0f} s"
+            ),
+        ),
         ("POS", f"FAILING: {pos['last_error']}" if pos["last_error"] else "reachable"),
         ("POS last successful poll", _ago(pos["last_success"], now)),
-        ("cloud", "TOKEN REFUSED" if cloud["auth_failing"] else
-                  f"FAILING: {cloud['last_error']}" if cloud["last_error"] else "ok"),
+        (
+            "cloud",
+            "TOKEN REFUSED"
+            if cloud["auth_failing"]
+            else f"FAILING: {cloud['last_error']}"
+            if cloud["last_error"]
+            else "ok",
+        ),
         ("cloud last answer", _ago(cloud["last_success"], now)),
     ]
     for scanner in live["scanners"]:
         state = {True: "connected", False: "NOT CONNECTED", None: "unknown"}[scanner["connected"]]
         rows.append((f"scanner {scanner['name']}", state))
-    rows.append(("scans refused / failed", (f"{live['scans']['refused']} / "
-                                            f"{live['scans']['failed']} since start")))
+    rows.append(
+        (
+            "scans refused / failed",
+            (f"{live['scans']['refused']} / {live['scans']['failed']} since start"),
+        )
+    )
     return rows
 
 
@@ -73,7 +89,10 @@ def _print_status(s: dict[str, Any], now: float) -> None:
         ("receipts pending upload", s["outbox_pending"]),
         ("receipts dead-lettered", s["outbox_dead"]),
         ("receipts delivered", s["outbox_delivered"]),
-        ("oldest pending age", f"{s['oldest_pending_age_s']} s" if s["oldest_pending_age_s"] is not None else "-"),
+        (
+            "oldest pending age",
+            f"{s['oldest_pending_age_s']} s" if s["oldest_pending_age_s"] is not None else "-",
+        ),
         ("last delivery", iso(s["last_delivery_at"]) or "-"),
         ("last error", printable(s["last_error"] or "-")),
         ("POS sync marker", s["cursor"] if s["cursor"] is not None else "-"),
@@ -83,12 +102,16 @@ def _print_status(s: dict[str, Any], now: float) -> None:
         print(f"{key:<{width}}  {value}")
     for state in ("expired", "unsure"):
         for claim in s[f"{state}_claims"]:
-            print(f"  {state} claim #{claim['id']} workplace {claim['workplace']} at "
-                  f"{claim['scanned_at']} {claim['customer']} cid={claim['cid']}"
-                  + (f" reason={claim['reason']}" if claim["reason"] else ""))
+            print(
+                f"  {state} claim #{claim['id']} workplace {claim['workplace']} at "
+                f"{claim['scanned_at']} {claim['customer']} cid={claim['cid']}"
+                + (f" reason={claim['reason']}" if claim["reason"] else "")
+            )
     if s["claims_unsure"] or s["claims_expired"]:
-        print("  see `boniq-agent claims show ID`; `claims assign ID RECEIPT` once checked with"
-              " the customer")
+        print(
+            "  see `boniq-agent claims show ID`; `claims assign ID RECEIPT` once checked with"
+            " the customer"
+        )
     print("healthy" if not s["attention"] else "NEEDS ATTENTION:")
     for reason in s["attention"]:
         print(f"  - {reason}")

@@ -10,8 +10,8 @@ byte, so a server that trickles its headers or answer cannot hold the poller.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -69,7 +69,8 @@ class ReceiptBatch:
     @property
     def markers(self) -> list[int]:
         return [r.sync_marker for r in self.receipts] + [
-            u.sync_marker for u in self.unreadable if u.sync_marker is not None]
+            u.sync_marker for u in self.unreadable if u.sync_marker is not None
+        ]
 
 
 def _unreadable(element: Element, reason: str) -> Unreadable:
@@ -77,8 +78,9 @@ def _unreadable(element: Element, reason: str) -> Unreadable:
         value = (soap.text(element, name) or "").strip()
         return int(value) if INTEGER.fullmatch(value) else None  # not isdigit(): `²` is a digit
 
-    return Unreadable(soap.text(element, "receiptId"), number("syncMarker"),
-                      number("workplaceNumber"), reason)
+    return Unreadable(
+        soap.text(element, "receiptId"), number("syncMarker"), number("workplaceNumber"), reason
+    )
 
 
 class KassaClient:
@@ -121,10 +123,7 @@ class KassaClient:
 
     def get_api_version(self) -> str:
         response = self._call("getApiVersion")
-        parts = [
-            soap.text(response, n)
-            for n in ("majorNumber", "minorNumber", "revisionNumber")
-        ]
+        parts = [soap.text(response, n) for n in ("majorNumber", "minorNumber", "revisionNumber")]
         if not parts[0]:
             raise KassaResponseError("getApiVersion answer holds no majorNumber")
         return ".".join(p for p in parts if p)
@@ -145,9 +144,7 @@ class KassaClient:
             if name.endswith("SyncMarker") and INTEGER.fullmatch((item.text or "").strip()):
                 markers[name.removesuffix("SyncMarker")] = int((item.text or "").strip())
         if "receipt" not in markers:
-            raise KassaResponseError(
-                "getCurrentSyncMarkersV2 answer holds no receiptSyncMarker"
-            )
+            raise KassaResponseError("getCurrentSyncMarkersV2 answer holds no receiptSyncMarker")
         return markers
 
     def reload_secret(self) -> bool:
@@ -164,9 +161,7 @@ class KassaClient:
         log.warning("the POS secret changed; polling with the new one")
         return True
 
-    def get_receipts(
-        self, branch: int, sync_marker: int, limit: int = 100
-    ) -> list[Receipt]:
+    def get_receipts(self, branch: int, sync_marker: int, limit: int = 100) -> list[Receipt]:
         """Receipts of `branch` with syncMarker >= `sync_marker` (pass last seen + 1), oldest first.
 
         Raises KassaResponseError if any receipt cannot be read; `fetch_receipts` keeps going."""
@@ -206,8 +201,7 @@ class KassaClient:
     def get_branches(self) -> list[Branch]:
         response = self._call("getBranches")
         return [
-            parse_branch(e)
-            for e in soap.descendants(response, "branch", having="branchNumber")
+            parse_branch(e) for e in soap.descendants(response, "branch", having="branchNumber")
         ]
 
     def get_payment_methods(self) -> dict[str, str]:
@@ -216,16 +210,13 @@ class KassaClient:
         methods: dict[str, str] = {}
         for item in soap.descendants(response, "paymentMethod", having="method"):
             code = soap.text(item, "method") or ""
-            methods[code] = (
-                soap.text(item, "description") or soap.text(item, "buttonText") or code
-            )
+            methods[code] = soap.text(item, "description") or soap.text(item, "buttonText") or code
         return methods
 
     def get_vat_groups(self) -> list[VatGroup]:
         response = self._call("getVatGroupList")
         return [
-            parse_vat_group(e)
-            for e in soap.descendants(response, "vatGroup", having="vatCode")
+            parse_vat_group(e) for e in soap.descendants(response, "vatGroup", having="vatCode")
         ]
 
     def get_webhook_consumers(self, branch: int, workplace: int) -> list[WebhookConsumer]:
@@ -242,9 +233,7 @@ class KassaClient:
     def _call(self, operation: str, params: dict[str, Any] | None = None) -> Element:
         started = time.monotonic()
         try:
-            status, body = self._exchange(
-                operation, soap.request_envelope(operation, params)
-            )
+            status, body = self._exchange(operation, soap.request_envelope(operation, params))
             result = self._interpret(operation, status, body)
         except KassaError as exc:
             log.debug(
@@ -307,8 +296,9 @@ class KassaClient:
         message = str(exc)
         for value in self._auth.values():
             if len(value) >= 3:
-                for form in sorted({value, quote(value, safe=""), quote_plus(value)}, key=len,
-                                   reverse=True):  # a fault may echo the query %-encoded
+                for form in sorted(
+                    {value, quote(value, safe=""), quote_plus(value)}, key=len, reverse=True
+                ):  # a fault may echo the query %-encoded
                     message = message.replace(form, "[REDACTED]")
         return type(exc)(redact_url(message))
 
@@ -320,9 +310,7 @@ def _status_error(operation: str, status: int) -> KassaError:
         return KassaRejected(
             f"MplusKASSA API refused the credentials (HTTP {status}) for {operation}"
         )
-    return KassaRejected(
-        f"MplusKASSA API answered {operation} with HTTP {status}; check kassa.url"
-    )
+    return KassaRejected(f"MplusKASSA API answered {operation} with HTTP {status}; check kassa.url")
 
 
 def _with_total(timeout: float | tuple[float, float], total: float) -> tuple[float, float]:

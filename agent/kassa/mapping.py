@@ -26,9 +26,7 @@ def idempotency_key(merchant_id: str, receipt_id: str) -> str:
 
 def canonical_json(payload: Mapping[str, Any]) -> bytes:
     """The exact bytes the outbox stores and uploads."""
-    return json.dumps(
-        payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    ).encode()
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def detect_vat_scale(vat_groups: Iterable[VatGroup]) -> int:

@@ -89,8 +89,12 @@ class Decisions:
     closes: list[Close] = field(default_factory=list)
 
     def decided(self) -> set[int]:
-        return ({t.claim.id for t in self.takes} | {c.id for c, _ in self.late_takes}
-                | {c.claim.id for c in self.closes} | {c.id for c, _ in self.reserves})
+        return (
+            {t.claim.id for t in self.takes}
+            | {c.id for c, _ in self.late_takes}
+            | {c.claim.id for c in self.closes}
+            | {c.id for c, _ in self.reserves}
+        )
 
 
 class Matcher:
@@ -102,8 +106,9 @@ class Matcher:
         _session_takes(view, decisions)
         polling = [c for c in view.claims if c.session_id is None]
         for workplace in sorted({c.workplace for c in polling}):
-            claims = sorted((c for c in polling if c.workplace == workplace),
-                            key=lambda c: (c.scanned_at, c.id))
+            claims = sorted(
+                (c for c in polling if c.workplace == workplace), key=lambda c: (c.scanned_at, c.id)
+            )
             _Till(self, workplace, claims, view, decisions).decide()
         return decisions
 
@@ -112,10 +117,14 @@ class Matcher:
         if claim.pos_marker is not None and seen.first_marker <= claim.pos_marker:
             return Order.BEFORE
         by_time = self.time_order(seen.booked, claim.scanned_at) if seen.timed else Order.UNSURE
-        if claim.fence_marker is not None and seen.first_marker > claim.fence_marker \
-                and not seen.late:
-            return {Order.AFTER: Order.AFTER, Order.BEFORE: Order.DISAGREE}.get(by_time,
-                                                                                Order.UNSURE)
+        if (
+            claim.fence_marker is not None
+            and seen.first_marker > claim.fence_marker
+            and not seen.late
+        ):
+            return {Order.AFTER: Order.AFTER, Order.BEFORE: Order.DISAGREE}.get(
+                by_time, Order.UNSURE
+            )
         return by_time
 
     def time_order(self, booked: float, scanned_at: float) -> Order:
@@ -127,8 +136,10 @@ class Matcher:
         return Order.UNSURE
 
     def too_late(self, booked: float, claim: Claim) -> bool:
-        return booked - POS_TIME_RESOLUTION > claim.scanned_at + self.rules.claim_ttl + \
-            self.rules.clock_skew
+        return (
+            booked - POS_TIME_RESOLUTION
+            > claim.scanned_at + self.rules.claim_ttl + self.rules.clock_skew
+        )
 
 
 def _session_takes(view: PollView, decisions: Decisions) -> None:
@@ -163,14 +174,25 @@ def _session_return(view: PollView, decisions: Decisions, claim: Claim, credit: 
 class _Till:
     """The claims and receipts of one workplace in one poll, oldest claim first."""
 
-    def __init__(self, matcher: Matcher, workplace: int, claims: list[Claim], view: PollView,
-                 decisions: Decisions) -> None:
+    def __init__(
+        self,
+        matcher: Matcher,
+        workplace: int,
+        claims: list[Claim],
+        view: PollView,
+        decisions: Decisions,
+    ) -> None:
         self.m = matcher
         self.claims = claims
         self.view = view
         self.d = decisions
-        self.events = [s for s in view.seen if s.receipt.workplace == workplace
-                       and s.kind in ("sale", "credit") and s.receipt_id not in view.sessions]
+        self.events = [
+            s
+            for s in view.seen
+            if s.receipt.workplace == workplace
+            and s.kind in ("sale", "credit")
+            and s.receipt_id not in view.sessions
+        ]
         self.past = [p for p in view.past if p.workplace == workplace]
         self.owned = {c.receipt_id for c in claims if c.receipt_id}  # awaited unpaid sales
         self.unreadable = workplace in view.unreadable or None in view.unreadable
@@ -197,9 +219,13 @@ class _Till:
             self.d.takes.append(Take(seen, claim, "till-sequence"))
 
     def _judge(self, claim: Claim) -> None:
-        candidates = [s for s in self.events if s.receipt_id not in self.owned
-                      and self.m.order(s, claim) is not Order.BEFORE
-                      and not self.m.too_late(s.booked, claim)]
+        candidates = [
+            s
+            for s in self.events
+            if s.receipt_id not in self.owned
+            and self.m.order(s, claim) is not Order.BEFORE
+            and not self.m.too_late(s.booked, claim)
+        ]
         if not candidates:
             self._nothing_after(claim)
             return
@@ -214,9 +240,13 @@ class _Till:
             self._sale(claim, first)
 
     def _sale(self, claim: Claim, first: Seen) -> None:
-        could = [c for c in self._open() if c.id != claim.id
-                 and self.m.order(first, c) is not Order.BEFORE
-                 and not self.m.too_late(first.booked, c)]
+        could = [
+            c
+            for c in self._open()
+            if c.id != claim.id
+            and self.m.order(first, c) is not Order.BEFORE
+            and not self.m.too_late(first.booked, c)
+        ]
         rivals = [c for c in could if c.customer != claim.customer]
         if rivals:
             self._close([claim, *rivals], Reason.TWO_CODES)
@@ -228,8 +258,9 @@ class _Till:
         else:
             self.d.takes.append(Take(first, claim, "till-sequence"))
             self.owned.add(first.receipt_id)
-            self.d.closes.extend(Close(c, ClaimState.DELIVERED, receipt_id=first.receipt_id)
-                                 for c in could)  # the same customer read again
+            self.d.closes.extend(
+                Close(c, ClaimState.DELIVERED, receipt_id=first.receipt_id) for c in could
+            )  # the same customer read again
 
     def _return(self, claim: Claim, credit: Seen) -> None:
         """A code shown at a return is consumed by it: the credit goes to the customer when its
@@ -253,8 +284,12 @@ class _Till:
         mine = {t.seen.receipt_id for t in self.d.takes if t.claim.customer == claim.customer}
         latest = claim.scanned_at + self.m.rules.clock_skew
         for s in self.events:
-            if (s is not candidate and s.kind == "sale" and s.receipt_id not in mine
-                    and self.m.order(s, claim) is Order.BEFORE):
+            if (
+                s is not candidate
+                and s.kind == "sale"
+                and s.receipt_id not in mine
+                and self.m.order(s, claim) is Order.BEFORE
+            ):
                 booked = s.booked if s.timed else claim.scanned_at  # unknown: maybe just now
                 if booked <= latest:
                     yield booked
@@ -279,13 +314,26 @@ class _Till:
             return
         since = claim.scanned_at - window
         taken = self.owned | {t.seen.receipt_id for t in self.d.takes}
-        recent = [s.receipt_id for s in self.events if s.kind == "sale" and s.receipt.is_paid
-                  and s.receipt_id not in taken and s.timed and s.booked >= since
-                  and self.m.order(s, claim) is Order.BEFORE]
-        recent += [p.receipt_id for p in self.past if not p.taken and not p.session
-                   and p.booked_at >= since
-                   and p.receipt_id not in taken and p.receipt_id not in recent
-                   and p.booked_at <= claim.scanned_at + self.m.rules.clock_skew]
+        recent = [
+            s.receipt_id
+            for s in self.events
+            if s.kind == "sale"
+            and s.receipt.is_paid
+            and s.receipt_id not in taken
+            and s.timed
+            and s.booked >= since
+            and self.m.order(s, claim) is Order.BEFORE
+        ]
+        recent += [
+            p.receipt_id
+            for p in self.past
+            if not p.taken
+            and not p.session
+            and p.booked_at >= since
+            and p.receipt_id not in taken
+            and p.receipt_id not in recent
+            and p.booked_at <= claim.scanned_at + self.m.rules.clock_skew
+        ]
         others = [c for c in self._open() if c.id != claim.id and c.scanned_at >= since]
         if len(recent) == 1 and not others:
             self.d.late_takes.append((claim, recent[0]))

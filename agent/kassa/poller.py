@@ -64,10 +64,19 @@ class NoEvents:
 
 class Poller:
     def __init__(
-        self, client: Any, store: Store, *, merchant_id: str, branch: int,
-        matching: MatchingSection | None = None, interval: float = 1.0, batch: int = 100,
-        store_name: str | None = None, events: PollEvents | None = None,
-        clock: Callable[[], float] = time.time, webhooks: bool = False,
+        self,
+        client: Any,
+        store: Store,
+        *,
+        merchant_id: str,
+        branch: int,
+        matching: MatchingSection | None = None,
+        interval: float = 1.0,
+        batch: int = 100,
+        store_name: str | None = None,
+        events: PollEvents | None = None,
+        clock: Callable[[], float] = time.time,
+        webhooks: bool = False,
     ) -> None:
         """`webhooks`: webhook mode is on, so a receipt whose lines carry webhook line ids was
         booked in a session, and is never a polling claim's."""
@@ -80,8 +89,12 @@ class Poller:
         self.events: PollEvents = events or NoEvents()
         self.set_matching(matching or MatchingSection())
         self.sync = ReceiptSync(client, store, branch=branch, batch=batch, clock=clock)
-        self.reference = ReferenceData(client, clock_skew=self.matching.clock_skew,
-                                       on_offset=self.events.clock_offset, clock=clock)
+        self.reference = ReferenceData(
+            client,
+            clock_skew=self.matching.clock_skew,
+            on_offset=self.events.clock_offset,
+            clock=clock,
+        )
         self.deliveries = Deliveries(merchant_id=merchant_id, store_name=store_name)
         self.last_success: float | None = None
         self.problem = Problem("POS poll failed; retrying", "POS poll works again")
@@ -118,10 +131,17 @@ class Poller:
         view, sightings = self._view(fetched, reference)
         decisions = self.matcher.decide(view)
         deliveries = self._deliveries(decisions, view, reference)
-        result = self.store.commit_poll(PollCommit(
-            marker=fetched.marker, deliveries=deliveries, sightings=sightings,
-            fences=sorted(view.fenced), closes=decisions.closes,
-            reserves=[(c.id, s.receipt_id) for c, s in decisions.reserves], now=self.clock()))
+        result = self.store.commit_poll(
+            PollCommit(
+                marker=fetched.marker,
+                deliveries=deliveries,
+                sightings=sightings,
+                fences=sorted(view.fenced),
+                closes=decisions.closes,
+                reserves=[(c.id, s.receipt_id) for c, s in decisions.reserves],
+                now=self.clock(),
+            )
+        )
         self.sync.committed(fetched)
         self._report(result)
         if fetched.caught_up:
@@ -143,43 +163,75 @@ class Poller:
         ids += [u.receipt_id for u in fetched.unreadable if u.receipt_id]
         before = self.store.seen_before(ids)
         seen, sightings = [], []
-        fresh = [r for r in fetched.receipts
-                 if not (before.get(r.receipt_id) and before[r.receipt_id].done)]
+        fresh = [
+            r
+            for r in fetched.receipts
+            if not (before.get(r.receipt_id) and before[r.receipt_id].done)
+        ]
         sessions = self._sessions(fresh)
         for receipt in fetched.receipts:
             earlier = before.get(receipt.receipt_id)
             if earlier is not None and earlier.done:
                 continue
-            marker = earlier.first_marker if earlier and earlier.first_marker else \
-                receipt.sync_marker
+            marker = (
+                earlier.first_marker if earlier and earlier.first_marker else receipt.sync_marker
+            )
             late = earlier.late if earlier else receipt.sync_marker <= fetched.cursor
-            one = Seen(receipt, marker, receipt.booked_at.timestamp() - reference.clock_offset,
-                       self._kind(receipt), late, timed=reference.clock_known)
+            one = Seen(
+                receipt,
+                marker,
+                receipt.booked_at.timestamp() - reference.clock_offset,
+                self._kind(receipt),
+                late,
+                timed=reference.clock_known,
+            )
             seen.append(one)
             link = sessions.get(receipt.receipt_id)
-            sightings.append(Sighting(receipt.receipt_id, receipt.workplace,
-                                      one.booked if one.timed else None,
-                                      one.first_marker, one.kind,
-                                      done=(receipt.is_paid or one.kind == "other")
-                                      and (link is None or link.state != UNKNOWN_SESSION),
-                                      total=receipt.total_incl, late=late,
-                                      session=link is not None))
-        unreadable = [u for u in fetched.unreadable  # once each, though the overlap reads it again
-                      if u.receipt_id is None or u.receipt_id not in before
-                      or before[u.receipt_id].kind != "unreadable"]
-        sightings += [Sighting(u.receipt_id, u.workplace, None, u.sync_marker or 0, "unreadable")
-                      for u in unreadable if u.receipt_id and u.receipt_id not in before]
+            sightings.append(
+                Sighting(
+                    receipt.receipt_id,
+                    receipt.workplace,
+                    one.booked if one.timed else None,
+                    one.first_marker,
+                    one.kind,
+                    done=(receipt.is_paid or one.kind == "other")
+                    and (link is None or link.state != UNKNOWN_SESSION),
+                    total=receipt.total_incl,
+                    late=late,
+                    session=link is not None,
+                )
+            )
+        unreadable = [
+            u
+            for u in fetched.unreadable  # once each, though the overlap reads it again
+            if u.receipt_id is None
+            or u.receipt_id not in before
+            or before[u.receipt_id].kind != "unreadable"
+        ]
+        sightings += [
+            Sighting(u.receipt_id, u.workplace, None, u.sync_marker or 0, "unreadable")
+            for u in unreadable
+            if u.receipt_id and u.receipt_id not in before
+        ]
         self._log_unreadable(unreadable)
         # A polling claim is judged by polls that began after its scan; a session claim by any
         # poll, since its session's receipt may be read by a poll that began before the scan.
-        claims = [c for c in self.store.pending_claims()
-                  if c.session_id is not None or c.scanned_at < fetched.started]
+        claims = [
+            c
+            for c in self.store.pending_claims()
+            if c.session_id is not None or c.scanned_at < fetched.started
+        ]
         view = PollView(
-            seen=seen, claims=claims, past=self._past(claims),
+            seen=seen,
+            claims=claims,
+            past=self._past(claims),
             fenced=frozenset(c.id for c in claims if c.fence_marker is None)
-            if fetched.caught_up else frozenset(),
+            if fetched.caught_up
+            else frozenset(),
             unreadable=[u.workplace for u in unreadable],
-            credited_to=self._credited_to(seen), sessions=sessions)
+            credited_to=self._credited_to(seen),
+            sessions=sessions,
+        )
         return view, sightings
 
     def _kind(self, receipt: Receipt) -> str:
@@ -192,8 +244,9 @@ class Poller:
             return []
         rules = self.matching
         back = max(rules.recent_sale_guard, rules.late_scan_window) + rules.clock_skew + 1
-        return self.store.past_sales(sorted({c.workplace for c in claims}),
-                                     min(c.scanned_at for c in claims) - back)
+        return self.store.past_sales(
+            sorted({c.workplace for c in claims}), min(c.scanned_at for c in claims) - back
+        )
 
     def _sessions(self, receipts: Sequence[Receipt]) -> dict[str, SessionLink]:
         """The webhook session of each receipt whose lines carry a known session's line ids. A
@@ -201,11 +254,15 @@ class Poller:
         webhook mode, a receipt with line ids of no known session yet (its completeSession not
         stored yet) is linked to none either, and judged again while the overlap reads it."""
         links = self.store.sessions_of_lines(
-            [line for r in receipts for line in r.webhook_line_ids])
+            [line for r in receipts for line in r.webhook_line_ids]
+        )
         found = {}
         for receipt in receipts:
-            by_id = {links[line].session_id: links[line]
-                     for line in receipt.webhook_line_ids if line in links}
+            by_id = {
+                links[line].session_id: links[line]
+                for line in receipt.webhook_line_ids
+                if line in links
+            }
             if len(by_id) == 1:
                 found[receipt.receipt_id] = next(iter(by_id.values()))
             elif by_id:
@@ -215,15 +272,21 @@ class Poller:
         return found
 
     def _credited_to(self, seen: Sequence[Seen]) -> dict[str, str]:
-        originals = {s.receipt.credited_receipt_id for s in seen
-                     if s.kind == "credit" and s.receipt.credited_receipt_id}
+        originals = {
+            s.receipt.credited_receipt_id
+            for s in seen
+            if s.kind == "credit" and s.receipt.credited_receipt_id
+        }
         found = {o: self.store.delivered_customer(o) for o in originals}
         return {o: c[1] for o, c in found.items() if c is not None}
 
-    def _deliveries(self, decisions: Decisions, view: PollView, reference: Reference
-                    ) -> list[NewDelivery]:
-        out = [self.deliveries.for_claim(t.seen.receipt, t.claim, t.evidence, reference)
-               for t in decisions.takes]
+    def _deliveries(
+        self, decisions: Decisions, view: PollView, reference: Reference
+    ) -> list[NewDelivery]:
+        out = [
+            self.deliveries.for_claim(t.seen.receipt, t.claim, t.evidence, reference)
+            for t in decisions.takes
+        ]
         for claim, receipt_id in decisions.late_takes:
             receipt = self._late_receipt(receipt_id)
             if receipt is not None:
@@ -234,22 +297,28 @@ class Poller:
         try:
             return self.client.get_receipt(receipt_id)  # type: ignore[no-any-return]
         except KassaError as exc:
-            log.warning("a late-scanned sale cannot be read again; its claim stays pending",
-                        extra=fields(receipt=receipt_id, reason=str(exc)))
+            log.warning(
+                "a late-scanned sale cannot be read again; its claim stays pending",
+                extra=fields(receipt=receipt_id, reason=str(exc)),
+            )
             return None
 
-    def _credits(self, seen: Sequence[Seen], batch: list[NewDelivery], reference: Reference
-                 ) -> list[NewDelivery]:
+    def _credits(
+        self, seen: Sequence[Seen], batch: list[NewDelivery], reference: Reference
+    ) -> list[NewDelivery]:
         """Paid credit receipts of sales that went to a customer, in this poll or before."""
         customers = {d.receipt_id: Customer(d.customer_kind, d.customer) for d in batch}
         credits = []
         for s in seen:
             receipt = s.receipt
-            if not (s.kind == "credit" and receipt.is_paid and receipt.credited_receipt_id) \
-                    or receipt.receipt_id in customers:
+            if (
+                not (s.kind == "credit" and receipt.is_paid and receipt.credited_receipt_id)
+                or receipt.receipt_id in customers
+            ):
                 continue
             customer = customers.get(receipt.credited_receipt_id) or self._customer_of(
-                receipt.credited_receipt_id)
+                receipt.credited_receipt_id
+            )
             if customer is not None:
                 credits.append(self.deliveries.for_credit(receipt, customer, reference))
                 customers[receipt.receipt_id] = customer
@@ -264,9 +333,14 @@ class Poller:
     def _report(self, result: PollResult) -> None:
         for item in result.stored:
             with correlation(item.correlation_id):
-                log.info("receipt matched and stored for upload",
-                         extra=fields(receipt=item.receipt_id, kind=item.kind,
-                                      customer=mask_code(item.customer or "")))
+                log.info(
+                    "receipt matched and stored for upload",
+                    extra=fields(
+                        receipt=item.receipt_id,
+                        kind=item.kind,
+                        customer=mask_code(item.customer or ""),
+                    ),
+                )
         for close in result.closed:
             log_close(close)
         if result.stored:
@@ -276,16 +350,23 @@ class Poller:
 
     def _log_unreadable(self, unreadable: Sequence[Any]) -> None:
         for bad in unreadable:
-            log.error("POS receipt cannot be read; it is skipped", extra=fields(
-                receipt=bad.receipt_id, sync_marker=bad.sync_marker, workplace=bad.workplace,
-                reason=bad.reason))
+            log.error(
+                "POS receipt cannot be read; it is skipped",
+                extra=fields(
+                    receipt=bad.receipt_id,
+                    sync_marker=bad.sync_marker,
+                    workplace=bad.workplace,
+                    reason=bad.reason,
+                ),
+            )
 
     def _expire(self, poll_started: float) -> None:
         expired = self.store.expire_claims(
             scanned_before=poll_started - self.matching.claim_ttl,
             reserved_before=poll_started - max(RESERVED_TTL, self.matching.claim_ttl),
             idle_before=poll_started - max(OPEN_SESSION_TTL, self.matching.claim_ttl),
-            now=self.clock())
+            now=self.clock(),
+        )
         closes = [Close(claim, ClaimState.EXPIRED) for claim in expired]
         for close in closes:
             log_close(close)
@@ -308,9 +389,19 @@ def log_close(close: Close) -> None:
     claim = close.claim
     if close.state == ClaimState.DELIVERED:
         return
-    ended = Claim(**{**claim.__dict__, "state": close.state.value,
-                     "reason": close.reason and close.reason.value})
+    ended = Claim(
+        **{
+            **claim.__dict__,
+            "state": close.state.value,
+            "reason": close.reason and close.reason.value,
+        }
+    )
     with correlation(claim.correlation_id):
-        log.warning(f"claim closed {close.state.value}: {explain(ended)}", extra=fields(
-            workplace=claim.workplace, reason=close.reason and close.reason.value,
-            customer=mask_code(claim.customer)))
+        log.warning(
+            f"claim closed {close.state.value}: {explain(ended)}",
+            extra=fields(
+                workplace=claim.workplace,
+                reason=close.reason and close.reason.value,
+                customer=mask_code(claim.customer),
+            ),
+        )

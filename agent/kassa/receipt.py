@@ -137,9 +137,7 @@ def _int(element: Element, name: str, default: int | None = None) -> int:
             raise KassaResponseError(f"the API sent a {_tag(element)} without {name}")
         return default
     if not INTEGER.fullmatch(value):
-        raise KassaResponseError(
-            f"the API sent a non-integer {name} in a {_tag(element)}"
-        )
+        raise KassaResponseError(f"the API sent a non-integer {name} in a {_tag(element)}")
     return int(value)
 
 
@@ -242,12 +240,8 @@ def parse_receipt(element: Element) -> Receipt:
     number = child(element, "receiptNumber")
     financial = parse_date(_part(element, "financialDate"))
     workplace = _int(element, "workplaceNumber")
-    branch = _int(element, "entryBranchNumber", 0) or _int(
-        element, "financialBranchNumber"
-    )
-    year = (
-        _int(number, "year", financial.year) if number is not None else financial.year
-    )
+    branch = _int(element, "entryBranchNumber", 0) or _int(element, "financialBranchNumber")
+    year = _int(number, "year", financial.year) if number is not None else financial.year
     seq = _int(number, "number", 0) if number is not None else 0
     return Receipt(
         receipt_id=_required(element, "receiptId"),
@@ -258,8 +252,7 @@ def parse_receipt(element: Element) -> Receipt:
         workplace=workplace,
         year=year,
         number=seq,
-        transaction=text(element, "transactionString")
-        or f"{branch}.{workplace}.{year}.{seq:06d}",
+        transaction=text(element, "transactionString") or f"{branch}.{workplace}.{year}.{seq:06d}",
         barcode=text(element, "receiptBarcode") or None,
         credited_receipt_id=text(element, "creditedReceiptId") or None,
         employee=text(element, "employeeName") or None,
@@ -271,20 +264,14 @@ def parse_receipt(element: Element) -> Receipt:
         vat_method=text(element, "vatMethod"),
         change_counter=_int(element, "changeCounter", 0),
         lines=tuple(parse_line(e) for e in _items(element, "lineList", "line")),
-        vat_groups=tuple(
-            parse_vat_group(e) for e in _items(element, "vatGroupList", "vatGroup")
-        ),
-        payments=tuple(
-            parse_payment(e) for e in _items(element, "paymentList", "payment")
-        ),
+        vat_groups=tuple(parse_vat_group(e) for e in _items(element, "vatGroupList", "vatGroup")),
+        payments=tuple(parse_payment(e) for e in _items(element, "paymentList", "payment")),
     )
 
 
 def parse_branch(element: Element) -> Branch:
     workplaces = tuple(
-        Workplace(
-            number=_int(w, "workplaceNumber"), name=text(w, "workplaceName") or None
-        )
+        Workplace(number=_int(w, "workplaceNumber"), name=text(w, "workplaceName") or None)
         for w in descendants(element, "workplace", having="workplaceNumber")
     )
     return Branch(

@@ -35,9 +35,14 @@ class Reference:
 
 
 class ReferenceData:
-    def __init__(self, client: Any, *, clock_skew: float,
-                 on_offset: Callable[[float], None] = lambda seconds: None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        client: Any,
+        *,
+        clock_skew: float,
+        on_offset: Callable[[float], None] = lambda seconds: None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.client = client
         self.clock_skew = clock_skew
         self.on_offset = on_offset
@@ -45,8 +50,10 @@ class ReferenceData:
         self.current = Reference()
         self._refreshed_at: float | None = None
         self._measured_at: float | None = None
-        self.problem = Problem("POS reference data not refreshed; keeping the last",
-                               "POS reference data refreshed again")
+        self.problem = Problem(
+            "POS reference data not refreshed; keeping the last",
+            "POS reference data refreshed again",
+        )
 
     def refresh(self, now: float) -> Reference:
         """The reference data, refreshed when due; raises only while none was ever read or the
@@ -77,8 +84,10 @@ class ReferenceData:
         after = self.clock()
         if server is None:
             if not self.current.clock_known:
-                log.warning("the POS sends no serverDateTime: booking times are taken as they"
-                            " come, with only matching.clock_skew of margin")
+                log.warning(
+                    "the POS sends no serverDateTime: booking times are taken as they"
+                    " come, with only matching.clock_skew of margin"
+                )
             self.current.clock_known = True
             return
         offset = server.timestamp() + SERVER_TIME_RESOLUTION / 2 - (before + after) / 2
@@ -90,9 +99,13 @@ class ReferenceData:
     def _report(self, offset: float) -> None:
         previous, known = self.current.clock_offset, self.current.clock_known
         if known and abs(offset - previous) > self.clock_skew:
-            log.warning("the POS clock jumped against this till's clock", extra=fields(
-                offset=f"{offset:+.1f}s", before=f"{previous:+.1f}s"))
+            log.warning(
+                "the POS clock jumped against this till's clock",
+                extra=fields(offset=f"{offset:+.1f}s", before=f"{previous:+.1f}s"),
+            )
         elif abs(offset) > self.clock_skew and not (known and abs(previous) > self.clock_skew):
-            log.warning("the POS clock differs from this till's by more than"
-                        " matching.clock_skew; booking times are corrected by the difference",
-                        extra=fields(offset=f"{offset:+.1f}s", clock_skew=self.clock_skew))
+            log.warning(
+                "the POS clock differs from this till's by more than"
+                " matching.clock_skew; booking times are corrected by the difference",
+                extra=fields(offset=f"{offset:+.1f}s", clock_skew=self.clock_skew),
+            )

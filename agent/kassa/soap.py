@@ -62,9 +62,7 @@ def request_envelope(operation: str, params: Mapping[str, Any] | None = None) ->
 
 def response_envelope(element: str, content: Mapping[str, Any]) -> bytes:
     """A response the way the gSOAP server writes it (`SOAP-ENV:` and `ns:` prefixes)."""
-    return _envelope(
-        _render(element, content, "ns"), env_prefix="SOAP-ENV", ns_prefix="ns"
-    )
+    return _envelope(_render(element, content, "ns"), env_prefix="SOAP-ENV", ns_prefix="ns")
 
 
 def fault_envelope(code: str, message: str) -> bytes:
@@ -94,11 +92,7 @@ def descendants(element: Element, name: str, *, having: str) -> Iterator[Element
     Lists come wrapped (`vatGroupList/vatGroup`) or bare; this finds the items either way.
     """
     for item in element.iter():
-        if (
-            item is not element
-            and local_name(item.tag) == name
-            and child(item, having) is not None
-        ):
+        if item is not element and local_name(item.tag) == name and child(item, having) is not None:
             yield item
 
 
@@ -160,9 +154,7 @@ def parse_xml(
             f"refused hostile XML from the API ({type(exc).__name__})"
         ) from None
     except (ParseError, ValueError, LookupError) as exc:  # LookupError: unknown encoding
-        raise KassaResponseError(
-            f"the API sent malformed XML ({_clean(str(exc))})"
-        ) from None
+        raise KassaResponseError(f"the API sent malformed XML ({_clean(str(exc))})") from None
     if root is None:
         raise KassaResponseError("the API sent malformed XML (no element found)")
     return root
@@ -177,9 +169,7 @@ def _oversized(what: str) -> KassaResponseError:
 def body_element(body: bytes) -> Element:
     """The first element inside `Envelope/Body` (a response, a request or a `Fault`)."""
     root = parse_xml(body)
-    if local_name(root.tag) != "Envelope" or not root.tag.startswith(
-        f"{{{SOAP_ENV_NS}}}"
-    ):
+    if local_name(root.tag) != "Envelope" or not root.tag.startswith(f"{{{SOAP_ENV_NS}}}"):
         raise KassaResponseError("the API answer is not a SOAP 1.1 envelope")
     soap_body = child(root, "Body")
     content = next(iter(soap_body), None) if soap_body is not None else None
@@ -199,9 +189,7 @@ def parse_response(body: bytes, operation: str) -> Element:
             operation,
         )
     if name.lower() != f"{operation}Response".lower():
-        raise KassaResponseError(
-            f"expected {operation}Response from the API, got {_clean(name)}"
-        )
+        raise KassaResponseError(f"expected {operation}Response from the API, got {_clean(name)}")
     return content
 
 

@@ -39,8 +39,15 @@ class Fetched:
 
 
 class ReceiptSync:
-    def __init__(self, client: Any, store: Store, *, branch: int, batch: int,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        client: Any,
+        store: Store,
+        *,
+        branch: int,
+        batch: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.client = client
         self.store = store
         self.branch = branch
@@ -53,8 +60,9 @@ class ReceiptSync:
         started = self.clock()
         start = self._overlap_start(cursor)
         batch = self.client.fetch_receipts(self.branch, start + 1, self.batch + cursor - start)
-        return Fetched(batch.receipts, batch.unreadable, cursor, max([cursor, *batch.markers]),
-                       started)
+        return Fetched(
+            batch.receipts, batch.unreadable, cursor, max([cursor, *batch.markers]), started
+        )
 
     def committed(self, fetched: Fetched) -> None:
         """Remember the cursor a committed poll reached, for the overlap of later polls."""
@@ -76,6 +84,8 @@ class ReceiptSync:
             if self.store.pending_claims():  # scans came before the cursor existed: look
                 cursor = max(0, cursor - self.batch)  # back and let booking times judge
             self.store.commit_poll(PollCommit(marker=cursor, now=self.clock()))
-            log.info("POS cursor initialised from getCurrentSyncMarkersV2",
-                     extra=fields(sync_marker=cursor))
+            log.info(
+                "POS cursor initialised from getCurrentSyncMarkersV2",
+                extra=fields(sync_marker=cursor),
+            )
         return cursor

@@ -31,22 +31,51 @@ from agent.errors import AgentError, CodeRejected, StoreError
 from agent.kassa import signature
 from agent.listener import Handler, Limits, Server, serve
 from agent.logs import correlation, fields, get_logger, mask_code, new_correlation_id
+from agent.metrics import ScanOutcome
 from agent.printable import printable
 from agent.queue.claims import ClaimState, Close, Reason
-from agent.queue.sessions import (EventKey, EventMismatch, SessionClaim, SessionEvent,
-                                  SessionScan, SessionScanOutcome)
+from agent.queue.sessions import (
+    EventKey,
+    EventMismatch,
+    SessionClaim,
+    SessionEvent,
+    SessionScan,
+    SessionScanOutcome,
+)
 from agent.queue.store import Store
 
 log = get_logger(__name__)
 
 MAX_DEPTH = 16
 LIMITS = Limits(max_connections=16, header_bytes=16 * 1024, body_bytes=256 * 1024, timeout=5.0)
-SESSION_EVENTS = frozenset({
-    "startSession", "scanCode", "addSessionLine", "updateSessionLine", "removeSessionLine",
-    "pauseSession", "resumeSession", "selectRelation", "startPayment", "cancelPayment",
-    "mergeSession", "cancelSession", "completeSession", "creditSession",
-})
+SESSION_EVENTS = frozenset(
+    {
+        "startSession",
+        "scanCode",
+        "addSessionLine",
+        "updateSessionLine",
+        "removeSessionLine",
+        "pauseSession",
+        "resumeSession",
+        "selectRelation",
+        "startPayment",
+        "cancelPayment",
+        "mergeSession",
+        "cancelSession",
+        "completeSession",
+        "creditSession",
+    }
+)
 STORE_FAILED_MESSAGE = "BONIQ-code NIET opgeslagen: probeer opnieuw of gebruik het kassascherm"
+
+
+_SCAN_OUTCOMES: dict[SessionScanOutcome, ScanOutcome] = {  # as the scan metric counts them
+    SessionScanOutcome.LINKED: "accepted",
+    SessionScanOutcome.SAME: "duplicate",
+    SessionScanOutcome.SECOND_CODE: "rejected",
+    SessionScanOutcome.RECENT_SALE: "rejected",
+    SessionScanOutcome.PREVIOUS_SALE: "duplicate",
+}
 
 
 class Refused(Exception):
@@ -67,7 +96,7 @@ class Reply:
 class ReceiverEvents(Protocol):
     """What the receiver reports (metrics, feedback, the poller's wake-up)."""
 
-    def webhook_scan(self, workplace: int, outcome: str) -> None: ...
+    def webhook_scan(self, workplace: int, outcome: ScanOutcome) -> None: ...
     def closed(self, closes: list[Close]) -> None: ...
     def session_done(self) -> None: ...
 
@@ -86,8 +115,14 @@ class Envelope:
 class Receiver:
     """Turns one verified request into a reply; the HTTP side is `_Handler`."""
 
-    def __init__(self, config: Config, store: Store, key: Callable[[], str],
-                 events: ReceiverEvents, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        key: Callable[[], str],
+        events: ReceiverEvents,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         assert config.kassa.webhooks is not None
         self.section: WebhooksSection = config.kassa.webhooks
         self.branch = config.store.branch
@@ -108,10 +143,12 @@ class Receiver:
         try:
             keys = self.keys()
         except AgentError as exc:  # the key file went away: the till must not see "recognized"
-            log.error("webhook request not handled: the key cannot be read", extra=fields(
-                reason=str(exc)))
-            return Reply(503, {"error": {"code": "NO_KEY", "message": "not handled"}}), \
-                signature.Key("text", b"")
+            log.error(
+                "webhook request not handled: the key cannot be read", extra=fields(reason=str(exc))
+            )
+            return Reply(
+                503, {"error": {"code": "NO_KEY", "message": "not handled"}}
+            ), signature.Key("text", b"")
         try:
             used = self._verify(headers, body, keys)
         except Refused as exc:
@@ -123,8 +160,7 @@ class Receiver:
 
     # -- checks -----------------------------------------------------------------------------
 
-    def _verify(self, headers: Any, body: bytes, keys: tuple[signature.Key, ...]
-                ) -> signature.Key:
+    def _verify(self, headers: Any, body: bytes, keys: tuple[signature.Key, ...]) -> signature.Key:
         content_type = headers.get("Content-Type")
         if not content_type:
             raise Refused("NO_CONTENT_TYPE", "Content-Type is missing")
@@ -134,8 +170,10 @@ class Receiver:
         if not subscription:
             raise Refused("NO_SUBSCRIPTION_ID", "X-Mplus-Subscription-Id is missing")
         if subscription.strip() != self.section.subscription_id:
-            raise Refused("INVALID_SUBSCRIPTION_ID",
-                          "X-Mplus-Subscription-Id is not this agent's subscription")
+            raise Refused(
+                "INVALID_SUBSCRIPTION_ID",
+                "X-Mplus-Subscription-Id is not this agent's subscription",
+            )
         given = headers.get(signature.HEADER)
         if not given:
             raise Refused("NO_SIGNATURE", f"{signature.HEADER} is missing")
@@ -150,13 +188,20 @@ class Receiver:
             if self._key_form == key.form:
                 return
             self._key_form = key.form
-        log.info("webhook signatures verify with the key read as " + key.form, extra=fields(
-            key_encoding=self.section.key_encoding,
-            hint=f"kassa.webhooks.key_encoding: {key.form} pins it"))
+        log.info(
+            "webhook signatures verify with the key as configured",
+            extra=fields(
+                key_form=key.form,
+                key_encoding=self.section.key_encoding,
+                hint=f"kassa.webhooks.key_encoding: {key.form} pins it",
+            ),
+        )
 
     def _refused(self, exc: Refused, path: str, key: signature.Key | None) -> Reply:
-        log.warning("webhook request refused", extra=fields(
-            event=_event_name(path) or "-", code=exc.code, reason=exc.message))
+        log.warning(
+            "webhook request refused",
+            extra=fields(event=_event_name(path) or "-", code=exc.code, reason=exc.message),
+        )
         return Reply(400, {"error": {"code": exc.code, "message": exc.message}})
 
     # -- events -----------------------------------------------------------------------------
@@ -176,9 +221,15 @@ class Receiver:
             raise Refused("INVALID_DATA", str(exc)) from None
 
     def _till_error(self, path: str, error: dict[str, Any]) -> Reply:
-        log.warning("the till reports a problem with the agent's webhook reply", extra=fields(
-            event=_event_name(path) or "-", type=_short(error.get("type")),
-            code=_short(error.get("code")), reason=_short(error.get("message"))))
+        log.warning(
+            "the till reports a problem with the agent's webhook reply",
+            extra=fields(
+                event=_event_name(path) or "-",
+                type=_short(error.get("type")),
+                code=_short(error.get("code")),
+                reason=_short(error.get("message")),
+            ),
+        )
         return Reply(200, {})
 
     def _scan(self, envelope: Envelope) -> Reply:
@@ -193,20 +244,31 @@ class Receiver:
         except CodeRejected:
             return Reply(200, {"scanCode": {"recognized": False}})
         if envelope.branch != self.branch:
-            log.warning("a BONIQ code scanned at another branch is not linked", extra=fields(
-                branch=envelope.branch, workplace=envelope.workplace))
+            log.warning(
+                "a BONIQ code scanned at another branch is not linked",
+                extra=fields(branch=envelope.branch, workplace=envelope.workplace),
+            )
             return Reply(200, {"scanCode": {"recognized": False}})
         try:
-            scan = self.store.scan_in_session(_session_event(envelope, self.clock()), SessionClaim(
-                correlation_id=new_correlation_id(), customer_kind=code.kind,
-                customer=code.value, source="webhook", scanned_at=self.clock(),
-                pos_marker=self.store.get_cursor()), rescan_guard=self.rescan_guard)
+            scan = self.store.scan_in_session(
+                _session_event(envelope, self.clock()),
+                SessionClaim(
+                    correlation_id=new_correlation_id(),
+                    customer_kind=code.kind,
+                    customer=code.value,
+                    source="webhook",
+                    scanned_at=self.clock(),
+                    pos_marker=self.store.get_cursor(),
+                ),
+                rescan_guard=self.rescan_guard,
+            )
         except StoreError as exc:
-            log.error("webhook scan NOT stored: the store refused it", extra=fields(
-                workplace=envelope.workplace, reason=str(exc)))
+            log.error(
+                "webhook scan NOT stored: the store refused it",
+                extra=fields(workplace=envelope.workplace, reason=str(exc)),
+            )
             self.events.webhook_scan(envelope.workplace, "failed")
-            return Reply(200, {"scanCode": {"recognized": False,
-                                            "message": STORE_FAILED_MESSAGE}})
+            return Reply(200, {"scanCode": {"recognized": False, "message": STORE_FAILED_MESSAGE}})
         self._report_scan(envelope, scan)
         return Reply(200, {"scanCode": self._scan_reply(scan)})
 
@@ -217,20 +279,26 @@ class Receiver:
             return {"recognized": True, "message": self.section.recent_sale_message}
         if scan.outcome is SessionScanOutcome.PREVIOUS_SALE:
             return {"recognized": True, "message": self.section.previous_sale_message}
-        return {"recognized": True, "message": self.section.cashier_message,
-                "customerMessage": self.section.customer_message}
+        return {
+            "recognized": True,
+            "message": self.section.cashier_message,
+            "customerMessage": self.section.customer_message,
+        }
 
     def _report_scan(self, envelope: Envelope, scan: SessionScan) -> None:
-        outcome = {SessionScanOutcome.LINKED: "accepted", SessionScanOutcome.SAME: "duplicate",
-                   SessionScanOutcome.SECOND_CODE: "rejected",
-                   SessionScanOutcome.RECENT_SALE: "rejected",
-                   SessionScanOutcome.PREVIOUS_SALE: "duplicate"}[scan.outcome]
+        outcome = _SCAN_OUTCOMES[scan.outcome]
         with correlation(scan.claim.correlation_id):
-            log.info(f"webhook scan {scan.outcome.value}" + (" (repeated event)"
-                                                            if scan.replayed else ""),
-                     extra=fields(workplace=envelope.workplace, session=envelope.session_id,
-                                  kind=scan.claim.customer_kind,
-                                  customer=mask_code(scan.claim.customer)))
+            log.info(
+                "webhook scan",
+                extra=fields(
+                    outcome=scan.outcome.value,
+                    repeated=scan.replayed or None,
+                    workplace=envelope.workplace,
+                    session=envelope.session_id,
+                    kind=scan.claim.customer_kind,
+                    customer=mask_code(scan.claim.customer),
+                ),
+            )
         if not scan.replayed:
             self.events.webhook_scan(envelope.workplace, outcome)
             if scan.outcome is SessionScanOutcome.RECENT_SALE:
@@ -238,15 +306,19 @@ class Receiver:
 
     def _session(self, envelope: Envelope) -> Reply:
         if not envelope.session_id:
-            log.warning("a session event without sessionId cannot be linked (MplusKASSA before "
-                        "59.4.2 sent this for split payments); its claim will expire",
-                        extra=fields(event=envelope.event, workplace=envelope.workplace))
+            log.warning(
+                "a session event without sessionId cannot be linked (MplusKASSA before "
+                "59.4.2 sent this for split payments); its claim will expire",
+                extra=fields(event=envelope.event, workplace=envelope.workplace),
+            )
             return Reply(200, {})
         try:
             update = self.store.session_event(_session_event(envelope, self.clock()))
         except StoreError as exc:
-            log.error("webhook session event NOT stored: the store refused it", extra=fields(
-                event=envelope.event, workplace=envelope.workplace, reason=str(exc)))
+            log.error(
+                "webhook session event NOT stored: the store refused it",
+                extra=fields(event=envelope.event, workplace=envelope.workplace, reason=str(exc)),
+            )
             return Reply(503, {"error": {"code": "STORE_FAILED", "message": "not stored"}})
         if update.closed:
             self.events.closed(update.closed)
@@ -309,15 +381,22 @@ def _envelope(event: str, body: dict[str, Any]) -> Envelope:
     if not _is_int(branch) or not _is_int(workplace):
         raise Refused("INVALID_DATA", "sender.branchNumber and workplaceNumber must be integers")
     session_id = session.get("sessionId")
-    if not isinstance(session_id, str) or len(session_id) > 100 or (
-            not session_id and event == "scanCode"):
+    if (
+        not isinstance(session_id, str)
+        or len(session_id) > 100
+        or (not session_id and event == "scanCode")
+    ):
         raise Refused("INVALID_DATA", "session.sessionId must be a string")
     instance = sender.get("instanceId")
     counter = meta.get("eventCounter") if isinstance(meta, dict) else None
-    key = (EventKey(instance, counter, event, session_id)
-           if isinstance(instance, str) and _is_int(counter) else None)
-    return Envelope(event, session_id, branch, workplace, key, _line_ids(session, body.get(event)),
-                    body)
+    key = (
+        EventKey(instance, counter, event, session_id)
+        if isinstance(instance, str) and _is_int(counter)
+        else None
+    )
+    return Envelope(
+        event, session_id, branch, workplace, key, _line_ids(session, body.get(event)), body
+    )
 
 
 def _line_ids(session: dict[str, Any], details: Any) -> tuple[str, ...]:
@@ -337,13 +416,19 @@ def _line_ids(session: dict[str, Any], details: Any) -> tuple[str, ...]:
 
 
 def _is_int(value: Any) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2 ** 63
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
 
 
 def _session_event(envelope: Envelope, now: float) -> SessionEvent:
-    return SessionEvent(event=envelope.event, session_id=envelope.session_id,
-                        branch=envelope.branch, workplace=envelope.workplace,
-                        line_ids=envelope.line_ids, key=envelope.key, at=now)
+    return SessionEvent(
+        event=envelope.event,
+        session_id=envelope.session_id,
+        branch=envelope.branch,
+        workplace=envelope.workplace,
+        line_ids=envelope.line_ids,
+        key=envelope.key,
+        at=now,
+    )
 
 
 class _Handler(Handler):
@@ -352,18 +437,27 @@ class _Handler(Handler):
         receiver: Receiver = self.context
         try:
             reply, key = receiver.handle(self.path, self.headers, body)
-        except Exception as exc:  # a bug must cost this request, not the listener
+        except Exception as exc:  # noqa: BLE001 - a bug must cost this request, not the listener
             log.error("webhook request failed", extra=fields(error=type(exc).__name__))
-            reply, key = Reply(500, {"error": {"code": "INTERNAL", "message": "failed"}}), \
-                signature.Key("text", b"")
+            reply, key = (
+                Reply(500, {"error": {"code": "INTERNAL", "message": "failed"}}),
+                signature.Key("text", b""),
+            )
         data = json.dumps(reply.body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        self.reply(reply.status, data, "application/json",
-                   {signature.HEADER: signature.sign(key, data)})
+        self.reply(
+            reply.status, data, "application/json", {signature.HEADER: signature.sign(key, data)}
+        )
 
     def do_GET(self) -> None:
         self.reply(405, b"webhooks are POSTed\n", headers={"Allow": "POST"})
 
 
 def serve_receiver(receiver: Receiver) -> Server | None:
-    return serve(receiver.section.listen, _Handler, limits=LIMITS, name="webhooks",
-                 context=receiver, key="kassa.webhooks.listen")
+    return serve(
+        receiver.section.listen,
+        _Handler,
+        limits=LIMITS,
+        name="webhooks",
+        context=receiver,
+        key="kassa.webhooks.listen",
+    )

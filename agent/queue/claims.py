@@ -30,8 +30,13 @@ class ClaimState(enum.StrEnum):
     ASSIGNED = "assigned"
 
 
-ENDS = (ClaimState.DELIVERED, ClaimState.EXPIRED, ClaimState.UNSURE, ClaimState.CANCELLED,
-        ClaimState.ASSIGNED)
+ENDS = (
+    ClaimState.DELIVERED,
+    ClaimState.EXPIRED,
+    ClaimState.UNSURE,
+    ClaimState.CANCELLED,
+    ClaimState.ASSIGNED,
+)
 ASSIGNABLE = frozenset({ClaimState.UNSURE, ClaimState.EXPIRED})
 
 
@@ -51,20 +56,19 @@ class Reason(enum.StrEnum):
 
 EXPLANATION: dict[str, str] = {
     Reason.TWO_CODES: "two different codes were waiting at this till with no sale between them:"
-                      " nobody can tell whose the next sale was",
+    " nobody can tell whose the next sale was",
     Reason.RECENT_SALE: "the code was read just after a sale at this till: it may have been a late"
-                        " scan for that sale, so the next sale was not taken",
+    " scan for that sale, so the next sale was not taken",
     Reason.ORDER_UNCLEAR: "a sale at this till was booked too close to the scan to tell whether it"
-                          " came before or after it",
+    " came before or after it",
     Reason.PROOFS_DISAGREE: "the POS's order of receipts and its booking time disagree about whether"
-                            " a sale came after the scan",
+    " a sale came after the scan",
     Reason.RETURN: "the code was shown at a return whose sale no BONIQ customer has",
     Reason.UNREADABLE: "the POS sent a receipt at this till that the agent cannot read",
     Reason.LATE_SCAN_AMBIGUOUS: "more than one recent sale at this till could be the late-scanned one",
-    Reason.MERGED: "its POS session was merged into another sale, which someone else may have"
-                   " paid",
+    Reason.MERGED: "its POS session was merged into another sale, which someone else may have paid",
     Reason.SUPERSEDED: "another code was read at this till before this claim's sale (before the"
-                       " evidence rules)",
+    " evidence rules)",
 }
 
 
@@ -110,7 +114,8 @@ def check_assignable(claim: Claim) -> None:
     """Support may hand a receipt only to a claim that ended without one."""
     if claim.state not in ASSIGNABLE:
         raise ClaimStateError(
-            f"claim {claim.id} is {claim.state}; only unsure or expired claims can be assigned")
+            f"claim {claim.id} is {claim.state}; only unsure or expired claims can be assigned"
+        )
 
 
 def explain(claim: Claim) -> str:

@@ -144,8 +144,10 @@ def translate(exc: sqlite3.Error) -> StoreError:
     """An sqlite3 error as a StoreError that says what store IT can do about it."""
     text = str(exc).lower()
     if "full" in text or getattr(exc, "sqlite_errorcode", None) == 13:
-        return StoreFull(f"the disk holding the database is full ({exc}); free space there;"
-                         " everything already stored is kept")
+        return StoreFull(
+            f"the disk holding the database is full ({exc}); free space there;"
+            " everything already stored is kept"
+        )
     if "locked" in text or "busy" in text:
         return StoreLocked(f"another process holds the database lock ({exc})")
     if "not a database" in text or "malformed" in text or "corrupt" in text:
@@ -184,8 +186,13 @@ class Database:
 
     def _connect(self) -> sqlite3.Connection:
         target = f"file:{self.path}?mode=ro" if self.readonly else str(self.path)
-        conn = sqlite3.connect(target, uri=self.readonly, isolation_level=None,
-                               check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
+        conn = sqlite3.connect(
+            target,
+            uri=self.readonly,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=BUSY_TIMEOUT_MS / 1000,
+        )
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         if not self.readonly:
             _refuse_damaged(conn)
@@ -204,7 +211,8 @@ class Database:
             raise StoreCorrupt(
                 f"{self.path} has schema version {version}, written by a newer boniq-agent; this "
                 f"build knows schema versions up to {len(MIGRATIONS)}: install the newer "
-                "boniq-agent again (the store is left as it is)")
+                "boniq-agent again (the store is left as it is)"
+            )
         if version == len(MIGRATIONS):
             return
         self._conn.execute("PRAGMA foreign_keys = OFF")
@@ -267,5 +275,6 @@ def _refuse_damaged(conn: sqlite3.Connection) -> None:
     result = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
     if result != "ok":
         conn.close()
-        raise StoreCorrupt(f"the database file is damaged ({' '.join(result.split())});"
-                           " run `boniq-agent doctor`")
+        raise StoreCorrupt(
+            f"the database file is damaged ({' '.join(result.split())}); run `boniq-agent doctor`"
+        )

@@ -55,26 +55,56 @@ def insert(conn: sqlite3.Connection, d: NewDelivery, now: float) -> OutboxItem |
         "INSERT INTO outbox (receipt_id, idempotency_key, body, correlation_id, kind,"
         " customer_kind, customer, claim_id, next_attempt_at, created_at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-        (d.receipt_id, d.idempotency_key, d.body, d.correlation_id, d.kind,
-         d.customer_kind, d.customer, d.claim_id, now, now),
+        (
+            d.receipt_id,
+            d.idempotency_key,
+            d.body,
+            d.correlation_id,
+            d.kind,
+            d.customer_kind,
+            d.customer,
+            d.claim_id,
+            now,
+            now,
+        ),
     )
     if cur.rowcount == 0:
         return None
     assert cur.lastrowid is not None
-    return OutboxItem(cur.lastrowid, d.receipt_id, d.idempotency_key, d.body,
-                      d.correlation_id, "pending", 0, now, None, now, None, None,
-                      d.kind, d.customer_kind, d.customer, d.claim_id)
+    return OutboxItem(
+        cur.lastrowid,
+        d.receipt_id,
+        d.idempotency_key,
+        d.body,
+        d.correlation_id,
+        "pending",
+        0,
+        now,
+        None,
+        now,
+        None,
+        None,
+        d.kind,
+        d.customer_kind,
+        d.customer,
+        d.claim_id,
+    )
 
 
 class OutboxStore(Database):
     def enqueue(
-        self, receipt_id: str, idempotency_key: str, body: bytes, correlation_id: str,
+        self,
+        receipt_id: str,
+        idempotency_key: str,
+        body: bytes,
+        correlation_id: str,
         now: float | None = None,
     ) -> OutboxItem:
         """Add one outbox row outside a poll (tests, tools); the existing row if the key exists."""
         now = time.time() if now is None else now
-        delivery = NewDelivery(receipt_id, idempotency_key, body, correlation_id, "sale",
-                               "boniq_code", "", None)
+        delivery = NewDelivery(
+            receipt_id, idempotency_key, body, correlation_id, "sale", "boniq_code", "", None
+        )
         with self._tx() as conn:
             item = insert(conn, delivery, now)
         return item or self.by_receipt(receipt_id)
@@ -94,7 +124,8 @@ class OutboxStore(Database):
     def due(self, now: float, limit: int = 100) -> list[OutboxItem]:
         rows = self._read(
             f"SELECT {_COLUMNS} FROM outbox WHERE state = 'pending' AND next_attempt_at <= ?"
-            " ORDER BY next_attempt_at, id LIMIT ?", (now, limit),
+            " ORDER BY next_attempt_at, id LIMIT ?",
+            (now, limit),
         )
         return [_item(r) for r in rows]
 
@@ -105,27 +136,34 @@ class OutboxStore(Database):
     def mark_delivered(self, item_id: int, *, cloud_id: str | None, now: float) -> None:
         self._write(
             "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, delivered_at = ?,"
-            " cloud_id = ?, last_error = NULL WHERE id = ?", (now, cloud_id, item_id),
+            " cloud_id = ?, last_error = NULL WHERE id = ?",
+            (now, cloud_id, item_id),
         )
 
     def schedule_retry(self, item_id: int, *, next_attempt_at: float, error: str) -> None:
         self._write(
             "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?"
-            " WHERE id = ? AND state = 'pending'", (next_attempt_at, error[:1000], item_id),
+            " WHERE id = ? AND state = 'pending'",
+            (next_attempt_at, error[:1000], item_id),
         )
 
     def mark_dead(self, item_id: int, *, reason: str) -> None:
         self._write(
             "UPDATE outbox SET state = 'dead', attempts = attempts + 1, last_error = ?"
-            " WHERE id = ?", (reason[:2000], item_id),
+            " WHERE id = ?",
+            (reason[:2000], item_id),
         )
 
     def requeue(self, item_id: int, now: float | None = None) -> bool:
         now = time.time() if now is None else now
-        return self._write(
-            "UPDATE outbox SET state = 'pending', next_attempt_at = ? "
-            "WHERE id = ? AND state IN ('dead', 'pending')", (now, item_id),
-        ) > 0
+        return (
+            self._write(
+                "UPDATE outbox SET state = 'pending', next_attempt_at = ? "
+                "WHERE id = ? AND state IN ('dead', 'pending')",
+                (now, item_id),
+            )
+            > 0
+        )
 
     def requeue_dead(self, now: float | None = None) -> int:
         now = time.time() if now is None else now
@@ -141,10 +179,13 @@ class OutboxStore(Database):
         with self._tx() as conn:
             purged = conn.execute(
                 "DELETE FROM outbox WHERE state = 'delivered' AND delivered_at < ?",
-                (delivered_before,)).rowcount
+                (delivered_before,),
+            ).rowcount
             conn.execute(
                 "DELETE FROM claims WHERE state != 'pending' AND closed_at < ? AND id NOT IN "
-                "(SELECT claim_id FROM outbox WHERE claim_id IS NOT NULL)", (delivered_before,))
+                "(SELECT claim_id FROM outbox WHERE claim_id IS NOT NULL)",
+                (delivered_before,),
+            )
             conn.execute("DELETE FROM seen_receipts WHERE first_seen_at < ?", (delivered_before,))
             return purged
 
@@ -157,7 +198,9 @@ class OutboxStore(Database):
         number = int(ref) if ref.isdigit() and len(ref) < 19 else -1
         rows = self._read(
             f"SELECT {_COLUMNS} FROM outbox WHERE id = ? OR receipt_id = ?"
-            " OR correlation_id = ? ORDER BY id", (number, ref, ref.removeprefix("cid=")))
+            " OR correlation_id = ? ORDER BY id",
+            (number, ref, ref.removeprefix("cid=")),
+        )
         return [_item(r) for r in rows]
 
     def outbox(self, state: str | None = None, limit: int = 100) -> list[OutboxItem]:

@@ -96,8 +96,9 @@ class SessionClaim:
 
 
 class SessionStore(OutboxStore):
-    def scan_in_session(self, event: SessionEvent, new: SessionClaim, *,
-                        rescan_guard: float = 0.0) -> SessionScan:
+    def scan_in_session(
+        self, event: SessionEvent, new: SessionClaim, *, rescan_guard: float = 0.0
+    ) -> SessionScan:
         """The claim for a code read in a session, committed before the till is answered.
 
         - The session's first code keeps the session: the same code again is the same claim, a
@@ -137,8 +138,11 @@ class SessionStore(OutboxStore):
             elif event.event == "mergeSession":
                 closed = _merged(conn, event.session_id, now)
             elif event.event == "completeSession":
-                conn.execute("UPDATE webhook_sessions SET state = 'completed', completed_at = ?"
-                             " WHERE session_id = ? AND state = 'open'", (now, event.session_id))
+                conn.execute(
+                    "UPDATE webhook_sessions SET state = 'completed', completed_at = ?"
+                    " WHERE session_id = ? AND state = 'open'",
+                    (now, event.session_id),
+                )
             _remember(conn, event.key, event.event, None, now)
             return SessionUpdate(closed)
 
@@ -146,12 +150,14 @@ class SessionStore(OutboxStore):
         """The known session of each of these line ids (unknown ones are left out)."""
         found: dict[str, SessionLink] = {}
         for start in range(0, len(line_ids), 500):
-            chunk = list(line_ids[start:start + 500])
+            chunk = list(line_ids[start : start + 500])
             marks = ",".join("?" * len(chunk))
             for line_id, session_id, claim_id, state in self._read(
-                    "SELECT l.line_id, s.session_id, s.claim_id, s.state FROM webhook_lines l"
-                    " JOIN webhook_sessions s ON s.session_id = l.session_id"
-                    f" WHERE l.line_id IN ({marks})", chunk):
+                "SELECT l.line_id, s.session_id, s.claim_id, s.state FROM webhook_lines l"
+                " JOIN webhook_sessions s ON s.session_id = l.session_id"
+                f" WHERE l.line_id IN ({marks})",
+                chunk,
+            ):
                 found[line_id] = SessionLink(session_id, claim_id, state)
         return found
 
@@ -159,8 +165,9 @@ class SessionStore(OutboxStore):
         """Sessions past `SESSION_KEEP` (their lines with them) and event keys past a day."""
         now = time.time() if now is None else now
         with self._tx() as conn:
-            gone = conn.execute("DELETE FROM webhook_sessions WHERE last_event_at < ?",
-                                (now - SESSION_KEEP,)).rowcount
+            gone = conn.execute(
+                "DELETE FROM webhook_sessions WHERE last_event_at < ?", (now - SESSION_KEEP,)
+            ).rowcount
             conn.execute("DELETE FROM webhook_events WHERE at < ?", (now - EVENT_KEEP,))
             return gone
 
@@ -177,7 +184,8 @@ def _replayed(conn: sqlite3.Connection, key: EventKey | None) -> tuple[str, int 
     row = conn.execute(
         "SELECT event, outcome, claim_id FROM webhook_events WHERE instance_id = ?"
         " AND counter = ? AND session_id = ?",
-        (key.instance_id, key.counter, key.session_id)).fetchone()
+        (key.instance_id, key.counter, key.session_id),
+    ).fetchone()
     if row is None:
         return None
     if row[0] != key.event:
@@ -185,13 +193,21 @@ def _replayed(conn: sqlite3.Connection, key: EventKey | None) -> tuple[str, int 
     return row[1], row[2]
 
 
-def _remember(conn: sqlite3.Connection, key: EventKey | None, outcome: str,
-              claim_id: int | None, now: float, *, replace: bool = False) -> None:
+def _remember(
+    conn: sqlite3.Connection,
+    key: EventKey | None,
+    outcome: str,
+    claim_id: int | None,
+    now: float,
+    *,
+    replace: bool = False,
+) -> None:
     if key is not None:
         conn.execute(
             f"INSERT {'OR REPLACE ' if replace else ''}INTO webhook_events (instance_id,"
             " counter, event, session_id, outcome, claim_id, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (key.instance_id, key.counter, key.event, key.session_id, outcome, claim_id, now))
+            (key.instance_id, key.counter, key.event, key.session_id, outcome, claim_id, now),
+        )
 
 
 def _touch(conn: sqlite3.Connection, event: SessionEvent, now: float) -> None:
@@ -199,10 +215,12 @@ def _touch(conn: sqlite3.Connection, event: SessionEvent, now: float) -> None:
         "INSERT INTO webhook_sessions (session_id, branch, workplace, started_at, last_event_at)"
         " VALUES (?, ?, ?, ?, ?) ON CONFLICT (session_id) DO UPDATE SET"
         " last_event_at = excluded.last_event_at",
-        (event.session_id, event.branch, event.workplace, now, now))
+        (event.session_id, event.branch, event.workplace, now, now),
+    )
     conn.executemany(
         "INSERT INTO webhook_lines (line_id, session_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
-        [(line_id, event.session_id) for line_id in event.line_ids])
+        [(line_id, event.session_id) for line_id in event.line_ids],
+    )
 
 
 def _claim(conn: sqlite3.Connection, claim_id: int) -> Claim:
@@ -216,8 +234,9 @@ def _claim_or_none(conn: sqlite3.Connection, claim_id: int) -> Claim | None:
     return Claim(*row) if row is not None else None
 
 
-def _scan_outcome(conn: sqlite3.Connection, event: SessionEvent, new: SessionClaim,
-                  since: float) -> tuple[SessionScanOutcome, Claim]:
+def _scan_outcome(
+    conn: sqlite3.Connection, event: SessionEvent, new: SessionClaim, since: float
+) -> tuple[SessionScanOutcome, Claim]:
     held = _session_claim(conn, event.session_id)
     if held is not None and held.customer != new.customer:
         return SessionScanOutcome.SECOND_CODE, held  # whatever became of the first code's claim
@@ -228,7 +247,8 @@ def _scan_outcome(conn: sqlite3.Connection, event: SessionEvent, new: SessionCla
         " FROM webhook_sessions s LEFT JOIN claims c ON c.id = s.claim_id"
         " WHERE s.workplace = ? AND s.state = 'completed' AND s.completed_at >= ?"
         " AND s.session_id != ? ORDER BY c.customer = ? DESC LIMIT 1",
-        (event.workplace, since, event.session_id, new.customer)).fetchone()
+        (event.workplace, since, event.session_id, new.customer),
+    ).fetchone()
     if recent is not None and recent[3] == new.customer:
         return SessionScanOutcome.PREVIOUS_SALE, Claim(*recent)
     if recent is not None:
@@ -241,8 +261,17 @@ def _unsure(conn: sqlite3.Connection, event: SessionEvent, new: SessionClaim) ->
         "INSERT INTO claims (correlation_id, customer_kind, customer, workplace, source,"
         " scanned_at, pos_marker, state, reason, closed_at) VALUES"
         " (?, ?, ?, ?, ?, ?, ?, 'unsure', 'recent-sale', ?)",
-        (new.correlation_id, new.customer_kind, new.customer, event.workplace, new.source,
-         new.scanned_at, new.pos_marker, new.scanned_at))
+        (
+            new.correlation_id,
+            new.customer_kind,
+            new.customer,
+            event.workplace,
+            new.source,
+            new.scanned_at,
+            new.pos_marker,
+            new.scanned_at,
+        ),
+    )
     assert cur.lastrowid is not None
     return _claim(conn, cur.lastrowid)
 
@@ -250,7 +279,9 @@ def _unsure(conn: sqlite3.Connection, event: SessionEvent, new: SessionClaim) ->
 def _session_claim(conn: sqlite3.Connection, session_id: str) -> Claim | None:
     row = conn.execute(
         f"SELECT {CLAIM_COLUMNS} FROM claims WHERE id ="
-        " (SELECT claim_id FROM webhook_sessions WHERE session_id = ?)", (session_id,)).fetchone()
+        " (SELECT claim_id FROM webhook_sessions WHERE session_id = ?)",
+        (session_id,),
+    ).fetchone()
     return Claim(*row) if row is not None else None
 
 
@@ -258,21 +289,35 @@ def _link(conn: sqlite3.Connection, event: SessionEvent, new: SessionClaim) -> C
     row = conn.execute(
         "SELECT id FROM claims WHERE customer = ? AND workplace = ? AND state = 'pending'"
         " AND session_id IS NULL ORDER BY scanned_at DESC LIMIT 1",
-        (new.customer, event.workplace)).fetchone()
+        (new.customer, event.workplace),
+    ).fetchone()
     if row is not None:
         claim_id = int(row[0])
-        conn.execute("UPDATE claims SET session_id = ?, receipt_id = NULL WHERE id = ?",
-                     (event.session_id, claim_id))
+        conn.execute(
+            "UPDATE claims SET session_id = ?, receipt_id = NULL WHERE id = ?",
+            (event.session_id, claim_id),
+        )
     else:
         cur = conn.execute(
             "INSERT INTO claims (correlation_id, customer_kind, customer, workplace, source,"
             " scanned_at, pos_marker, session_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (new.correlation_id, new.customer_kind, new.customer, event.workplace, new.source,
-             new.scanned_at, new.pos_marker, event.session_id))
+            (
+                new.correlation_id,
+                new.customer_kind,
+                new.customer,
+                event.workplace,
+                new.source,
+                new.scanned_at,
+                new.pos_marker,
+                event.session_id,
+            ),
+        )
         assert cur.lastrowid is not None
         claim_id = cur.lastrowid
-    conn.execute("UPDATE webhook_sessions SET claim_id = ? WHERE session_id = ?",
-                 (claim_id, event.session_id))
+    conn.execute(
+        "UPDATE webhook_sessions SET claim_id = ? WHERE session_id = ?",
+        (claim_id, event.session_id),
+    )
     return _claim(conn, claim_id)
 
 
@@ -280,17 +325,22 @@ def _merged(conn: sqlite3.Connection, session_id: str, now: float) -> list[Close
     claim = _session_claim(conn, session_id)
     if claim is None or not claim.is_pending:
         return []
-    conn.execute("UPDATE claims SET state = 'unsure', reason = ?, closed_at = ? WHERE id = ?",
-                 (Reason.MERGED.value, now, claim.id))
+    conn.execute(
+        "UPDATE claims SET state = 'unsure', reason = ?, closed_at = ? WHERE id = ?",
+        (Reason.MERGED.value, now, claim.id),
+    )
     return [Close(claim, ClaimState.UNSURE, Reason.MERGED)]
 
 
 def _cancel(conn: sqlite3.Connection, session_id: str, now: float) -> list[Close]:
-    conn.execute("UPDATE webhook_sessions SET state = 'cancelled', completed_at = ?"
-                 " WHERE session_id = ?", (now, session_id))
+    conn.execute(
+        "UPDATE webhook_sessions SET state = 'cancelled', completed_at = ? WHERE session_id = ?",
+        (now, session_id),
+    )
     claim = _session_claim(conn, session_id)
     if claim is None or not claim.is_pending:
         return []
-    conn.execute("UPDATE claims SET state = 'cancelled', closed_at = ? WHERE id = ?",
-                 (now, claim.id))
+    conn.execute(
+        "UPDATE claims SET state = 'cancelled', closed_at = ? WHERE id = ?", (now, claim.id)
+    )
     return [Close(claim, ClaimState.CANCELLED)]

@@ -20,9 +20,20 @@ from agent.queue.database import DB_NAME, translate
 from agent.queue.outbox import NewDelivery, OutboxItem
 from agent.queue.sessions import SessionStore
 
-__all__ = ["DB_NAME", "Claim", "ClaimResult", "NewClaim", "NewDelivery", "OutboxItem",
-           "PastSale", "PollCommit", "PollResult", "Sighting", "Store", "translate"]
-
+__all__ = [
+    "DB_NAME",
+    "Claim",
+    "ClaimResult",
+    "NewClaim",
+    "NewDelivery",
+    "OutboxItem",
+    "PastSale",
+    "PollCommit",
+    "PollResult",
+    "Sighting",
+    "Store",
+    "translate",
+]
 
 
 @dataclass(frozen=True)
@@ -108,8 +119,9 @@ class PollResult:
 class Store(SessionStore):
     # -- claims -------------------------------------------------------------------------------
 
-    def add_claim(self, new: NewClaim, *, dedupe_window: float, rescan_guard: float = 0.0
-                  ) -> ClaimResult:
+    def add_claim(
+        self, new: NewClaim, *, dedupe_window: float, rescan_guard: float = 0.0
+    ) -> ClaimResult:
         """Store a claim durably. The same customer at the same till is the same claim while its
         claim is pending, when it was scanned within `dedupe_window` seconds (in any state), or
         took its sale within `rescan_guard` seconds (the phone read again after its sale)."""
@@ -118,22 +130,39 @@ class Store(SessionStore):
                 f"SELECT {_CLAIM_COLUMNS} FROM claims WHERE customer = ? AND workplace = ? AND"
                 " (state = 'pending' OR scanned_at >= ? OR (state = 'delivered' AND closed_at >= ?))"
                 " ORDER BY scanned_at DESC LIMIT 1",
-                (new.customer, new.workplace, new.scanned_at - dedupe_window,
-                 new.scanned_at - rescan_guard)).fetchone()
+                (
+                    new.customer,
+                    new.workplace,
+                    new.scanned_at - dedupe_window,
+                    new.scanned_at - rescan_guard,
+                ),
+            ).fetchone()
             if row is not None:
                 return ClaimResult(Claim(*row), duplicate=True)
             cur = conn.execute(
                 "INSERT INTO claims (correlation_id, customer_kind, customer, workplace, source,"
                 " scanned_at, pos_marker, session_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (new.correlation_id, new.customer_kind, new.customer, new.workplace, new.source,
-                 new.scanned_at, new.pos_marker, new.session_id))
+                (
+                    new.correlation_id,
+                    new.customer_kind,
+                    new.customer,
+                    new.workplace,
+                    new.source,
+                    new.scanned_at,
+                    new.pos_marker,
+                    new.session_id,
+                ),
+            )
             assert cur.lastrowid is not None
             return ClaimResult(self._claim(conn, cur.lastrowid), duplicate=False)
 
     @staticmethod
     def _claim(conn: sqlite3.Connection, claim_id: int) -> Claim:
-        return Claim(*conn.execute(f"SELECT {_CLAIM_COLUMNS} FROM claims WHERE id = ?",
-                                   (claim_id,)).fetchone())
+        return Claim(
+            *conn.execute(
+                f"SELECT {_CLAIM_COLUMNS} FROM claims WHERE id = ?", (claim_id,)
+            ).fetchone()
+        )
 
     def claim(self, claim_id: int) -> Claim | None:
         rows = self._read(f"SELECT {_CLAIM_COLUMNS} FROM claims WHERE id = ?", (claim_id,))
@@ -152,25 +181,39 @@ class Store(SessionStore):
         )
         return [Claim(*r) for r in rows]
 
-    def expire_claims(self, *, scanned_before: float, reserved_before: float, now: float,
-                      idle_before: float | None = None) -> list[Claim]:
+    def expire_claims(
+        self,
+        *,
+        scanned_before: float,
+        reserved_before: float,
+        now: float,
+        idle_before: float | None = None,
+    ) -> list[Claim]:
         """Pending claims past their time become `expired`: kept and countable. A claim that
         waits for an unpaid sale (`receipt_id` set) has the longer `reserved_before`. A claim of
         a webhook session counts from the session's last event while it is open (a long sale
         keeps it: `idle_before`, default `scanned_before`), and waits `reserved_before` for its
         receipt once the session completed."""
-        where = ("state = 'pending' AND CASE WHEN session_id IS NULL THEN"
-                 " (receipt_id IS NULL AND scanned_at < ?1) OR scanned_at < ?2"
-                 " ELSE coalesce((SELECT CASE w.state WHEN 'open' THEN w.last_event_at < ?4"
-                 " ELSE coalesce(w.completed_at, w.last_event_at) < ?2 END FROM webhook_sessions w"
-                 " WHERE w.session_id = claims.session_id), scanned_at < ?4) END")
+        where = (
+            "state = 'pending' AND CASE WHEN session_id IS NULL THEN"
+            " (receipt_id IS NULL AND scanned_at < ?1) OR scanned_at < ?2"
+            " ELSE coalesce((SELECT CASE w.state WHEN 'open' THEN w.last_event_at < ?4"
+            " ELSE coalesce(w.completed_at, w.last_event_at) < ?2 END FROM webhook_sessions w"
+            " WHERE w.session_id = claims.session_id), scanned_at < ?4) END"
+        )
         args = (scanned_before, reserved_before)
         with self._tx() as conn:
             idle = scanned_before if idle_before is None else idle_before
-            rows = [Claim(*r) for r in conn.execute(
-                f"SELECT {_CLAIM_COLUMNS} FROM claims WHERE {where}", (*args, now, idle))]
-            conn.execute(f"UPDATE claims SET state = 'expired', closed_at = ?3 WHERE {where}",
-                         (*args, now, idle))
+            rows = [
+                Claim(*r)
+                for r in conn.execute(
+                    f"SELECT {_CLAIM_COLUMNS} FROM claims WHERE {where}", (*args, now, idle)
+                )
+            ]
+            conn.execute(
+                f"UPDATE claims SET state = 'expired', closed_at = ?3 WHERE {where}",
+                (*args, now, idle),
+            )
         return rows
 
     def purge_delivered(self, *, delivered_before: float) -> int:
@@ -191,29 +234,40 @@ class Store(SessionStore):
                 "UPDATE claims SET state = ?, reason = ?, closed_at = ?,"
                 " receipt_id = coalesce(?, receipt_id) WHERE id = ? AND state = 'pending'"
                 " AND session_id IS ?",  # not a claim a session adopted since it was judged
-                (close.state.value, close.reason and close.reason.value, now, close.receipt_id,
-                 close.claim.id, close.claim.session_id))
+                (
+                    close.state.value,
+                    close.reason and close.reason.value,
+                    now,
+                    close.receipt_id,
+                    close.claim.id,
+                    close.claim.session_id,
+                ),
+            )
             if cur.rowcount:
                 done.append(close)
         return done
 
-    def assign(self, claim_id: int, delivery: NewDelivery, now: float | None = None
-               ) -> OutboxItem:
+    def assign(self, claim_id: int, delivery: NewDelivery, now: float | None = None) -> OutboxItem:
         """Support hands an unsure or expired claim its receipt; refused when the claim is not
         assignable or the receipt already went to a customer."""
         now = time.time() if now is None else now
         with self._tx() as conn:
-            row = conn.execute(f"SELECT {_CLAIM_COLUMNS} FROM claims WHERE id = ?",
-                               (claim_id,)).fetchone()
+            row = conn.execute(
+                f"SELECT {_CLAIM_COLUMNS} FROM claims WHERE id = ?", (claim_id,)
+            ).fetchone()
             if row is None:
                 raise ClaimStateError(f"no claim {claim_id}")
             check_assignable(Claim(*row))
             item = outbox.insert(conn, delivery, now)
             if item is None:
-                raise ClaimStateError(f"receipt {delivery.receipt_id} already went to a customer;"
-                                      " it cannot be assigned to another")
-            conn.execute("UPDATE claims SET state = 'assigned', receipt_id = ?, closed_at = ?"
-                         " WHERE id = ?", (delivery.receipt_id, now, claim_id))
+                raise ClaimStateError(
+                    f"receipt {delivery.receipt_id} already went to a customer;"
+                    " it cannot be assigned to another"
+                )
+            conn.execute(
+                "UPDATE claims SET state = 'assigned', receipt_id = ?, closed_at = ? WHERE id = ?",
+                (delivery.receipt_id, now, claim_id),
+            )
             return item
 
     # -- what polls saw -----------------------------------------------------------------------
@@ -223,11 +277,17 @@ class Store(SessionStore):
         if not receipt_ids:
             return {}
         marks = ",".join("?" * len(receipt_ids))
-        found = {r[0]: SeenBefore(r[1], bool(r[2]), bool(r[3]), r[4]) for r in self._read(
-            f"SELECT receipt_id, first_marker, done, late, kind FROM seen_receipts"
-            f" WHERE receipt_id IN ({marks})", receipt_ids)}
+        found = {
+            r[0]: SeenBefore(r[1], bool(r[2]), bool(r[3]), r[4])
+            for r in self._read(
+                f"SELECT receipt_id, first_marker, done, late, kind FROM seen_receipts"
+                f" WHERE receipt_id IN ({marks})",
+                receipt_ids,
+            )
+        }
         for (receipt_id,) in self._read(
-                f"SELECT receipt_id FROM outbox WHERE receipt_id IN ({marks})", receipt_ids):
+            f"SELECT receipt_id FROM outbox WHERE receipt_id IN ({marks})", receipt_ids
+        ):
             earlier = found.get(receipt_id, SeenBefore(None, True, False))
             found[receipt_id] = SeenBefore(earlier.first_marker, True, earlier.late, earlier.kind)
         return found
@@ -242,7 +302,9 @@ class Store(SessionStore):
             " FROM seen_receipts s LEFT JOIN outbox o ON o.receipt_id = s.receipt_id"
             " AND o.claim_id IS NOT NULL"
             f" WHERE s.kind = 'sale' AND s.workplace IN ({marks})"
-            " AND s.booked_at >= ? ORDER BY s.booked_at", [*workplaces, booked_since])
+            " AND s.booked_at >= ? ORDER BY s.booked_at",
+            [*workplaces, booked_since],
+        )
         return [PastSale(r[0], r[1], r[2], r[3] or 0, r[4], bool(r[5])) for r in rows]
 
     def candidates(self, claim: Claim, before: float, after: float) -> list[dict[str, Any]]:
@@ -252,11 +314,21 @@ class Store(SessionStore):
             "SELECT s.receipt_id, s.booked_at, s.total, s.done, o.customer, o.claim_id"
             " FROM seen_receipts s LEFT JOIN outbox o ON o.receipt_id = s.receipt_id"
             " WHERE s.kind = 'sale' AND s.workplace = ? AND s.booked_at BETWEEN ? AND ?"
-            " ORDER BY s.booked_at", (claim.workplace, claim.scanned_at - before,
-                                      claim.scanned_at + after))
-        return [{"receipt_id": r[0], "booked_at": r[1], "total": r[2], "paid": bool(r[3]),
-                 "workplace": claim.workplace, "taken": bool(r[4]), "claim_id": r[5]}
-                for r in rows]
+            " ORDER BY s.booked_at",
+            (claim.workplace, claim.scanned_at - before, claim.scanned_at + after),
+        )
+        return [
+            {
+                "receipt_id": r[0],
+                "booked_at": r[1],
+                "total": r[2],
+                "paid": bool(r[3]),
+                "workplace": claim.workplace,
+                "taken": bool(r[4]),
+                "claim_id": r[5],
+            }
+            for r in rows
+        ]
 
     # -- cursor and the poll transaction --------------------------------------------------------
 
@@ -276,13 +348,32 @@ class Store(SessionStore):
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET"
                 " done = max(done, excluded.done), total = excluded.total,"
                 " session = max(session, excluded.session)",
-                [(s.receipt_id, now, s.workplace, s.booked_at, s.marker, s.kind, int(s.done),
-                  s.total, int(s.late), int(s.session)) for s in poll.sightings])
-            conn.executemany("UPDATE claims SET fence_marker = ? WHERE id = ? AND state = 'pending'"
-                             " AND fence_marker IS NULL", [(poll.marker, i) for i in poll.fences])
+                [
+                    (
+                        s.receipt_id,
+                        now,
+                        s.workplace,
+                        s.booked_at,
+                        s.marker,
+                        s.kind,
+                        int(s.done),
+                        s.total,
+                        int(s.late),
+                        int(s.session),
+                    )
+                    for s in poll.sightings
+                ],
+            )
+            conn.executemany(
+                "UPDATE claims SET fence_marker = ? WHERE id = ? AND state = 'pending'"
+                " AND fence_marker IS NULL",
+                [(poll.marker, i) for i in poll.fences],
+            )
             closed = self._close(conn, poll.closes, now)
-            conn.executemany("UPDATE claims SET receipt_id = ? WHERE id = ? AND state = 'pending'",
-                             [(receipt_id, claim_id) for claim_id, receipt_id in poll.reserves])
+            conn.executemany(
+                "UPDATE claims SET receipt_id = ? WHERE id = ? AND state = 'pending'",
+                [(receipt_id, claim_id) for claim_id, receipt_id in poll.reserves],
+            )
             conn.execute(
                 "INSERT INTO cursor (name, value, updated_at) VALUES ('receipts', ?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET value = excluded.value, "
@@ -292,8 +383,9 @@ class Store(SessionStore):
         return PollResult(stored, closed)
 
     @staticmethod
-    def _deliver(conn: sqlite3.Connection, deliveries: Sequence[NewDelivery], now: float
-                 ) -> list[OutboxItem]:
+    def _deliver(
+        conn: sqlite3.Connection, deliveries: Sequence[NewDelivery], now: float
+    ) -> list[OutboxItem]:
         added = []
         for d in deliveries:
             item = outbox.insert(conn, d, now)
@@ -301,8 +393,11 @@ class Store(SessionStore):
                 continue
             added.append(item)
             if d.claim_id is not None:
-                conn.execute("UPDATE claims SET state = 'delivered', receipt_id = ?, closed_at = ?"
-                             " WHERE id = ? AND state = 'pending'", (d.receipt_id, now, d.claim_id))
+                conn.execute(
+                    "UPDATE claims SET state = 'delivered', receipt_id = ?, closed_at = ?"
+                    " WHERE id = ? AND state = 'pending'",
+                    (d.receipt_id, now, d.claim_id),
+                )
         return added
 
     # -- support -------------------------------------------------------------------------------
@@ -311,8 +406,9 @@ class Store(SessionStore):
         """The figures `status` shows and metrics export."""
         claims = {state.value: 0 for state in ClaimState}
         claims.update(self._read("SELECT state, count(*) FROM claims GROUP BY state"))
-        reasons = dict(self._read(
-            "SELECT reason, count(*) FROM claims WHERE state = 'unsure' GROUP BY reason"))
+        reasons = dict(
+            self._read("SELECT reason, count(*) FROM claims WHERE state = 'unsure' GROUP BY reason")
+        )
         outbox_states = dict(self._read("SELECT state, count(*) FROM outbox GROUP BY state"))
         oldest, last_delivery = self._read(
             "SELECT (SELECT min(created_at) FROM outbox WHERE state = 'pending'),"

@@ -20,8 +20,8 @@ from typing import Self
 
 import agent
 from agent import backoff
-from agent.errors import CloudAuthError, CloudRejected, CloudTransient, StoreError
 from agent.cloud import CloudClient, Delivered
+from agent.errors import CloudAuthError, CloudRejected, CloudTransient, StoreError
 from agent.logs import Problem, correlation, fields, get_logger
 from agent.metrics import UploadOutcome
 from agent.queue.store import OutboxItem, Store
@@ -65,8 +65,9 @@ class Uploader:
         """`token`: the token, or a function that reads it again (a rotated token file or
         credential is picked up on the next 401/403). `on_pass`: called once per loop turn.
         `on_outcome`: called with delivered, retry, dead or auth after every attempt (metrics)."""
-        self.cloud = CloudClient(url, token, ca_bundle=ca_bundle, timeout=timeout, proxy=proxy,
-                                 user_agent=user_agent)
+        self.cloud = CloudClient(
+            url, token, ca_bundle=ca_bundle, timeout=timeout, proxy=proxy, user_agent=user_agent
+        )
         self.store = store
         self.workers = max(1, workers)
         self.base_delay = base_delay
@@ -83,7 +84,9 @@ class Uploader:
         # One line per store outage (disk full, lock), not one traceback per pass.
         self._store_problem = Problem(
             "uploader cannot record cloud answers in the store; receipts stay pending and are"
-            " sent again once it works", "uploader records cloud answers in the store again")
+            " sent again once it works",
+            "uploader records cloud answers in the store again",
+        )
 
     # -- public -------------------------------------------------------------------------------
 
@@ -151,7 +154,9 @@ class Uploader:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         self.close()
@@ -164,8 +169,12 @@ class Uploader:
         return self._pool
 
     def _work(
-        self, queue: Iterator[OutboxItem], take: threading.Lock, halt: threading.Event,
-        clock: Callable[[], float], stats: UploadStats,
+        self,
+        queue: Iterator[OutboxItem],
+        take: threading.Lock,
+        halt: threading.Event,
+        clock: Callable[[], float],
+        stats: UploadStats,
     ) -> None:
         while not halt.is_set() and not (self._stop and self._stop.is_set()):
             with take:
@@ -206,10 +215,15 @@ class Uploader:
             recovered, self._auth_outage = self._auth_outage, False
         if recovered:
             log.info("cloud accepts the token again; uploads resume")
-        log.info("receipt delivered", extra=fields(
-            receipt=item.receipt_id, status=answer.status, cloud_id=answer.cloud_id,
-            attempts=item.attempts + 1,
-        ))
+        log.info(
+            "receipt delivered",
+            extra=fields(
+                receipt=item.receipt_id,
+                status=answer.status,
+                cloud_id=answer.cloud_id,
+                attempts=item.attempts + 1,
+            ),
+        )
         if self.on_delivered:
             try:
                 self.on_delivered(item)
@@ -223,7 +237,8 @@ class Uploader:
             stats.dead += 1
         log.error(
             "receipt rejected by the cloud and dead-lettered; fix it, then `boniq-agent outbox"
-            " retry`", extra=fields(receipt=item.receipt_id, reason=reason),
+            " retry`",
+            extra=fields(receipt=item.receipt_id, reason=reason),
         )
 
     def _auth_failed(self, item: OutboxItem, reason: str, now: float, stats: UploadStats) -> None:
@@ -237,9 +252,12 @@ class Uploader:
             first, self._auth_outage = not self._auth_outage, True
             self._paused_until = max(self._paused_until, now + delay)
         if first:
-            log.error("the cloud refuses the agent's token; receipts are kept and retried "
-                      "every ~%.0f s — check cloud.token", self.auth_retry_delay,
-                      extra=fields(reason=reason))
+            log.error(
+                "the cloud refuses the agent's token; receipts are kept and retried "
+                "every ~%.0f s — check cloud.token",
+                self.auth_retry_delay,
+                extra=fields(reason=reason),
+            )
 
     def _transient(
         self, item: OutboxItem, exc: CloudTransient, now: float, stats: UploadStats
@@ -251,10 +269,15 @@ class Uploader:
         with self._lock:
             stats.retried += 1
             self._paused_until = max(self._paused_until, next_at)
-        log.warning("receipt upload failed; will retry", extra=fields(
-            receipt=item.receipt_id, error=str(exc), attempts=item.attempts + 1,
-            retry_in=f"{next_at - now:.2f}s",
-        ))
+        log.warning(
+            "receipt upload failed; will retry",
+            extra=fields(
+                receipt=item.receipt_id,
+                error=str(exc),
+                attempts=item.attempts + 1,
+                retry_in=f"{next_at - now:.2f}s",
+            ),
+        )
 
     def _wait(self, stop: threading.Event, wake: threading.Event | None) -> None:
         next_due = self.store.next_due_at()

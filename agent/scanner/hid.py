@@ -89,9 +89,7 @@ class HidDecoder:
 
     def deadline(self) -> float | None:
         pending = self._chars or self._overflow
-        return (
-            self._last_at + self._gap if pending and self._last_at is not None else None
-        )
+        return self._last_at + self._gap if pending and self._last_at is not None else None
 
     def _track_modifier(self, code: int, value: int) -> None:
         if value == KEY_DOWN:
@@ -173,9 +171,7 @@ class HidSource:
     def run(self, emit: Emit, stop: threading.Event) -> None:
         keep_running(self.name, lambda opened: self._session(emit, stop, opened), stop)
 
-    def _session(
-        self, emit: Emit, stop: threading.Event, opened: Callable[[], None]
-    ) -> None:
+    def _session(self, emit: Emit, stop: threading.Event, opened: Callable[[], None]) -> None:
         device = self._open(self.device)
         try:
             if self._grab:
@@ -196,9 +192,7 @@ class HidSource:
             )
             ready, _, _ = select.select([device.fd], [], [], timeout)
             texts = [
-                text
-                for event in self._events(device, ready)
-                for text in decoder.feed_event(event)
+                text for event in self._events(device, ready) for text in decoder.feed_event(event)
             ]
             texts += decoder.flush_due(time.time())
             for text in texts:

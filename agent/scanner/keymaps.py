@@ -46,9 +46,7 @@ def _letters(top: str, home: str, bottom: str) -> dict[int, Levels]:
     return keys
 
 
-def _pairs(
-    codes: list[int], plain: str, shift: str, altgr: str = ""
-) -> dict[int, Levels]:
+def _pairs(codes: list[int], plain: str, shift: str, altgr: str = "") -> dict[int, Levels]:
     levels = zip(plain, shift, altgr.ljust(len(codes)), strict=True)
     return {
         code: (p.strip(), s.strip(), a.strip())
@@ -58,8 +56,7 @@ def _pairs(
 
 def _build(*parts: dict[int, Levels], dead: tuple[int, ...] = ()) -> Keymap:
     keys: dict[int, Levels] = {
-        getattr(e, f"KEY_{name}"): (char, char, "")
-        for name, char in _KEYPAD_CHARS.items()
+        getattr(e, f"KEY_{name}"): (char, char, "") for name, char in _KEYPAD_CHARS.items()
     }
     for part in parts:
         keys.update(part)
@@ -112,6 +109,4 @@ def keymap(layout: str) -> Keymap:
     try:
         return LAYOUTS[layout.lower()]
     except KeyError:
-        raise ValueError(
-            f"unknown keyboard layout {layout!r}; known: us, uk, de, fr"
-        ) from None
+        raise ValueError(f"unknown keyboard layout {layout!r}; known: us, uk, de, fr") from None

@@ -6,6 +6,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+
 import serial
 
 from agent.config import MAX_CODE_LENGTH, SerialScanner
@@ -94,9 +95,7 @@ class LineFramer:
     def _too_long(self, length: int) -> None:
         log.warning(
             "scan ignored: line too long",
-            extra=fields(
-                source=self._source, length=f">={length}", max_length=self._max
-            ),
+            extra=fields(source=self._source, length=f">={length}", max_length=self._max),
         )
 
 
@@ -115,9 +114,7 @@ class SerialSource:
     def __init__(self, config: SerialScanner) -> None:
         device = config.device
         if not device:
-            raise ScannerUnavailable(
-                "a serial scanner needs `device:` (a /dev/serial/by-id/ path)"
-            )
+            raise ScannerUnavailable("a serial scanner needs `device:` (a /dev/serial/by-id/ path)")
         self.device: str = device
         self.name = f"serial:{device}"
         self.workplace = config.workplace
@@ -127,14 +124,17 @@ class SerialSource:
     def run(self, emit: Emit, stop: threading.Event) -> None:
         keep_running(self.name, lambda opened: self._session(emit, stop, opened), stop)
 
-    def _session(
-        self, emit: Emit, stop: threading.Event, opened: Callable[[], None]
-    ) -> None:
+    def _session(self, emit: Emit, stop: threading.Event, opened: Callable[[], None]) -> None:
         framer = framer_for(self._config, self.name)
         c = self._config
         with serial.serial_for_url(
-            self.device, timeout=POLL_SECONDS, baudrate=c.baudrate, parity=c.parity,
-            bytesize=c.bytesize, stopbits=c.stopbits, exclusive=self._exclusive,
+            self.device,
+            timeout=POLL_SECONDS,
+            baudrate=c.baudrate,
+            parity=c.parity,
+            bytesize=c.bytesize,
+            stopbits=c.stopbits,
+            exclusive=self._exclusive,
         ) as port:
             opened()
             while not stop.is_set():

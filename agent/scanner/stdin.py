@@ -6,6 +6,7 @@ import os
 import select
 import threading
 import time
+
 from agent.config import MAX_CODE_LENGTH, StdinScanner
 from agent.logs import fields, get_logger
 from agent.scanner.base import POLL_SECONDS, Emit, ScanEvent
@@ -44,7 +45,5 @@ class StdinSource:
         try:
             return os.read(self._fd, 65536)
         except OSError as exc:
-            log.warning(
-                "standard input failed", extra=fields(source=self.name, error=str(exc))
-            )
+            log.warning("standard input failed", extra=fields(source=self.name, error=str(exc)))
             return b""

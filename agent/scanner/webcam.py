@@ -56,15 +56,12 @@ def _pyzbar() -> Decoder:
     try:
         from pyzbar import pyzbar
     except ImportError as exc:
-        raise _missing(
-            "pyzbar and the zbar library (Debian: apt install libzbar0)", exc
-        ) from None
+        raise _missing("pyzbar and the zbar library (Debian: apt install libzbar0)", exc) from None
     qr = [pyzbar.ZBarSymbol.QRCODE]
 
     def decode(gray: Any) -> list[str]:
         return [
-            code.data.decode("utf-8", errors="replace")
-            for code in pyzbar.decode(gray, symbols=qr)
+            code.data.decode("utf-8", errors="replace") for code in pyzbar.decode(gray, symbols=qr)
         ]
 
     return decode
@@ -89,9 +86,7 @@ class HoldFilter:
     or when it reappears after a short drop-out and `repeat_after` seconds passed since its last scan.
     """
 
-    def __init__(
-        self, repeat_after: float = 2.0, gone_after: float = GONE_AFTER
-    ) -> None:
+    def __init__(self, repeat_after: float = 2.0, gone_after: float = GONE_AFTER) -> None:
         self._repeat_after = repeat_after
         self._gone_after = gone_after
         self._seen: dict[str, float] = {}
@@ -114,8 +109,7 @@ class HoldFilter:
         if seen is None or now - seen > self._gone_after:
             return True
         return (
-            text not in self._previous
-            and now - self._scanned.get(text, now) >= self._repeat_after
+            text not in self._previous and now - self._scanned.get(text, now) >= self._repeat_after
         )
 
     def _forget(self, now: float) -> None:
@@ -145,19 +139,13 @@ class WebcamSource:
 
     def run(self, emit: Emit, stop: threading.Event) -> None:
         if self._live:
-            keep_running(
-                self.name, lambda opened: self._camera(emit, stop, opened), stop
-            )
+            keep_running(self.name, lambda opened: self._camera(emit, stop, opened), stop)
         else:
             self._play_file(emit, stop)
 
-    def _camera(
-        self, emit: Emit, stop: threading.Event, opened: Callable[[], None]
-    ) -> None:
+    def _camera(self, emit: Emit, stop: threading.Event, opened: Callable[[], None]) -> None:
         cv2 = self._cv2
-        capture = cv2.VideoCapture(
-            int(self.device) if self.device.isdigit() else self.device
-        )
+        capture = cv2.VideoCapture(int(self.device) if self.device.isdigit() else self.device)
         try:
             if not capture.isOpened():
                 raise ScannerUnavailable("camera cannot be opened")
@@ -207,11 +195,7 @@ class WebcamSource:
         return frames
 
     def _scan(self, frame: Any, holds: HoldFilter, now: float, emit: Emit) -> None:
-        gray = (
-            frame
-            if frame.ndim == 2
-            else self._cv2.cvtColor(frame, self._cv2.COLOR_BGR2GRAY)
-        )
+        gray = frame if frame.ndim == 2 else self._cv2.cvtColor(frame, self._cv2.COLOR_BGR2GRAY)
         for text in holds.update(self._texts(gray), now):
             emit(ScanEvent(text, self.name, self.workplace, time.time()))
 

@@ -207,8 +207,10 @@ class CloudSimulator:
             self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
             scheme = "https"
         self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
-            name="cloud-sim", daemon=True,
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name="cloud-sim",
+            daemon=True,
         )
         self._thread.start()
         self.url = f"{scheme}://127.0.0.1:{self._server.server_address[1]}/"
@@ -231,7 +233,9 @@ class CloudSimulator:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         self.stop()
@@ -328,11 +332,13 @@ class _Handler(BaseHTTPRequestHandler):
         return self.server.sim
 
     def do_GET(self) -> None:
-        self._dispatch({
-            "/v1/health": self._health,
-            "/_sim/receipts": lambda body: (200, self.sim.receipts()),
-            "/_sim/faults": lambda body: (200, asdict(self.sim.faults)),
-        })
+        self._dispatch(
+            {
+                "/v1/health": self._health,
+                "/_sim/receipts": lambda body: (200, self.sim.receipts()),
+                "/_sim/faults": lambda body: (200, asdict(self.sim.faults)),
+            }
+        )
 
     def do_POST(self) -> None:
         self._dispatch({"/v1/receipts": self._receipt, "/_sim/faults": self._set_faults})
@@ -501,21 +507,29 @@ def example_receipt(
         "store": {"branch": 1, "workplace": 2, "name": "Demo store"},
         "customer": {"email": code} if "@" in code else {"boniq_code": code},
         "pos": {
-            "system": "mpluskassa", "receipt_id": receipt_id, "transaction": f"T-{receipt_id[:8]}",
+            "system": "mpluskassa",
+            "receipt_id": receipt_id,
+            "transaction": f"T-{receipt_id[:8]}",
             "number": {"branch": 1, "workplace": 2, "year": 2026, "number": 1042},
         },
         "kind": "sale",
         "issued_at": "2026-10-03T14:41:12+02:00",
         "financial_date": "2026-10-03",
         "currency": "EUR",
-        "lines": [{
-            "article_number": "8710", "description": "Koffie", "quantity": "2",
-            "unit_price": 250, "discount": 0, "total": 500, "vat_rate": "21",
-        }],
+        "lines": [
+            {
+                "article_number": "8710",
+                "description": "Koffie",
+                "quantity": "2",
+                "unit_price": 250,
+                "discount": 0,
+                "total": 500,
+                "vat_rate": "21",
+            }
+        ],
         "vat": [{"rate": "21", "excl": 413, "vat": 87}],
         "payments": [{"method": "PIN", "amount": 500}],
         "totals": {"incl": 500, "excl": 413, "vat": 87},
         "scanned_at": "2026-10-03T14:41:05+02:00",
         "agent": {"version": "0.1.0"},
     }
-

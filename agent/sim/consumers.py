@@ -16,8 +16,16 @@ from typing import Any
 
 from agent.kassa.consumers import recommended_pattern
 
-BOOKING_EVENTS = ("startSession", "addSessionLine", "updateSessionLine", "removeSessionLine",
-                  "startPayment", "cancelPayment", "cancelSession", "creditSession")
+BOOKING_EVENTS = (
+    "startSession",
+    "addSessionLine",
+    "updateSessionLine",
+    "removeSessionLine",
+    "startPayment",
+    "cancelPayment",
+    "cancelSession",
+    "creditSession",
+)
 
 
 def _default_events() -> dict[str, dict[str, bool]]:
@@ -28,8 +36,10 @@ def _default_events() -> dict[str, dict[str, bool]]:
 
 
 def _default_patterns() -> list[dict[str, Any]]:
-    return [{"code_type": kind, "pattern": recommended_pattern(), "reject": False}
-            for kind in ("CODE-TYPE-QRCODE", "CODE-TYPE-BARCODE")]
+    return [
+        {"code_type": kind, "pattern": recommended_pattern(), "reject": False}
+        for kind in ("CODE-TYPE-QRCODE", "CODE-TYPE-BARCODE")
+    ]
 
 
 @dataclass(frozen=True)
@@ -60,10 +70,10 @@ class SimConsumer:
         consumer = cls(**value)
         for options in consumer.events.values():
             if not isinstance(options, Mapping):
-                raise TypeError("each event is {\"enabled\": …, \"blocking\": …}")
+                raise TypeError('each event is {"enabled": …, "blocking": …}')
         for pattern in consumer.patterns:
             if not isinstance(pattern, Mapping) or "pattern" not in pattern:
-                raise ValueError("each trigger pattern is {\"code_type\": …, \"pattern\": …}")
+                raise ValueError('each trigger pattern is {"code_type": …, "pattern": …}')
         return consumer
 
     def resolved_for(self, workplace: int) -> bool:
@@ -78,17 +88,26 @@ class SimConsumer:
             "endpointUrl": self.endpoint_url,
             "authenticationType": "WEBHOOK-AUTHENTICATION-TYPE-TOKEN",
             "authenticationScope": "",
-            "webhookConsumerEventList": {"webhookConsumerEvent": [
-                {"eventName": name, "blocking": bool(options.get("blocking", False)),
-                 "enabled": bool(options.get("enabled", True))}
-                for name, options in self.events.items()
-            ]},
-            "webhookConsumerTriggerPatternList": {"webhookConsumerTriggerPattern": [
-                {"codeType": str(p.get("code_type", "CODE-TYPE-QRCODE")),
-                 "pattern": str(p["pattern"]),
-                 "reject": bool(p.get("reject", False))}
-                for p in self.patterns
-            ]},
+            "webhookConsumerEventList": {
+                "webhookConsumerEvent": [
+                    {
+                        "eventName": name,
+                        "blocking": bool(options.get("blocking", False)),
+                        "enabled": bool(options.get("enabled", True)),
+                    }
+                    for name, options in self.events.items()
+                ]
+            },
+            "webhookConsumerTriggerPatternList": {
+                "webhookConsumerTriggerPattern": [
+                    {
+                        "codeType": str(p.get("code_type", "CODE-TYPE-QRCODE")),
+                        "pattern": str(p["pattern"]),
+                        "reject": bool(p.get("reject", False)),
+                    }
+                    for p in self.patterns
+                ]
+            },
             "webhookConsumerWorkplaceList": {},
             "webhookConsumerPaymentMethodList": {},
             "companyName": "BONIQ",

@@ -66,10 +66,20 @@ PAYMENT_METHODS = {
     "CASH": ("Contant", "PAYMENT-METHOD-TYPE-PAYMENT"),
     "CREDITCARD": ("Creditcard", "PAYMENT-METHOD-TYPE-EFT"),
 }
-RECEIPT_TYPES = ("RECEIPT-TYPE-RECEIPT", "RECEIPT-TYPE-CREDIT-RECEIPT", "RECEIPT-TYPE-CASH-INFLOW",
-                 "RECEIPT-TYPE-CASH-OUTFLOW", "RECEIPT-TYPE-PAYMENT-METHOD-TRANSFER")
-RECEIPT_STATES = ("RECEIPT-STATE-OUTSTANDING", "RECEIPT-STATE-PARTLY-PAID", "RECEIPT-STATE-PAID",
-                  "RECEIPT-STATE-HANDLED", "RECEIPT-STATE-OUTSTANDING-CREDIT")
+RECEIPT_TYPES = (
+    "RECEIPT-TYPE-RECEIPT",
+    "RECEIPT-TYPE-CREDIT-RECEIPT",
+    "RECEIPT-TYPE-CASH-INFLOW",
+    "RECEIPT-TYPE-CASH-OUTFLOW",
+    "RECEIPT-TYPE-PAYMENT-METHOD-TRANSFER",
+)
+RECEIPT_STATES = (
+    "RECEIPT-STATE-OUTSTANDING",
+    "RECEIPT-STATE-PARTLY-PAID",
+    "RECEIPT-STATE-PAID",
+    "RECEIPT-STATE-HANDLED",
+    "RECEIPT-STATE-OUTSTANDING-CREDIT",
+)
 COUNTRY_CODE = 528  # ISO 3166 numeric, the Netherlands: `countryCode` is a number in the WSDL
 RESPONSE_ELEMENTS = {
     "getApiVersion": "getApiVersionResponse",
@@ -136,9 +146,7 @@ class Faults:
     external_entity: bool = False
     trickle: bool = False
     http_status: int = 0
-    _lock: threading.Lock = field(
-        default_factory=threading.Lock, repr=False, compare=False
-    )
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def update(self, values: Mapping[str, Any]) -> None:
         unknown = set(values) - set(self._names())
@@ -238,9 +246,7 @@ def _as_line(value: SimLine | Mapping[str, Any]) -> SimLine:
     if line.vat not in VAT_CODES:
         raise ValueError(f"VAT rate {line.vat} is not a Dutch rate (21, 9, 0)")
     if line.quantity <= 0 or line.price < 0 or not 0 <= line.discount_pct <= 100:
-        raise ValueError(
-            "a sale line needs a positive quantity, a price and a discount of 0-100 %"
-        )
+        raise ValueError("a sale line needs a positive quantity, a price and a discount of 0-100 %")
     return line
 
 
@@ -254,9 +260,7 @@ def sale_total(lines: Sequence[SimLine | Mapping[str, Any]]) -> int:
     return sum(_price_line(_as_line(line), "").total for line in lines)
 
 
-def _resolve_payments(
-    total: int, payments: Sequence[Any]
-) -> tuple[tuple[str, int], ...]:
+def _resolve_payments(total: int, payments: Sequence[Any]) -> tuple[tuple[str, int], ...]:
     """`["PIN"]`, `[("CASH", 1000), "PIN"]`: one entry without an amount takes the remainder."""
     pairs = [(p, None) if isinstance(p, str) else (p[0], p[1]) for p in payments]
     if any(method not in PAYMENT_METHODS for method, _ in pairs):
@@ -371,9 +375,7 @@ class KassaSimulator:
         `webhook_line_ids`: per given line, the till session's lineId its `webhookData` carries
         (a sale played through webhooks, `agent.sim.till`); None for a line without one."""
         if workplace not in self.workplaces:
-            raise ValueError(
-                f"workplace {workplace} is not one of {list(self.workplaces)}"
-            )
+            raise ValueError(f"workplace {workplace} is not one of {list(self.workplaces)}")
         _check_enum("type", receipt_type, RECEIPT_TYPES)
         _check_enum("state", state, RECEIPT_STATES)
         with self._lock:
@@ -382,22 +384,32 @@ class KassaSimulator:
             if webhook_line_ids is not None:
                 if len(webhook_line_ids) != len(priced):
                     raise ValueError("one webhook line id (or None) per line")
-                priced = tuple(replace(line, webhook_line_id=hook)
-                               for line, hook in zip(priced, webhook_line_ids, strict=True))
+                priced = tuple(
+                    replace(line, webhook_line_id=hook)
+                    for line, hook in zip(priced, webhook_line_ids, strict=True)
+                )
             total = sum(line.total for line in priced)
-            paid = (
-                _resolve_payments(total, payments)
-                if payments
-                else self._random_payments(total)
-            )
+            paid = _resolve_payments(total, payments) if payments else self._random_payments(total)
             if after is not None:
                 at = self.pos_now() + timedelta(seconds=after)
-            return self._store(workplace, priced, _vat_groups(priced), paid, at, None,
-                               receipt_type=receipt_type, state=state, branch=branch,
-                               visible_at=time.time() + delay)
+            return self._store(
+                workplace,
+                priced,
+                _vat_groups(priced),
+                paid,
+                at,
+                None,
+                receipt_type=receipt_type,
+                state=state,
+                branch=branch,
+                visible_at=time.time() + delay,
+            )
 
     def book_credit(
-        self, original_receipt_id: str, *, at: datetime | None = None,
+        self,
+        original_receipt_id: str,
+        *,
+        at: datetime | None = None,
         after: float | None = None,
     ) -> str:
         """Credit a whole receipt: same articles and payment methods, every amount negated."""
@@ -421,7 +433,12 @@ class KassaSimulator:
             vat = tuple((rate, -excl, -v) for rate, excl, v in original.vat)
             payments = tuple((method, -amount) for method, amount in original.payments)
             return self._store(
-                original.workplace, lines, vat, payments, at, original.receipt_id,
+                original.workplace,
+                lines,
+                vat,
+                payments,
+                at,
+                original.receipt_id,
                 receipt_type="RECEIPT-TYPE-CREDIT-RECEIPT",
             )
 
@@ -444,7 +461,8 @@ class KassaSimulator:
         with self._lock:
             self._marker += 1
             self._receipts[receipt_id] = replace(
-                self._receipts[receipt_id], state=state, sync_marker=self._marker)
+                self._receipts[receipt_id], state=state, sync_marker=self._marker
+            )
 
     @property
     def marker(self) -> int:
@@ -495,9 +513,7 @@ class KassaSimulator:
         for spec in self._rng.sample(CATALOGUE, self._rng.randint(1, 6)):
             weighed = spec.decimal_places == 3
             quantity = (
-                self._rng.randint(120, 1800)
-                if weighed
-                else self._rng.choice((1, 1, 1, 2, 3))
+                self._rng.randint(120, 1800) if weighed else self._rng.choice((1, 1, 1, 2, 3))
             )
             discount = self._rng.choice((0,) * 6 + (10, 25))
             chosen.append(replace(spec, quantity=quantity, discount_pct=discount))
@@ -551,8 +567,14 @@ class KassaSimulator:
             receipt = self._marker
         if local_name(call.tag) == "getCurrentSyncMarkersV2":
             return {"receiptSyncMarker": receipt, "orderSyncMarker": 0}
-        return {"articleSyncMarker": 0, "relationSyncMarker": 0, "employeeSyncMarker": 0,
-                "invoiceSyncMarker": 0, "receiptSyncMarker": receipt, "orderSyncMarker": 0}
+        return {
+            "articleSyncMarker": 0,
+            "relationSyncMarker": 0,
+            "employeeSyncMarker": 0,
+            "invoiceSyncMarker": 0,
+            "receiptSyncMarker": receipt,
+            "orderSyncMarker": 0,
+        }
 
     def _get_receipts(self, call: Element) -> dict[str, Any]:
         request = child(call, "request")
@@ -560,23 +582,24 @@ class KassaSimulator:
             raise ValueError("getReceipts needs a request")
         since = int(text(request, "syncMarker") or 0)
         limit = int(text(request, "syncMarkerLimit") or 1000)
-        branches = {
-            int((e.text or "").strip()) for e in children(request, "branchNumbers")
-        }
+        branches = {int((e.text or "").strip()) for e in children(request, "branchNumbers")}
         with_lines = (text(request, "includeLineList") or "").lower() in ("true", "1")
         now = time.time()
         with self._lock:
             found = sorted(
-                (r for r in self._receipts.values() if r.sync_marker >= since
-                 and r.visible_at <= now
-                 and (not branches or (self.branch if r.branch is None else r.branch)
-                      in branches)),
+                (
+                    r
+                    for r in self._receipts.values()
+                    if r.sync_marker >= since
+                    and r.visible_at <= now
+                    and (
+                        not branches or (self.branch if r.branch is None else r.branch) in branches
+                    )
+                ),
                 key=lambda r: r.sync_marker,
             )
         return {
-            "receiptList": {
-                "receipt": [self._receipt_xml(r, with_lines) for r in found[:limit]]
-            }
+            "receiptList": {"receipt": [self._receipt_xml(r, with_lines) for r in found[:limit]]}
         }
 
     def _get_receipt(self, call: Element) -> dict[str, Any]:
@@ -612,8 +635,14 @@ class KassaSimulator:
 
     def _payment_methods(self, _: Element) -> dict[str, Any]:
         methods = [
-            {"method": code, "description": desc, "buttonText": desc,
-             "allowNegativeAmount": True, "active": True, "type": kind}
+            {
+                "method": code,
+                "description": desc,
+                "buttonText": desc,
+                "allowNegativeAmount": True,
+                "active": True,
+                "type": kind,
+            }
             for code, (desc, kind) in PAYMENT_METHODS.items()
         ]
         return {"paymentMethodList": {"paymentMethod": methods}}
@@ -684,9 +713,7 @@ class KassaSimulator:
             "changeCounter": 1,
             "paidAmount": sum(amount for _, amount in r.payments),
             "state": r.state,
-            "lineList": {"line": [self._line_xml(x) for x in r.lines]}
-            if with_lines
-            else None,
+            "lineList": {"line": [self._line_xml(x) for x in r.lines]} if with_lines else None,
             "paymentList": {
                 "payment": [
                     {
@@ -711,9 +738,16 @@ class KassaSimulator:
         offset = moment.utcoffset()
         minutes = int(offset.total_seconds() // 60) if offset is not None else 0
         zone = {"offset": minutes, "zero": 0, "negated": -minutes}[self.timezone_field]
-        return {"sec": moment.second, "min": moment.minute, "hour": moment.hour,
-                "day": moment.day, "mon": moment.month, "year": moment.year,
-                "isdst": bool(moment.dst()), "timezone": zone}
+        return {
+            "sec": moment.second,
+            "min": moment.minute,
+            "hour": moment.hour,
+            "day": moment.day,
+            "mon": moment.month,
+            "year": moment.year,
+            "isdst": bool(moment.dst()),
+            "timezone": zone,
+        }
 
     @staticmethod
     def _payment_id(r: _Receipt, index: int) -> str:
@@ -769,9 +803,9 @@ class KassaSimulator:
         params = parse_qs(query)
         ident = (params.get("ident") or [""])[0]
         secret = (params.get("secret") or [""])[0]
-        return hmac.compare_digest(
-            ident.encode(), self.ident.encode()
-        ) & hmac.compare_digest(secret.encode(), self.secret.encode())
+        return hmac.compare_digest(ident.encode(), self.ident.encode()) & hmac.compare_digest(
+            secret.encode(), self.secret.encode()
+        )
 
     def wait_while_hanging(self) -> None:
         while self.faults.hang and not self._stopping.is_set():
@@ -787,8 +821,7 @@ class KassaSimulator:
 _BILLION_LAUGHS = (
     b'<?xml version="1.0"?>\n<!DOCTYPE lolz [\n <!ENTITY lol "lol">\n'
     + b"".join(
-        b' <!ENTITY lol%d "%s">\n'
-        % (i, (b"&lol%d;" % (i - 1) if i > 1 else b"&lol;") * 10)
+        b' <!ENTITY lol%d "%s">\n' % (i, (b"&lol%d;" % (i - 1) if i > 1 else b"&lol;") * 10)
         for i in range(1, 10)
     )
     + b']>\n<SOAP-ENV:Envelope xmlns:SOAP-ENV="http://schemas.xmlsoap.org/soap/envelope/">'
@@ -847,10 +880,12 @@ class _Handler(BaseHTTPRequestHandler):
             "/_sim/book": self._book,
             "/_sim/credit": lambda data: {
                 "receipt_id": self.sim.book_credit(
-                    str(data.get("receipt_id")), after=_number(data.get("after")))
+                    str(data.get("receipt_id")), after=_number(data.get("after"))
+                )
             },
             "/_sim/settle": lambda data: self.sim.settle(
-                str(data.get("receipt_id")), str(data.get("state", "RECEIPT-STATE-PAID"))),
+                str(data.get("receipt_id")), str(data.get("state", "RECEIPT-STATE-PAID"))
+            ),
             "/_sim/clock": self._set_clock,
             "/_sim/faults": self._set_faults,
             "/_sim/webhook-consumers": self._set_webhook_consumers,
@@ -873,13 +908,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _book(self, data: dict[str, Any]) -> dict[str, str]:
         workplace = int(data.get("workplace", self.sim.workplaces[0]))
-        payments = [
-            p if isinstance(p, str) else tuple(p) for p in data.get("payments") or []
-        ]
+        payments = [p if isinstance(p, str) else tuple(p) for p in data.get("payments") or []]
         at = data.get("at")
         receipt_id = self.sim.book_sale(
-            workplace, lines=data.get("lines"), payments=payments or None,
-            at=datetime.fromisoformat(at) if at else None, after=_number(data.get("after")),
+            workplace,
+            lines=data.get("lines"),
+            payments=payments or None,
+            at=datetime.fromisoformat(at) if at else None,
+            after=_number(data.get("after")),
             delay=float(data.get("delay", 0.0)),
             receipt_type=str(data.get("type", "RECEIPT-TYPE-RECEIPT")),
             state=str(data.get("state", "RECEIPT-STATE-PAID")),
@@ -902,7 +938,7 @@ class _Handler(BaseHTTPRequestHandler):
         """`{"consumers": [{"endpoint_url": …, "subscription_id": …, …}]}` replaces them all."""
         consumers = data.get("consumers")
         if not isinstance(consumers, list):
-            raise TypeError("expected {\"consumers\": [...]}")
+            raise TypeError('expected {"consumers": [...]}')
         self.sim.webhook_consumers = [SimConsumer.of(c) for c in consumers]
         return {"consumers": len(self.sim.webhook_consumers)}
 
@@ -1025,7 +1061,10 @@ def _trickle(sim: KassaSimulator) -> Iterator[bytes]:
 
 
 def serve_forever_cli(
-    port: int, ident: str, secret: str, auto_sales_per_minute: float = 0.0,
+    port: int,
+    ident: str,
+    secret: str,
+    auto_sales_per_minute: float = 0.0,
     webhook: Mapping[str, Any] | None = None,
 ) -> None:
     """`boniq-agent sim kassa`: serve until SIGINT/SIGTERM, optionally booking sales by itself.
@@ -1048,8 +1087,11 @@ def serve_forever_cli(
         flush=True,
     )
     if sim.till is not None:
-        print(f"till sessions to {sim.till.webhook_url}/EVENT: POST {url}_sim/session/start "
-              '{"workplace": 2}, screen: GET ' f"{url}_sim/screen", flush=True)
+        print(
+            f"till sessions to {sim.till.webhook_url}/EVENT: POST {url}_sim/session/start "
+            f'{{"workplace": 2}}, screen: GET {url}_sim/screen',
+            flush=True,
+        )
     rng = random.Random()
     try:
         while not stop.is_set():

@@ -157,7 +157,8 @@ class SessionLine:
             "lineId": self.line_id,
             "articleNumber": spec.article,
             "priceIncl": spec.price / 100,
-            "quantity": spec.quantity / 10**spec.decimal_places if spec.decimal_places
+            "quantity": spec.quantity / 10**spec.decimal_places
+            if spec.decimal_places
             else spec.quantity,
             "text": spec.text,
         }
@@ -347,7 +348,9 @@ class Till:
             delivery, reply = self._exchange(pos.workplace, event, request, duplicate=False)
         return request, delivery, reply
 
-    def repeat(self, workplace: int, event: str, request: Mapping[str, Any]) -> tuple[Delivery, Reply]:
+    def repeat(
+        self, workplace: int, event: str, request: Mapping[str, Any]
+    ) -> tuple[Delivery, Reply]:
         """Send `request` again byte for byte (same eventCounter): a duplicated delivery."""
         pos = self._pos_of(workplace)
         with pos.lock:
@@ -371,8 +374,9 @@ class Till:
         session_id = str(request.get("session", {}).get("sessionId", ""))
         counter = int(request["event"]["eventCounter"])
         outcome = "ok" if reply.outcome in (ACCEPTED, RECOGNIZED, NOT_RECOGNIZED) else reply.outcome
-        delivery = Delivery(event, workplace, session_id, counter, blocking, status, outcome,
-                            duplicate=duplicate)
+        delivery = Delivery(
+            event, workplace, session_id, counter, blocking, status, outcome, duplicate=duplicate
+        )
         self._record(delivery)
         if reply.outcome.startswith(BAD_REPLY):
             self._error_request(workplace, event, request, reply)
@@ -387,7 +391,8 @@ class Till:
         }
         try:
             answer = self._transport.request(
-                "POST", f"{self.webhook_url}/{event}", data=body, headers=headers)
+                "POST", f"{self.webhook_url}/{event}", data=body, headers=headers
+            )
         except HttpError:
             return None, {}, b""
         return answer.status, answer.headers, answer.body
@@ -420,10 +425,18 @@ class Till:
             "original": original,
         }
         status, _, _ = self._send(event, _dump(payload))
-        self._record(Delivery(
-            event, workplace, str(original.get("session", {}).get("sessionId", "")),
-            int(original["event"]["eventCounter"]), False, status,
-            "ok" if status == 200 else "error", error_request=True))
+        self._record(
+            Delivery(
+                event,
+                workplace,
+                str(original.get("session", {}).get("sessionId", "")),
+                int(original["event"]["eventCounter"]),
+                False,
+                status,
+                "ok" if status == 200 else "error",
+                error_request=True,
+            )
+        )
 
     def show(self, entry: ScreenEntry) -> None:
         with self._lock:
@@ -460,22 +473,30 @@ class Till:
         Bad input raises ValueError/TypeError (400), an unknown session KeyError (404)."""
         return {
             "/_sim/session/start": lambda d: {
-                "session_id": self.start_session(_opt_int(d.get("workplace"))).session_id},
+                "session_id": self.start_session(_opt_int(d.get("workplace"))).session_id
+            },
             "/_sim/session/line": self._control_line,
-            "/_sim/session/scan": lambda d: self._of(d).scan(
-                str(d["code"]), str(d.get("code_type", "qrcode"))).to_json(),
+            "/_sim/session/scan": lambda d: (
+                self._of(d).scan(str(d["code"]), str(d.get("code_type", "qrcode"))).to_json()
+            ),
             "/_sim/session/pay": lambda d: self._of(d).start_payment().to_json(),
             "/_sim/session/cancel-payment": lambda d: self._of(d).cancel_payment().to_json(),
-            "/_sim/session/complete": lambda d: {"receipt_id": self._of(d).complete(
-                _payments(d.get("payments")), receipt_delay=float(d.get("receipt_delay", 0)),
-                empty_session_id=bool(d.get("empty_session_id", False)))},
+            "/_sim/session/complete": lambda d: {
+                "receipt_id": self._of(d).complete(
+                    _payments(d.get("payments")),
+                    receipt_delay=float(d.get("receipt_delay", 0)),
+                    empty_session_id=bool(d.get("empty_session_id", False)),
+                )
+            },
             "/_sim/session/cancel": lambda d: self._of(d).cancel().to_json(),
             "/_sim/session/credit": lambda d: {"receipt_id": self._of(d).credit()},
             "/_sim/session/resend": lambda d: self._of(d).resend().to_json(),
             "/_sim/till/restart": lambda d: {
-                str(k): v for k, v in self.restart(_opt_int(d.get("workplace"))).items()},
+                str(k): v for k, v in self.restart(_opt_int(d.get("workplace"))).items()
+            },
             "/_sim/till/counter": lambda d: self.reset_counter(
-                _opt_int(d.get("workplace")), int(d.get("to", 0))),
+                _opt_int(d.get("workplace")), int(d.get("to", 0))
+            ),
         }.get(path)
 
     def view(self, path: str) -> Any:
@@ -500,13 +521,19 @@ class Till:
         action = data.get("action", "add")
         if action == "add":
             line_id = session.add_line(
-                int(data["article"]), int(data.get("quantity", 1)),
-                price=_opt_int(data.get("price")), text=data.get("text"),
-                vat=_opt_int(data.get("vat")))
+                int(data["article"]),
+                int(data.get("quantity", 1)),
+                price=_opt_int(data.get("price")),
+                text=data.get("text"),
+                vat=_opt_int(data.get("vat")),
+            )
             return {"line_id": line_id}
         if action == "update":
-            session.update_line(str(data["line_id"]), quantity=_opt_int(data.get("quantity")),
-                                price=_opt_int(data.get("price")))
+            session.update_line(
+                str(data["line_id"]),
+                quantity=_opt_int(data.get("quantity")),
+                price=_opt_int(data.get("price")),
+            )
             return {"line_id": data["line_id"]}
         if action == "remove":
             session.remove_line(str(data["line_id"]))
@@ -563,8 +590,11 @@ class TillSession:
         self._open()
         index = self._index(line_id)
         spec = self.lines[index].spec
-        spec = replace(spec, quantity=spec.quantity if quantity is None else quantity,
-                       price=spec.price if price is None else price)
+        spec = replace(
+            spec,
+            quantity=spec.quantity if quantity is None else quantity,
+            price=spec.price if price is None else price,
+        )
         if spec.quantity <= 0:
             raise ValueError("a line needs a positive quantity; remove it instead")
         self.lines[index] = SessionLine(line_id, spec)
@@ -586,9 +616,16 @@ class TillSession:
             raise ValueError(f"code_type is one of {CODE_TYPES}")
         self._open()
         if not self.till.scan_passes(code, code_type):
-            entry = ScreenEntry(self.till.pos_now().isoformat(timespec="milliseconds"),
-                                self.workplace, self.session_id, "scanCode", 0, "", "",
-                                NOT_SENT)
+            entry = ScreenEntry(
+                self.till.pos_now().isoformat(timespec="milliseconds"),
+                self.workplace,
+                self.session_id,
+                "scanCode",
+                0,
+                "",
+                "",
+                NOT_SENT,
+            )
             self.till.show(entry)
             return entry
         return self._shown("scanCode", {"scannedCode": code, "codeType": code_type})
@@ -649,11 +686,15 @@ class TillSession:
         if self.till.sim is not None and self.receipt_id is not None:
             self.credit_receipt_id = self.till.sim.book_credit(self.receipt_id)
         self.state = "credited"
-        lines = [SessionLine(str(uuid.uuid4()), replace(x.spec, quantity=-x.spec.quantity))
-                 for x in self.lines]
-        self._shown("creditSession", None,
-                    session={"sessionId": self.session_id,
-                             "lines": [x.to_webhook() for x in lines]})
+        lines = [
+            SessionLine(str(uuid.uuid4()), replace(x.spec, quantity=-x.spec.quantity))
+            for x in self.lines
+        ]
+        self._shown(
+            "creditSession",
+            None,
+            session={"sessionId": self.session_id, "lines": [x.to_webhook() for x in lines]},
+        )
         return self.credit_receipt_id
 
     # -- sending ---------------------------------------------------------------------------------
@@ -672,7 +713,8 @@ class TillSession:
             assert self.last is not None
             return self.last
         request, delivery, _ = self.till.post(
-            self.workplace, event, self._session() if session is None else session, details)
+            self.workplace, event, self._session() if session is None else session, details
+        )
         self._remember(event, request, delivery)
         return delivery
 
@@ -693,17 +735,24 @@ class TillSession:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "session_id": self.session_id, "workplace": self.workplace, "state": self.state,
-            "lines": [x.to_webhook() for x in self.lines], "receipt_id": self.receipt_id,
+            "session_id": self.session_id,
+            "workplace": self.workplace,
+            "state": self.state,
+            "lines": [x.to_webhook() for x in self.lines],
+            "receipt_id": self.receipt_id,
             "credit_receipt_id": self.credit_receipt_id,
         }
 
     def _shown(
-        self, event: str, details: Mapping[str, Any] | None,
-        *, session: Mapping[str, Any] | None = None,
+        self,
+        event: str,
+        details: Mapping[str, Any] | None,
+        *,
+        session: Mapping[str, Any] | None = None,
     ) -> ScreenEntry:
         request, delivery, reply = self.till.post(
-            self.workplace, event, self._session() if session is None else session, details)
+            self.workplace, event, self._session() if session is None else session, details
+        )
         self._remember(event, request, delivery)
         return self._apply(event, request, reply)
 
@@ -719,10 +768,16 @@ class TillSession:
         if reply.outcome == NO_ANSWER or reply.outcome.startswith(BAD_REPLY):
             cashier = TILL_WEBHOOK_ERROR + (NOT_LINKED if event == "scanCode" else "")
         entry = ScreenEntry(
-            str(request["event"]["eventTimestamp"]), self.workplace,
-            str(request.get("session", {}).get("sessionId", "")), event,
-            int(request["event"]["eventCounter"]), cashier, reply.customer, reply.outcome,
-            reply.code)
+            str(request["event"]["eventTimestamp"]),
+            self.workplace,
+            str(request.get("session", {}).get("sessionId", "")),
+            event,
+            int(request["event"]["eventCounter"]),
+            cashier,
+            reply.customer,
+            reply.outcome,
+            reply.code,
+        )
         self.till.show(entry)
         return entry
 
@@ -741,11 +796,16 @@ class TillSession:
             first = methods[0] if isinstance(methods[0], str) else methods[0][0]
             return None, [{"method": first, "amount": total / 100}]
         receipt_id = sim.book_sale(
-            self.workplace, lines=specs, payments=methods, delay=delay,
-            webhook_line_ids=[x.line_id for x in self.lines])
+            self.workplace,
+            lines=specs,
+            payments=methods,
+            delay=delay,
+            webhook_line_ids=[x.line_id for x in self.lines],
+        )
         summary = next(r for r in reversed(sim.receipts()) if r["receipt_id"] == receipt_id)
-        return receipt_id, [{"method": p["method"], "amount": p["amount"] / 100}
-                            for p in summary["payments"]]
+        return receipt_id, [
+            {"method": p["method"], "amount": p["amount"] / 100} for p in summary["payments"]
+        ]
 
     def _open(self) -> None:
         if self.state not in ("open", "paying"):
@@ -806,8 +866,9 @@ def _shape_problem(data: Any) -> str | None:
                 if name in m and not isinstance(m[name], str):
                     return f"messages[].{name} is not a string"
     footer = data.get("receiptFooter")
-    if footer is not None and not (isinstance(footer, dict)
-                                   and isinstance(footer.get("text", ""), str)):
+    if footer is not None and not (
+        isinstance(footer, dict) and isinstance(footer.get("text", ""), str)
+    ):
         return "receiptFooter is not an object with a text"
     return None
 
@@ -841,8 +902,13 @@ def _spec(
     if known is None and (price is None or text is None or vat is None):
         raise ValueError(f"article {article} is not in the catalogue: give price, text and vat")
     base = known or SimLine(article, str(text), int(price or 0), int(vat or 0))
-    spec = replace(base, quantity=quantity, price=base.price if price is None else price,
-                   text=base.text if text is None else text, vat=base.vat if vat is None else vat)
+    spec = replace(
+        base,
+        quantity=quantity,
+        price=base.price if price is None else price,
+        text=base.text if text is None else text,
+        vat=base.vat if vat is None else vat,
+    )
     if spec.quantity <= 0 or spec.price < 0:
         raise ValueError("a line needs a positive quantity and a price")
     return spec
@@ -873,4 +939,3 @@ def _check_loopback(url: str) -> None:
         loopback = False
     if not loopback:
         raise ValueError("the till player only sends to loopback addresses")
-

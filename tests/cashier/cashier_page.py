@@ -17,16 +17,22 @@ from agent.sim.kassa import KassaSimulator
 TILL = 2
 
 
-def make_daemon(tmp_path: Path, kassa: KassaSimulator, cloud: CloudSimulator,
-                **cashier: object) -> Daemon:
-    return Daemon(Config.model_validate({
-        "store": {"merchant_id": "m", "branch": kassa.branch, "workplace": TILL},
-        "kassa": {"url": kassa.url, "ident": kassa.ident, "secret": kassa.secret},
-        "cloud": {"url": cloud.url, "token": cloud.token},
-        "data_dir": str(tmp_path / "data"),
-        "metrics": {"listen": ""},
-        "cashier": {"listen": f"127.0.0.1:{free_port()}", **cashier},
-    }), sources=[])
+def make_daemon(
+    tmp_path: Path, kassa: KassaSimulator, cloud: CloudSimulator, **cashier: object
+) -> Daemon:
+    return Daemon(
+        Config.model_validate(
+            {
+                "store": {"merchant_id": "m", "branch": kassa.branch, "workplace": TILL},
+                "kassa": {"url": kassa.url, "ident": kassa.ident, "secret": kassa.secret},
+                "cloud": {"url": cloud.url, "token": cloud.token},
+                "data_dir": str(tmp_path / "data"),
+                "metrics": {"listen": ""},
+                "cashier": {"listen": f"127.0.0.1:{free_port()}", **cashier},
+            }
+        ),
+        sources=[],
+    )
 
 
 def page_url(daemon: Daemon) -> str:
@@ -48,5 +54,6 @@ class PageClient:
         return csrf_of(self.http.get(self.url, timeout=5).text)
 
     def claim(self, address: str, headers: dict[str, str] | None = None) -> requests.Response:
-        return self.http.post(f"{self.url}api/claim", json={"address": address},
-                              headers=headers or {}, timeout=5)
+        return self.http.post(
+            f"{self.url}api/claim", json={"address": address}, headers=headers or {}, timeout=5
+        )

@@ -30,8 +30,14 @@ def sim_seed() -> int:
 def agent(tmp_path: Path, kassa: KassaSimulator, cloud: CloudSimulator) -> Iterator[Agent]:
     """`boniq-agent run` as a subprocess with its cashier screen on a free loopback port."""
     port = free_port()
-    running = Agent(tmp_path, kassa.url, cloud.url, workplace=TILL,
-                    cashier_listen=f"127.0.0.1:{port}", extra=BACK_TO_BACK)
+    running = Agent(
+        tmp_path,
+        kassa.url,
+        cloud.url,
+        workplace=TILL,
+        cashier_listen=f"127.0.0.1:{port}",
+        extra=BACK_TO_BACK,
+    )
     running.cashier_url = f"http://127.0.0.1:{port}/"
     yield running
     running.close()
@@ -56,11 +62,21 @@ def browser() -> Iterator[object]:
     profile = Path(tempfile.mkdtemp(prefix="boniq-chromium-"))
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-                 "--window-size=1024,768", "--force-device-scale-factor=1",
-                 f"--user-data-dir={profile}", "--lang=nl"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1024,768",
+        "--force-device-scale-factor=1",
+        f"--user-data-dir={profile}",
+        "--lang=nl",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(20)

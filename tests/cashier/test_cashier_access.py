@@ -34,12 +34,15 @@ def test_the_pages_own_token_makes_the_claim(daemon):
     assert (claim.customer, claim.source, claim.state) == (ADDRESS, "cashier", "pending")
 
 
-@pytest.mark.parametrize("browser_says", [
-    {"Origin": "http://evil.example"},
-    {"Origin": "null"},
-    {"Sec-Fetch-Site": "cross-site"},
-    {"Sec-Fetch-Site": "same-site", "Origin": "http://till-2.shop.lan"},
-])
+@pytest.mark.parametrize(
+    "browser_says",
+    [
+        {"Origin": "http://evil.example"},
+        {"Origin": "null"},
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site", "Origin": "http://till-2.shop.lan"},
+    ],
+)
 def test_a_cross_origin_post_is_refused_even_with_the_token(daemon, browser_says):
     page = PageClient(page_url(daemon))
     answer = page.claim(ADDRESS, headers={"X-CSRF-Token": page.csrf(), **browser_says})
@@ -62,19 +65,27 @@ def test_every_answer_forbids_framing_and_foreign_scripts(daemon):
     assert "default-src 'self'" in answer.headers["Content-Security-Policy"]
     assert answer.headers["X-Frame-Options"] == "DENY"
     assert "Access-Control-Allow-Origin" not in answer.headers
-    preflight = requests.options(f"{page_url(daemon)}api/claim", timeout=5, headers={
-        "Origin": "http://evil.example", "Access-Control-Request-Method": "POST"})
+    preflight = requests.options(
+        f"{page_url(daemon)}api/claim",
+        timeout=5,
+        headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"},
+    )
     assert preflight.status_code >= 400 and "Access-Control-Allow-Origin" not in preflight.headers
 
 
 def test_bodies_that_are_not_a_small_json_address_are_refused(daemon):
     page = PageClient(page_url(daemon))
     token = {"X-CSRF-Token": page.csrf()}
-    huge = page.http.post(f"{page.url}api/claim", data=b"{" + b" " * 100_000 + b"}",
-                          headers={**token, "Content-Type": "application/json"}, timeout=5)
+    huge = page.http.post(
+        f"{page.url}api/claim",
+        data=b"{" + b" " * 100_000 + b"}",
+        headers={**token, "Content-Type": "application/json"},
+        timeout=5,
+    )
     assert huge.status_code == 413
-    form = page.http.post(f"{page.url}api/claim", data={"address": ADDRESS}, headers=token,
-                          timeout=5)
+    form = page.http.post(
+        f"{page.url}api/claim", data={"address": ADDRESS}, headers=token, timeout=5
+    )
     assert form.status_code == 400
     assert claims(daemon) == []
 
@@ -105,11 +116,19 @@ def test_with_a_pin_nothing_works_before_logging_in(tmp_path, kassa, cloud):
         assert page.claim(ADDRESS, headers={"X-CSRF-Token": "x"}).status_code == 401
         login_csrf = login.text.split('name="csrf" value="')[1].split('"')[0]
 
-        wrong = page.http.post(f"{url}login", data={"pin": "0000", "csrf": login_csrf},
-                               allow_redirects=False, timeout=5)
+        wrong = page.http.post(
+            f"{url}login",
+            data={"pin": "0000", "csrf": login_csrf},
+            allow_redirects=False,
+            timeout=5,
+        )
         assert wrong.status_code == 303 and "Set-Cookie" not in wrong.headers
-        right = page.http.post(f"{url}login", data={"pin": "4821", "csrf": login_csrf},
-                               allow_redirects=False, timeout=5)
+        right = page.http.post(
+            f"{url}login",
+            data={"pin": "4821", "csrf": login_csrf},
+            allow_redirects=False,
+            timeout=5,
+        )
         cookie = right.headers["Set-Cookie"]
         assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
         answer = page.claim(ADDRESS, headers={"X-CSRF-Token": page.csrf()})
@@ -128,8 +147,9 @@ def test_five_wrong_pins_lock_the_login_even_for_the_right_one(tmp_path, kassa, 
         token = http.get(url, timeout=5).text.split('name="csrf" value="')[1].split('"')[0]
         for guess in ("0000", "1111", "2222", "3333", "4444"):
             http.post(f"{url}login", data={"pin": guess, "csrf": token}, timeout=5)
-        right = http.post(f"{url}login", data={"pin": "4821", "csrf": token},
-                          allow_redirects=False, timeout=5)
+        right = http.post(
+            f"{url}login", data={"pin": "4821", "csrf": token}, allow_redirects=False, timeout=5
+        )
         assert "Set-Cookie" not in right.headers
         locked = http.get(url.rstrip("/") + right.headers["Location"], timeout=5)
         assert "Te vaak een onjuiste pincode" in locked.text
@@ -148,4 +168,3 @@ def test_the_page_is_in_english_when_configured(tmp_path, kassa, cloud):
         assert refused["detail"].startswith("This is not a valid e-mail address")
     finally:
         daemon.stop()
-

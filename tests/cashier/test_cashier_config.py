@@ -21,17 +21,25 @@ def check_config(tmp_path, cashier: str) -> subprocess.CompletedProcess:
     path = tmp_path / "config.yaml"
     path.write_text(BASE + cashier)
     path.chmod(0o600)
-    return subprocess.run([sys.executable, "-m", "agent.cli", "check-config", "--config",
-                           str(path)], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "agent.cli", "check-config", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
 
 
-@pytest.mark.parametrize("listen", ["0.0.0.0:9465", "192.168.1.20:9465", "[::]:9465",
-                                    "till-2.shop.lan:9465"])
+@pytest.mark.parametrize(
+    "listen", ["0.0.0.0:9465", "192.168.1.20:9465", "[::]:9465", "till-2.shop.lan:9465"]
+)
 def test_check_config_refuses_a_lan_address_without_a_pin(tmp_path, listen):
     result = check_config(tmp_path, f"cashier:\n  listen: '{listen}'\n")
     assert result.returncode == 78
-    assert f"config.yaml:4: cashier: listen {listen} is reachable from the network: set " \
-           "cashier.pin" in result.stderr
+    assert (
+        f"config.yaml:4: cashier: listen {listen} is reachable from the network: set "
+        "cashier.pin" in result.stderr
+    )
 
 
 def test_check_config_takes_a_lan_address_with_a_pin(tmp_path):

@@ -64,14 +64,32 @@ class Claims:
 def test_every_claim_state_reads_as_what_to_do(daemon):
     daemon.on_scan(ScanEvent(ADDRESS, "cashier", None, 1_800_000_000.0))
     [claim] = daemon.store.claims()
-    rows = [replace(claim, id=n, state=state, scanned_at=claim.scanned_at + n)
-            for n, state in enumerate(["matched", "delivered", "expired", "replaced", "unsure",
-                                       "cancelled", "assigned", "pending"])]
+    rows = [
+        replace(claim, id=n, state=state, scanned_at=claim.scanned_at + n)
+        for n, state in enumerate(
+            [
+                "matched",
+                "delivered",
+                "expired",
+                "replaced",
+                "unsure",
+                "cancelled",
+                "assigned",
+                "pending",
+            ]
+        )
+    ]
     entries = feed(Claims(rows[::-1]), RefusedScans(), workplace=TILL, language="nl")
     assert [(e.outcome, e.title) for e in entries] == [
-        ("pending", "Geaccepteerd"), ("assigned", "Toegewezen"), ("cancelled", "Vervallen"),
-        ("unsure", "Onzeker"), ("cancelled", "Vervallen"), ("expired", "Verlopen"),
-        ("delivered", "Afgeleverd"), ("delivered", "Afgeleverd")]
+        ("pending", "Geaccepteerd"),
+        ("assigned", "Toegewezen"),
+        ("cancelled", "Vervallen"),
+        ("unsure", "Onzeker"),
+        ("cancelled", "Vervallen"),
+        ("expired", "Verlopen"),
+        ("delivered", "Afgeleverd"),
+        ("delivered", "Afgeleverd"),
+    ]
     unsure = entries[3]
     assert "papieren bon" in unsure.detail and unsure.customer == "b***@example.nl"
 

@@ -20,8 +20,10 @@ MASKED = "b***@example.nl"
 def open_page(browser, agent) -> None:
     agent.start()
     agent.wait_ready()
-    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
-        "width": 1024, "height": 768, "deviceScaleFactor": 1, "mobile": False})
+    browser.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": 1024, "height": 768, "deviceScaleFactor": 1, "mobile": False},
+    )
     browser.get(agent.cashier_url)
     browser.execute_script("window.notReloaded = true;")
 
@@ -35,7 +37,8 @@ def give_address(browser, address: str) -> None:
 
 def wait_for(browser, condition, what: str, timeout: float = 20.0):
     return WebDriverWait(browser, timeout, poll_frequency=0.05).until(
-        lambda d: condition(d), message=f"the page never showed {what}")
+        lambda d: condition(d), message=f"the page never showed {what}"
+    )
 
 
 def newest_entry(browser) -> dict | None:
@@ -45,14 +48,22 @@ def newest_entry(browser) -> dict | None:
 
 
 def test_an_email_claim_from_the_page_is_accepted_then_delivered_without_reload(
-        browser, agent, kassa, cloud):
+    browser, agent, kassa, cloud
+):
     open_page(browser, agent)
-    assert browser.find_element(By.CSS_SELECTOR, "label[for=address]").text == \
-        "E-mailadres van de klant"
+    assert (
+        browser.find_element(By.CSS_SELECTOR, "label[for=address]").text
+        == "E-mailadres van de klant"
+    )
 
     give_address(browser, ADDRESS)
-    result = wait_for(browser, lambda d: d.find_element(By.ID, "result").is_displayed()
-                      and d.find_element(By.ID, "result"), "the answer to the button")
+    result = wait_for(
+        browser,
+        lambda d: (
+            d.find_element(By.ID, "result").is_displayed() and d.find_element(By.ID, "result")
+        ),
+        "the answer to the button",
+    )
     assert result.get_attribute("data-outcome") == "accepted"
     assert "Geaccepteerd" in result.text
     entry = wait_for(browser, lambda d: newest_entry(d), "the claim in the list")
@@ -64,8 +75,11 @@ def test_an_email_claim_from_the_page_is_accepted_then_delivered_without_reload(
     wait_until(lambda: agent.claim_fenced(ADDRESS), what="the agent to poll after the claim")
     receipt_id = kassa.book_sale(TILL, after=4)  # the payment completes 4 s on
     booked = time.monotonic()
-    entry = wait_for(browser, lambda d: (e := newest_entry(d)) and e["outcome"] == "delivered"
-                     and e, "the claim delivered")
+    entry = wait_for(
+        browser,
+        lambda d: (e := newest_entry(d)) and e["outcome"] == "delivered" and e,
+        "the claim delivered",
+    )
     lag = time.monotonic() - booked
     report_figure("cashier screen", delivered_shown_after_sale_s=f"{lag:.2f}")
     assert "Afgeleverd" in entry["text"] and MASKED in entry["text"]
@@ -77,20 +91,26 @@ def test_an_email_claim_from_the_page_is_accepted_then_delivered_without_reload(
     assert ADDRESS not in browser.page_source
 
 
-@pytest.mark.parametrize("mistyped", ["bram.dekker@example", "bram dekker@example.nl",
-                                      "bram.dekker.example.nl"])
-def test_a_mistyped_address_is_refused_in_dutch_and_never_becomes_a_claim(
-        browser, agent, mistyped):
+@pytest.mark.parametrize(
+    "mistyped", ["bram.dekker@example", "bram dekker@example.nl", "bram.dekker.example.nl"]
+)
+def test_a_mistyped_address_is_refused_in_dutch_and_never_becomes_a_claim(browser, agent, mistyped):
     open_page(browser, agent)
     give_address(browser, mistyped)
-    result = wait_for(browser, lambda d: d.find_element(By.ID, "result").is_displayed()
-                      and d.find_element(By.ID, "result"), "the answer to the button")
+    result = wait_for(
+        browser,
+        lambda d: (
+            d.find_element(By.ID, "result").is_displayed() and d.find_element(By.ID, "result")
+        ),
+        "the answer to the button",
+    )
     assert result.get_attribute("data-outcome") == "rejected"
     assert "Geweigerd" in result.text and "e-mailadres" in result.text
     entry = wait_for(browser, lambda d: newest_entry(d), "the refusal in the list")
     assert entry["outcome"] == "rejected" and "Geweigerd" in entry["text"]
     assert mistyped not in browser.page_source.replace(
-        browser.find_element(By.ID, "address").get_attribute("value"), "")
+        browser.find_element(By.ID, "address").get_attribute("value"), ""
+    )
     assert browser.find_element(By.ID, "address").get_attribute("value") == mistyped
     assert not any(agent.summary()["claims_by_state"].values())
 
@@ -101,24 +121,43 @@ def test_screenshot_of_the_page_at_1024x768_for_people_to_look_at(browser, agent
     give_address(browser, "anna.jansen@example.nl")
     wait_until(lambda: agent.claim_fenced("anna.jansen@example.nl"), what="Anna's claim")
     kassa.book_sale(TILL, after=4)
-    wait_for(browser, lambda d: (e := newest_entry(d)) and e["outcome"] == "delivered",
-             "Anna's receipt delivered")
+    wait_for(
+        browser,
+        lambda d: (e := newest_entry(d)) and e["outcome"] == "delivered",
+        "Anna's receipt delivered",
+    )
     agent.scan("8710400011111")  # a product's barcode on the scanner
-    wait_for(browser, lambda d: (e := newest_entry(d)) and e["outcome"] == "rejected",
-             "the scanner's refusal")
+    wait_for(
+        browser,
+        lambda d: (e := newest_entry(d)) and e["outcome"] == "rejected",
+        "the scanner's refusal",
+    )
     give_address(browser, "chris@example")
-    wait_for(browser, lambda d: d.find_element(By.ID, "result").get_attribute("data-outcome")
-             == "rejected", "the typo refused")
+    wait_for(
+        browser,
+        lambda d: d.find_element(By.ID, "result").get_attribute("data-outcome") == "rejected",
+        "the typo refused",
+    )
     give_address(browser, "dewi.bakker@example.nl")
-    wait_for(browser, lambda d: (e := newest_entry(d)) and e["outcome"] == "pending",
-             "Dewi's claim waiting")
+    wait_for(
+        browser,
+        lambda d: (e := newest_entry(d)) and e["outcome"] == "pending",
+        "Dewi's claim waiting",
+    )
     size = browser.execute_script("return [window.innerWidth, window.innerHeight];")
     assert size == [1024, 768]
     SCREENSHOT.parent.mkdir(exist_ok=True)
     assert browser.save_screenshot(str(SCREENSHOT))
     report_figure("cashier screen", screenshot=SCREENSHOT.relative_to(ROOT))
-    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {  # a 10-inch tablet, upright
-        "width": 800, "height": 1280, "deviceScaleFactor": 1, "mobile": True})
+    browser.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {  # a 10-inch tablet, upright
+            "width": 800,
+            "height": 1280,
+            "deviceScaleFactor": 1,
+            "mobile": True,
+        },
+    )
     tablet = SCREENSHOT.with_name("cashier-screen-tablet-800x1280.png")
     assert browser.save_screenshot(str(tablet))
     assert browser.execute_script("return document.documentElement.scrollWidth;") <= 800
@@ -129,8 +168,13 @@ def test_the_page_says_so_when_the_agent_is_gone(browser, agent):
     wait_for(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#feed li"), "the empty list")
     assert browser.find_element(By.CSS_SELECTOR, "#feed li").text == "Nog geen scans."
     assert agent.terminate() == 0
-    banner = wait_for(browser, lambda d: d.find_element(By.ID, "offline").is_displayed()
-                      and d.find_element(By.ID, "offline"), "the offline banner")
+    banner = wait_for(
+        browser,
+        lambda d: (
+            d.find_element(By.ID, "offline").is_displayed() and d.find_element(By.ID, "offline")
+        ),
+        "the offline banner",
+    )
     assert "Geen verbinding met de BONIQ-agent" in banner.text
 
 
@@ -148,8 +192,11 @@ def test_behind_a_pin_the_browser_logs_in_and_makes_the_claim(browser, tmp_path,
         browser.find_element(By.CSS_SELECTOR, "form.login button").click()
         wait_for(browser, lambda d: d.find_elements(By.ID, "address"), "the page after the PIN")
         give_address(browser, ADDRESS)
-        wait_for(browser, lambda d: d.find_element(By.ID, "result").get_attribute("data-outcome")
-                 == "accepted", "the claim accepted")
+        wait_for(
+            browser,
+            lambda d: d.find_element(By.ID, "result").get_attribute("data-outcome") == "accepted",
+            "the claim accepted",
+        )
         assert [c.customer for c in daemon.store.claims()] == [ADDRESS]
     finally:
         daemon.stop()

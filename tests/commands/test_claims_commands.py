@@ -28,15 +28,25 @@ def shop(tmp_path):
             "store: {merchant_id: m, branch: 1, workplace: 2}\n"
             f"kassa: {{url: '{kassa.url}', ident: i, secret: s}}\n"
             "cloud: {url: 'http://127.0.0.1:9/', token: t}\n"
-            f"data_dir: {tmp_path / 'data'}\n")
+            f"data_dir: {tmp_path / 'data'}\n"
+        )
         client = KassaClient(kassa.url, "i", "s", timeout=(1.0, 2.0))
         with Store.open(tmp_path / "data") as store:
-            poller = Poller(client, store, merchant_id="m", branch=1,
-                            matching=MatchingSection())
+            poller = Poller(client, store, merchant_id="m", branch=1, matching=MatchingSection())
             poller.poll_once()
             for customer, till in ((ANNA, 2), (BRAM, 3)):
-                store.add_claim(NewClaim(f"c-{customer[:5]}", "boniq_code", customer, till,
-                                         "test", time.time(), store.get_cursor()), dedupe_window=5)
+                store.add_claim(
+                    NewClaim(
+                        f"c-{customer[:5]}",
+                        "boniq_code",
+                        customer,
+                        till,
+                        "test",
+                        time.time(),
+                        store.get_cursor(),
+                    ),
+                    dedupe_window=5,
+                )
                 poller.catch_up()
                 kassa.book_sale(till, after=1 if customer == ANNA else 3)
                 poller.catch_up()
@@ -45,8 +55,13 @@ def shop(tmp_path):
 
 
 def cli(config, *args):
-    return subprocess.run([sys.executable, "-m", "agent.cli", "claims", *args, "--config",
-                           str(config)], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "agent.cli", "claims", *args, "--config", str(config)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
 
 
 def test_claims_list_shows_unsure_claims_with_their_reason_and_masked_customer(shop):
@@ -67,7 +82,8 @@ def test_claims_show_lists_the_candidate_sales_with_time_total_and_till(shop):
     shown = json.loads(cli(config, "show", str(unsure["id"])).stdout)
     sales = {r["receipt_id"]: r for r in kassa.receipts()}
     assert [c["receipt_id"] for c in shown["candidates"]] == [
-        r for r, sale in sales.items() if sale["workplace"] == 2]
+        r for r, sale in sales.items() if sale["workplace"] == 2
+    ]
     anna_sale = shown["candidates"][0]
     assert anna_sale["total"] == sales[anna_sale["receipt_id"]]["total_incl"]
     assert anna_sale["workplace"] == 2 and anna_sale["booked_at"]

@@ -11,7 +11,6 @@ from agent_harness import ROOT, customer_code, enqueue
 from agent.queue.store import Store
 
 
-
 @pytest.fixture
 def journal(tmp_path):
     path = tmp_path / "journal.sock"
@@ -24,8 +23,14 @@ def journal(tmp_path):
 
 def cli(config, journal_path, *args):
     env = {**os.environ, "BONIQ_JOURNAL_SOCKET": str(journal_path), "SUDO_USER": "anna"}
-    return subprocess.run([sys.executable, "-m", "agent.cli", *args, "--config", str(config)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=60, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "agent.cli", *args, "--config", str(config)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        env=env,
+    )
 
 
 def entry(sock) -> dict[str, str]:
@@ -40,7 +45,9 @@ def test_a_scan_by_hand_is_journaled_with_the_code_masked(config, journal):
     assert result.returncode == 0, result.stderr
     logged = entry(sock)
     assert logged["SYSLOG_IDENTIFIER"] == "boniq-agent"
-    assert logged["MESSAGE"].startswith("manual action: claim added by hand (scan) outcome=accepted")
+    assert logged["MESSAGE"].startswith(
+        "manual action: claim added by hand (scan) outcome=accepted"
+    )
     assert "workplace=2" in logged["MESSAGE"] and 'by="anna (sudo)"' in logged["MESSAGE"]
     assert code not in logged["MESSAGE"] and code[-4:] in logged["MESSAGE"]
 

@@ -14,8 +14,14 @@ from agent.queue.store import Store
 
 def outbox(config, *args):
     env = {**os.environ, "BONIQ_JOURNAL_SOCKET": str(config.parent / "no-journal")}
-    return subprocess.run([sys.executable, "-m", "agent.cli", "outbox", *args, "--config", str(config)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=60, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "agent.cli", "outbox", *args, "--config", str(config)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        env=env,
+    )
 
 
 def test_an_empty_outbox_says_so(config):
@@ -29,9 +35,20 @@ def test_the_list_has_a_header_times_and_json(config, tmp_path):
     with Store.open(tmp_path / "data") as store:
         item = enqueue(store, "r-100")
     lines = outbox(config, "list").stdout.splitlines()
-    assert lines[0].split() == ["ID", "STATE", "KIND", "TRIES", "CREATED", "NEXT/DELIVERED",
-                                "RECEIPT", "CID", "ERROR"]
-    assert lines[1].split()[0] == str(item.id) and "r-100" in lines[1] and "T" in lines[1].split()[4]
+    assert lines[0].split() == [
+        "ID",
+        "STATE",
+        "KIND",
+        "TRIES",
+        "CREATED",
+        "NEXT/DELIVERED",
+        "RECEIPT",
+        "CID",
+        "ERROR",
+    ]
+    assert (
+        lines[1].split()[0] == str(item.id) and "r-100" in lines[1] and "T" in lines[1].split()[4]
+    )
     [row] = json.loads(outbox(config, "list", "--json").stdout)
     assert row["receipt_id"] == "r-100" and row["correlation_id"] == "c-r-100" and row["created_at"]
 

@@ -18,8 +18,13 @@ def sim_seed() -> int:
 
 
 def status(agent, *options):
-    return subprocess.run([sys.executable, "-m", "agent.cli", "status", *options, "--config",
-                           str(agent.config)], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "agent.cli", "status", *options, "--config", str(agent.config)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
 
 
 def test_a_healthy_running_agent_is_shown_live_with_exit_0(tmp_path, kassa, cloud):
@@ -43,8 +48,12 @@ def test_a_healthy_running_agent_is_shown_live_with_exit_0(tmp_path, kassa, clou
 
 
 def test_a_missing_scanner_and_a_refused_token_need_attention_with_exit_1(tmp_path, kassa, cloud):
-    agent = Agent(tmp_path, kassa.url, cloud.url,
-                  extra_scanners="  - {type: serial, device: /dev/serial/by-id/gone, workplace: 3}\n")
+    agent = Agent(
+        tmp_path,
+        kassa.url,
+        cloud.url,
+        extra_scanners="  - {type: serial, device: /dev/serial/by-id/gone, workplace: 3}\n",
+    )
     try:
         agent.start()
         agent.wait_ready()
@@ -53,11 +62,14 @@ def test_a_missing_scanner_and_a_refused_token_need_attention_with_exit_1(tmp_pa
         agent.scan(code)
         wait_until(lambda: agent.claim_fenced(code), what="the claim")
         kassa.book_sale(2, after=4)
-        wait_until(lambda: "TOKEN REFUSED" in status(agent).stdout, what="the refused token in status")
+        wait_until(
+            lambda: "TOKEN REFUSED" in status(agent).stdout, what="the refused token in status"
+        )
         result = status(agent)
         assert result.returncode == 1
-        assert re.search(r"^scanner serial:/dev/serial/by-id/gone +NOT CONNECTED$", result.stdout,
-                         re.MULTILINE)
+        assert re.search(
+            r"^scanner serial:/dev/serial/by-id/gone +NOT CONNECTED$", result.stdout, re.MULTILINE
+        )
         assert "  - the cloud refuses the store token" in result.stdout
         assert "  - scanner serial:/dev/serial/by-id/gone is not connected" in result.stdout
         assert agent.terminate() == 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-
 from matching_support import MATCH_IDENT, MATCH_SECRET
 
 from agent.kassa.client import KassaClient
@@ -13,11 +12,11 @@ from agent.sim.kassa import KassaSimulator
 
 IDENT = "ident-7Qx41"
 SECRET = "s3cret-Zp9w-K2"
+
+
 @pytest.fixture(scope="module")
 def sim() -> Iterator[KassaSimulator]:
-    with KassaSimulator(
-        ident=IDENT, secret=SECRET, workplaces=(1, 2, 3, 4), seed=4711
-    ) as running:
+    with KassaSimulator(ident=IDENT, secret=SECRET, workplaces=(1, 2, 3, 4), seed=4711) as running:
         yield running
 
 
@@ -38,7 +37,6 @@ def client(clean_sim: KassaSimulator) -> Iterator[KassaClient]:
 
 
 # -- matching: a fresh simulator per test, the real client, a real store, the real poller ---------
-
 
 
 class Recorder:
@@ -87,8 +85,15 @@ def make_poller_fixture(pos_client, store, events):
 
     def make(client=None, **matching):
         matching.setdefault("claim_ttl", 120)  # the scans of these tests are minutes old
-        return Poller(client or pos_client, store, merchant_id="shop-1", branch=1,
-                      matching=MatchingSection(**matching), interval=0.05, events=events)
+        return Poller(
+            client or pos_client,
+            store,
+            merchant_id="shop-1",
+            branch=1,
+            matching=MatchingSection(**matching),
+            interval=0.05,
+            events=events,
+        )
 
     return make
 

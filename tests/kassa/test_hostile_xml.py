@@ -28,12 +28,15 @@ def shaped(shape: str, size: int) -> bytes:
     return HEAD + b"<a>" + b"x" * (room - 7) + b"</a>" + TAIL
 
 
-@pytest.mark.parametrize(("shape", "says"), [
-    ("deep", "nested over 32 deep"),
-    ("dense", "over 200000 elements"),
-    ("attributes", "a tag or text over"),
-    ("text", "a tag or text over"),
-])
+@pytest.mark.parametrize(
+    ("shape", "says"),
+    [
+        ("deep", "nested over 32 deep"),
+        ("dense", "over 200000 elements"),
+        ("attributes", "a tag or text over"),
+        ("text", "a tag or text over"),
+    ],
+)
 def test_a_hostile_shape_is_refused_with_a_clear_error(shape: str, says: str) -> None:
     with pytest.raises(KassaResponseError, match=says) as caught:
         soap.parse_xml(shaped(shape, 2_000_000))
@@ -67,20 +70,36 @@ print(json.dumps({"peak_mb": (rss("VmHWM") - base) / 1024, "outcome": outcome}))
 
 @pytest.mark.parametrize("shape", ["deep", "dense", "attributes", "text"])
 def test_a_hostile_answer_at_the_size_cap_costs_under_100_mb(shape: str) -> None:
-    out = subprocess.run([sys.executable, "-c", PEAK, str(ROOT), shape, str(MAX_ANSWER)],
-                         capture_output=True, text=True, timeout=60, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", PEAK, str(ROOT), shape, str(MAX_ANSWER)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     result = json.loads(out.stdout)
-    report_figure(f"hostile xml {shape}", bytes=MAX_ANSWER, peak_mb=round(result["peak_mb"], 1),
-                  outcome=result["outcome"])
+    report_figure(
+        f"hostile xml {shape}",
+        bytes=MAX_ANSWER,
+        peak_mb=round(result["peak_mb"], 1),
+        outcome=result["outcome"],
+    )
     assert result["outcome"] == "KassaResponseError"
     assert result["peak_mb"] + MAX_ANSWER / 2**20 < 100  # the parse, and the answer itself
 
 
 def test_a_real_batch_still_parses() -> None:
-    receipt = {"receiptId": "r", "syncMarker": 1, "lineList": {"line": [
-        {"articleNumber": n, "text": "Appeltaart", "quantity": 1} for n in range(40)]}}
-    body = soap.response_envelope("getReceiptsResponse",
-                                  {"receiptList": {"receipt": [receipt] * 100}})
-    found = list(soap.descendants(soap.parse_response(body, "getReceipts"), "receipt",
-                                  having="receiptId"))
+    receipt = {
+        "receiptId": "r",
+        "syncMarker": 1,
+        "lineList": {
+            "line": [{"articleNumber": n, "text": "Appeltaart", "quantity": 1} for n in range(40)]
+        },
+    }
+    body = soap.response_envelope(
+        "getReceiptsResponse", {"receiptList": {"receipt": [receipt] * 100}}
+    )
+    found = list(
+        soap.descendants(soap.parse_response(body, "getReceipts"), "receipt", having="receiptId")
+    )
     assert len(found) == 100

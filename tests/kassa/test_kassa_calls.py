@@ -31,8 +31,7 @@ def test_get_receipts_from_a_marker_keeps_order_and_limit(
     assert [r.receipt_id for r in receipts] == booked
     assert [r.workplace for r in receipts] == [1, 2, 3, 4, 2]
     assert all(
-        r.lines and r.payments and r.vat_groups and r.is_paid and r.is_sale
-        for r in receipts
+        r.lines and r.payments and r.vat_groups and r.is_paid and r.is_sale for r in receipts
     )
     assert [r.receipt_id for r in client.get_receipts(1, start, limit=2)] == booked[:2]
     assert client.get_receipts(branch=9, sync_marker=start) == []
@@ -50,9 +49,7 @@ def test_get_receipt_parses_a_weighed_discounted_sale(
     receipt_id = sim.book_sale(3, lines=lines, payments=[("CASH", 1000), "PIN"], at=at)
     receipt = client.get_receipt(receipt_id)
     assert receipt is not None
-    assert receipt.booked_at == at and receipt.booked_at.utcoffset() == timedelta(
-        hours=2
-    )
+    assert receipt.booked_at == at and receipt.booked_at.utcoffset() == timedelta(hours=2)
     assert receipt.financial_date.isoformat() == "2026-10-03"
     assert (receipt.workplace, receipt.branch, receipt.year) == (3, 1, 2026)
     cheese, pie, shirt = receipt.lines
@@ -104,9 +101,7 @@ def test_wrong_credentials_are_rejected_without_echoing_them(
         assert value not in text
 
 
-def _receipt_xml(
-    receipt_type: str, state: str, *, timezone_minutes: int | None
-) -> Receipt:
+def _receipt_xml(receipt_type: str, state: str, *, timezone_minutes: int | None) -> Receipt:
     stamp = {
         "sec": 5,
         "min": 30,
@@ -158,17 +153,13 @@ def test_only_settled_customer_receipts_count_as_paid(
 
 
 def test_timestamp_without_zone_is_amsterdam_time() -> None:
-    receipt = _receipt_xml(
-        "RECEIPT-TYPE-RECEIPT", "RECEIPT-STATE-PAID", timezone_minutes=None
-    )
+    receipt = _receipt_xml("RECEIPT-TYPE-RECEIPT", "RECEIPT-STATE-PAID", timezone_minutes=None)
     assert receipt.booked_at.isoformat() == "2026-07-01T09:30:05+02:00"
     assert receipt.transaction == "1.2.2026.000000" and receipt.lines == ()
 
 
 def test_cash_movements_are_not_mapped() -> None:
-    receipt = _receipt_xml(
-        "RECEIPT-TYPE-CASH-INFLOW", "RECEIPT-STATE-PAID", timezone_minutes=120
-    )
+    receipt = _receipt_xml("RECEIPT-TYPE-CASH-INFLOW", "RECEIPT-STATE-PAID", timezone_minutes=120)
     with pytest.raises(ValueError, match="not a customer receipt"):
         to_payload(
             receipt,

@@ -128,9 +128,7 @@ def test_stop_is_not_blocked_by_a_hanging_call() -> None:
         (soap.fault_envelope("Client", "x" * 5000 + "\u2028\x07 end"), KassaRejected),
     ],
 )
-def test_parse_response_classifies_bodies(
-    body: bytes, expected: type[KassaError]
-) -> None:
+def test_parse_response_classifies_bodies(body: bytes, expected: type[KassaError]) -> None:
     with pytest.raises(expected) as caught:
         soap.parse_response(body, "getReceipts")
     assert len(str(caught.value)) < 300
@@ -142,9 +140,7 @@ def test_request_envelope_escapes_values_and_parses_back() -> None:
         {"receiptId": "<&>'\"", "flags": [True, False], "empty": {}, "none": None},
     )
     call = soap.body_element(body)
-    assert soap.local_name(call.tag) == "getReceipt" and call.tag.startswith(
-        "{urn:mplusqapi}"
-    )
+    assert soap.local_name(call.tag) == "getReceipt" and call.tag.startswith("{urn:mplusqapi}")
     assert soap.text(call, "receiptId") == "<&>'\""
     assert [e.text for e in soap.children(call, "flags")] == ["true", "false"]
     assert soap.child(call, "empty") is not None and soap.child(call, "none") is None

@@ -17,7 +17,6 @@ from matching_support import ANNA, BRAM, MATCH_IDENT, MATCH_SECRET, got, payload
 
 from agent.errors import KassaError
 from agent.kassa.client import KassaClient, ReceiptBatch, Unreadable
-from agent.errors import KassaError
 from agent.kassa.mapping import idempotency_key
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,8 +30,9 @@ def assert_reconciles(payload):
     assert total["excl"] + total["vat"] == total["incl"]
 
 
-def test_scan_then_sale_at_the_same_till_gives_one_valid_row(kassa, store, poller,
-                                                             receipt_validator):
+def test_scan_then_sale_at_the_same_till_gives_one_valid_row(
+    kassa, store, poller, receipt_validator
+):
     claim = scan(store, ANNA)
     poller.catch_up()  # the daemon wakes the poller on every scan: this is its fence
     receipt_id = kassa.book_sale(2, payments=[("CASH", 100), "PIN"], after=4)
@@ -119,8 +119,9 @@ def test_one_claim_takes_one_sale_and_the_next_sale_stays_in_the_shop(kassa, sto
     assert got(store) == {first: ANNA}
 
 
-def test_credit_receipt_follows_the_original_to_the_same_customer(kassa, store, poller,
-                                                                    receipt_validator):
+def test_credit_receipt_follows_the_original_to_the_same_customer(
+    kassa, store, poller, receipt_validator
+):
     scan(store, "jan@example.nl", kind="email")
     poller.catch_up()
     sale = kassa.book_sale(2, after=4)
@@ -163,9 +164,15 @@ def test_expired_claim_stays_listed_by_status(kassa, store, poller, tmp_path):
         "store: {merchant_id: m, branch: 1, workplace: 2}\n"
         f"kassa: {{url: '{kassa.url}', ident: i, secret: s}}\n"
         "cloud: {url: 'http://127.0.0.1:9/', token: t}\n"
-        f"data_dir: {tmp_path / 'data'}\n")
-    result = subprocess.run([sys.executable, "-m", "agent.cli", "status", "--json", "--config",
-                             str(config)], capture_output=True, text=True, cwd=ROOT, timeout=60)
+        f"data_dir: {tmp_path / 'data'}\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "status", "--json", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
     status = json.loads(result.stdout)
     assert status["claims_expired"] == 1
     assert status["expired_claims"][0]["customer"] == "BQ1…2C56"
@@ -180,6 +187,7 @@ def test_a_claim_does_not_expire_while_the_pos_is_unreachable(kassa, store, poll
 
 
 # -- the situations of the evidence rules (docs/matching.md) ----------------------------------------
+
 
 def test_late_scan_the_next_strangers_sale_is_not_taken(kassa, store, poller):
     anna = kassa.book_sale(2, after=-2)  # Anna pays ...
@@ -253,8 +261,7 @@ def test_a_code_shown_at_the_return_of_an_unclaimed_sale_closes_unsure(kassa, st
     assert stranger not in got(store)
 
 
-def test_the_same_phone_read_again_after_its_sale_matched_takes_nothing_more(kassa, store,
-                                                                             poller):
+def test_the_same_phone_read_again_after_its_sale_matched_takes_nothing_more(kassa, store, poller):
     first = scan(store, ANNA, at=time.time() - 5)
     poller.catch_up()
     sale = kassa.book_sale(2, after=-2)
@@ -276,8 +283,7 @@ def test_a_cash_inflow_between_scan_and_sale_is_passed_over(kassa, store, poller
     assert got(store) == {mine: ANNA}
 
 
-def test_a_partly_paid_sale_waits_for_its_claim_and_no_newer_claim_takes_it(kassa, store,
-                                                                            poller):
+def test_a_partly_paid_sale_waits_for_its_claim_and_no_newer_claim_takes_it(kassa, store, poller):
     anna = scan(store, ANNA, at=time.time() - 30)
     poller.catch_up()
     sale = kassa.book_sale(2, after=-25, state="RECEIPT-STATE-PARTLY-PAID")
@@ -304,8 +310,7 @@ def test_a_claim_waiting_for_its_partly_paid_sale_outlives_claim_ttl(kassa, stor
     assert got(store) == {sale: ANNA}
 
 
-def test_a_late_visible_sale_with_a_lower_marker_is_seen_once_and_not_taken(kassa, store,
-                                                                           poller):
+def test_a_late_visible_sale_with_a_lower_marker_is_seen_once_and_not_taken(kassa, store, poller):
     stranger = kassa.book_sale(2, after=-5, delay=1.0)  # booked before the scan, shown late
     claim = scan(store, ANNA)
     poller.catch_up()
@@ -319,8 +324,9 @@ def test_a_late_visible_sale_with_a_lower_marker_is_seen_once_and_not_taken(kass
     assert state_of(store, claim) == ("delivered", None)
 
 
-def test_a_pos_clock_5_s_behind_is_measured_and_the_customer_gets_the_sale(kassa, store,
-                                                                          make_poller, events):
+def test_a_pos_clock_5_s_behind_is_measured_and_the_customer_gets_the_sale(
+    kassa, store, make_poller, events
+):
     kassa.clock_offset = -5.0
     poller = make_poller()
     poller.catch_up()
@@ -343,8 +349,7 @@ def test_a_timezone_field_of_zero_is_absorbed_by_the_measured_offset(kassa, stor
     assert got(store) == {mine: ANNA}
 
 
-def test_a_pos_clock_60_s_ahead_during_an_outage_gives_no_strangers_sale(kassa, store,
-                                                                        make_poller):
+def test_a_pos_clock_60_s_ahead_during_an_outage_gives_no_strangers_sale(kassa, store, make_poller):
     kassa.clock_offset = 60.0
     poller = make_poller()
     poller.catch_up()
@@ -381,7 +386,8 @@ def test_late_scan_window_does_not_override_two_codes(kassa, store, make_poller)
 
 
 def test_an_unreadable_receipt_closes_the_waiting_claim_at_its_till_and_polling_goes_on(
-        kassa, store, poller):
+    kassa, store, poller
+):
     anna = scan(store, ANNA, workplace=2)
     scan(store, BRAM, workplace=3)
     poller.catch_up()
@@ -401,8 +407,9 @@ def test_an_unreadable_receipt_closes_the_waiting_claim_at_its_till_and_polling_
     assert got(store) == {bram_sale: BRAM}
 
 
-def test_a_claim_before_the_cursor_existed_takes_no_sale_booked_before_it(kassa, store,
-                                                                         make_poller):
+def test_a_claim_before_the_cursor_existed_takes_no_sale_booked_before_it(
+    kassa, store, make_poller
+):
     kassa.book_sale(2, after=-30)  # the previous customer's, before the agent ever polled
     claim = scan(store, ANNA)
     poller = make_poller()
@@ -414,6 +421,7 @@ def test_a_claim_before_the_cursor_existed_takes_no_sale_booked_before_it(kassa,
 
 
 # -- the loop --------------------------------------------------------------------------------------
+
 
 @contextlib.contextmanager
 def running(poller):
@@ -438,8 +446,7 @@ def until(predicate, timeout=10.0, poke=None):
         time.sleep(0.02)
 
 
-def test_wrong_credentials_give_one_clear_line_and_a_slow_retry(kassa, make_poller, events,
-                                                                caplog):
+def test_wrong_credentials_give_one_clear_line_and_a_slow_retry(kassa, make_poller, events, caplog):
     import logging
 
     client = KassaClient(kassa.url, MATCH_IDENT, "wrong-Secret-123", timeout=(1.0, 2.0))
@@ -467,12 +474,14 @@ def test_hostile_xml_does_not_stop_the_poller(kassa, store, poller, events):
     assert [i.receipt_id for i in store.outbox()] == [sale]
 
 
-def test_a_rotated_pos_secret_file_is_read_again_after_a_refusal(kassa, make_poller, events,
-                                                                tmp_path):
+def test_a_rotated_pos_secret_file_is_read_again_after_a_refusal(
+    kassa, make_poller, events, tmp_path
+):
     secret_file = tmp_path / "kassa-secret"
     secret_file.write_text("old-Secret-1")
-    client = KassaClient(kassa.url, MATCH_IDENT, lambda: secret_file.read_text().strip(),
-                         timeout=(1.0, 2.0))
+    client = KassaClient(
+        kassa.url, MATCH_IDENT, lambda: secret_file.read_text().strip(), timeout=(1.0, 2.0)
+    )
     poller = make_poller(client)
     secret_file.write_text(MATCH_SECRET)  # store IT rotated the secret after the agent started
     with running(poller):
@@ -493,8 +502,8 @@ def test_an_idle_till_reads_no_overlap(kassa, store, poller):
     assert calls == [(store.get_cursor() + 1, 100)]
 
 
-
 # -- at the edges: restarts, outages, unreadable receipts, manual scans ----------------------------
+
 
 def test_an_unsure_claim_takes_no_later_sale_in_the_same_poll(kassa, store, make_poller):
     scan(store, BRAM)  # the agent was down from just after the scan
@@ -512,7 +521,8 @@ def test_a_sale_booked_after_claim_ttl_is_not_taken(kassa, store, make_poller):
 
 
 def test_an_unreadable_head_receipt_without_marker_does_not_spin_or_stop_expiry(
-        kassa, store, poller):
+    kassa, store, poller
+):
     scan(store, ANNA, workplace=3, at=time.time() - 500)  # should expire
     real, calls = poller.client.fetch_receipts, []
 
@@ -573,8 +583,9 @@ class _ClockFailsOnce:
         return self.client.get_server_time()
 
 
-def test_a_poll_waits_for_the_pos_clock_rather_than_close_claims_unsure(kassa, store,
-                                                                         make_poller, pos_client):
+def test_a_poll_waits_for_the_pos_clock_rather_than_close_claims_unsure(
+    kassa, store, make_poller, pos_client
+):
     claim = scan(store, ANNA)
     receipt_id = kassa.book_sale(2, after=4)
     poller = make_poller(client=_ClockFailsOnce(pos_client))

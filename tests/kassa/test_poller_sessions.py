@@ -21,7 +21,8 @@ def session_scan(store, session: str, code: str, lines: tuple[str, ...] = ()):
     now = time.time()
     return store.scan_in_session(
         SessionEvent("scanCode", session, 1, T, lines, None, now),
-        SessionClaim(f"c-{uuid.uuid4().hex[:6]}", "boniq_code", code, "webhook", now, None)).claim
+        SessionClaim(f"c-{uuid.uuid4().hex[:6]}", "boniq_code", code, "webhook", now, None),
+    ).claim
 
 
 def complete(store, session: str, lines: tuple[str, ...]) -> None:
@@ -35,6 +36,7 @@ def webhook_poller(make_poller):
         poller.webhooks = True
         poller.poll_once()
         return poller
+
     return make
 
 
@@ -42,15 +44,14 @@ def test_a_session_receipt_goes_to_its_claim_with_pos_session(kassa, store, webh
     poller = webhook_poller()
     lines = (str(uuid.uuid4()), str(uuid.uuid4()))
     claim = session_scan(store, "S1", ANNA, lines)
-    receipt = kassa.book_sale(T, lines=list(CATALOGUE[:len(lines)]), webhook_line_ids=list(lines))
+    receipt = kassa.book_sale(T, lines=list(CATALOGUE[: len(lines)]), webhook_line_ids=list(lines))
     complete(store, "S1", lines)
     poller.catch_up()
     assert got(store) == {receipt: ANNA}
     assert store.claim(claim.id).state == "delivered"
 
 
-def test_a_receipt_read_before_complete_session_waits_for_its_session(kassa, store,
-                                                                     webhook_poller):
+def test_a_receipt_read_before_complete_session_waits_for_its_session(kassa, store, webhook_poller):
     """The code came before any line and the till sends no line events: the receipt is in the
     API before completeSession is stored. A webcam claim of another customer at the till must
     not take it, and the session's claim gets it once completeSession is in."""
@@ -59,8 +60,9 @@ def test_a_receipt_read_before_complete_session_waits_for_its_session(kassa, sto
     scan(store, BRAM, workplace=T)  # a webcam at the same till read Bram
     poller.catch_up()
     lines = (str(uuid.uuid4()),)
-    receipt = kassa.book_sale(T, lines=list(CATALOGUE[:len(lines)]), webhook_line_ids=list(lines),
-                               after=4)
+    receipt = kassa.book_sale(
+        T, lines=list(CATALOGUE[: len(lines)]), webhook_line_ids=list(lines), after=4
+    )
     poller.catch_up()
     assert got(store) == {}  # nobody: its session is not known yet
     complete(store, "S1", lines)
@@ -69,14 +71,15 @@ def test_a_receipt_read_before_complete_session_waits_for_its_session(kassa, sto
     assert store.claim(claim.id).state == "delivered"
 
 
-def test_a_session_receipt_with_no_claim_is_nobodys_even_for_a_late_scan(kassa, store,
-                                                                        webhook_poller):
+def test_a_session_receipt_with_no_claim_is_nobodys_even_for_a_late_scan(
+    kassa, store, webhook_poller
+):
     """A customer without the app pays in a webhook session; a webcam reads a code just after.
     `late_scan_window` must not hand that session's receipt to the webcam claim."""
     poller = webhook_poller(late_scan_window=30)
     lines = (str(uuid.uuid4()),)
     store.session_event(SessionEvent("addSessionLine", "S9", 1, T, lines))
-    receipt = kassa.book_sale(T, lines=list(CATALOGUE[:len(lines)]), webhook_line_ids=list(lines))
+    receipt = kassa.book_sale(T, lines=list(CATALOGUE[: len(lines)]), webhook_line_ids=list(lines))
     complete(store, "S9", lines)
     poller.catch_up()
     scan(store, BRAM, workplace=T)

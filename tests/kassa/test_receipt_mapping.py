@@ -28,9 +28,7 @@ MERCHANT = "demo-merchant"
 CODE = {"boniq_code": "BQ17K3M9QW4RT8ZP2C56"}
 SCANNED = datetime(2026, 10, 3, 14, 40, 55, tzinfo=timezone(timedelta(hours=2)))
 
-_names = st.text(
-    st.characters(blacklist_categories=("Cs", "Cc", "Cn")), min_size=1, max_size=30
-)
+_names = st.text(st.characters(blacklist_categories=("Cs", "Cc", "Cn")), min_size=1, max_size=30)
 _piece = st.builds(
     SimLine,
     article=st.integers(1, 10**9),
@@ -119,9 +117,7 @@ def test_generated_sales_and_their_credits_map_to_valid_reconciling_payloads(
     assert payload["kind"] == "sale" and payload["credits_receipt_id"] is None
     assert payload["store"]["workplace"] == workplace
     for spec, line in zip(lines, payload["lines"], strict=True):
-        assert Decimal(line["quantity"]) == Decimal(spec.quantity).scaleb(
-            -spec.decimal_places
-        )
+        assert Decimal(line["quantity"]) == Decimal(spec.quantity).scaleb(-spec.decimal_places)
         assert line["description"] == spec.text.strip()
         assert line["vat_rate"] == str(spec.vat)
         assert line["unit_price"] == spec.price
@@ -158,9 +154,7 @@ def test_random_simulator_sales_reconcile(
     assert ("CASH", "PIN") in kinds_of_payment
 
 
-def test_payload_fields_follow_the_contract(
-    client: KassaClient, sim: KassaSimulator
-) -> None:
+def test_payload_fields_follow_the_contract(client: KassaClient, sim: KassaSimulator) -> None:
     at = datetime(2026, 3, 29, 1, 59, 59, tzinfo=timezone(timedelta(hours=1)))
     lines = [SimLine(2230, "Bananen", 199, 9, quantity=1530, decimal_places=3)]
     receipt = client.get_receipt(sim.book_sale(2, lines=lines, payments=["PIN"], at=at))
@@ -170,26 +164,19 @@ def test_payload_fields_follow_the_contract(
     assert payload["scanned_at"] == "2026-10-03T14:40:55+02:00"
     assert payload["financial_date"] == "2026-03-29"
     assert payload["lines"][0]["quantity"] == "1.530"
-    assert payload["payments"] == [
-        {"method": "PIN", "description": "Pinbetaling", "amount": 304}
-    ]
+    assert payload["payments"] == [{"method": "PIN", "description": "Pinbetaling", "amount": 304}]
     assert payload["pos"]["number"] == {
         "branch": 1,
         "workplace": 2,
         "year": 2026,
         "number": receipt.number,
     }
-    assert (
-        payload["customer"] == CODE
-        and payload["store"]["name"] == "Winkel Utrecht Centrum"
-    )
+    assert payload["customer"] == CODE and payload["store"]["name"] == "Winkel Utrecht Centrum"
 
 
 def test_idempotency_key_matches_the_contract_example() -> None:
     receipt_id = "3f1c2a9e-8d4b-4c1e-9a57-0b6f2d7e1c44"
-    expected = hashlib.sha256(
-        f"boniq.receipt/1|demo-merchant|{receipt_id}".encode()
-    ).hexdigest()
+    expected = hashlib.sha256(f"boniq.receipt/1|demo-merchant|{receipt_id}".encode()).hexdigest()
     assert idempotency_key("demo-merchant", receipt_id) == expected
     assert idempotency_key("other-merchant", receipt_id) != expected
 
@@ -212,9 +199,7 @@ def test_canonical_json_is_stable_compact_utf8() -> None:
         (0, 3, "0.000"),
     ],
 )
-def test_quantities_become_decimal_strings(
-    value: int, places: int, expected: str
-) -> None:
+def test_quantities_become_decimal_strings(value: int, places: int, expected: str) -> None:
     assert decimal_string(value, places) == expected
 
 
@@ -222,9 +207,7 @@ def test_quantities_become_decimal_strings(
     ("percentage", "scale", "expected"),
     [(21, 1, "21"), (0, 1, "0"), (2100, 100, "21"), (950, 100, "9.5"), (0, 100, "0")],
 )
-def test_vat_rates_become_decimal_strings(
-    percentage: int, scale: int, expected: str
-) -> None:
+def test_vat_rates_become_decimal_strings(percentage: int, scale: int, expected: str) -> None:
     assert rate_string(percentage, scale) == expected
 
 

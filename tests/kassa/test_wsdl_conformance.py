@@ -8,7 +8,6 @@ real simulator, over HTTP on 127.0.0.1. Skipped, with the reason, where the WSDL
 from __future__ import annotations
 
 import uuid
-
 from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from typing import Any
@@ -29,18 +28,34 @@ from agent.kassa.client import KassaClient
 from agent.sim.kassa import RESPONSE_ELEMENTS, KassaSimulator, SimLine
 
 IDENT, SECRET = "wsdl-ident", "wsdl-Secret-55"
-CLIENT_CALLS = {"getApiVersion", "getCurrentSyncMarkersV2", "getReceipts", "getReceipt",
-                "getBranches", "getPaymentMethods", "getVatGroupList", "getWebhookConsumers"}
+CLIENT_CALLS = {
+    "getApiVersion",
+    "getCurrentSyncMarkersV2",
+    "getReceipts",
+    "getReceipt",
+    "getBranches",
+    "getPaymentMethods",
+    "getVatGroupList",
+    "getWebhookConsumers",
+}
 CONSUMERS: list[Mapping[str, Any]] = [
     {"endpoint_url": "http://127.0.0.1:18090/mplus", "subscription_id": "boniq-shop-1"},
-    {"endpoint_url": "https://pay.example/mplus", "subscription_id": "pay", "enabled": False,
-     "application_name": "Pay.", "workplaces": [1, 2],
-     "events": {"startExternalPayment": {"enabled": True, "blocking": True},
-                "scanCode": {"enabled": False, "blocking": False}},
-     "patterns": [{"code_type": "CODE-TYPE-BARCODE", "pattern": "25.*"},
-                  {"code_type": "CODE-TYPE-QRCODE", "pattern": "^BQ1", "reject": True}]},
-    {"endpoint_url": "http://10.0.0.5/hooks", "subscription_id": "x", "events": {},
-     "patterns": []},
+    {
+        "endpoint_url": "https://pay.example/mplus",
+        "subscription_id": "pay",
+        "enabled": False,
+        "application_name": "Pay.",
+        "workplaces": [1, 2],
+        "events": {
+            "startExternalPayment": {"enabled": True, "blocking": True},
+            "scanCode": {"enabled": False, "blocking": False},
+        },
+        "patterns": [
+            {"code_type": "CODE-TYPE-BARCODE", "pattern": "25.*"},
+            {"code_type": "CODE-TYPE-QRCODE", "pattern": "^BQ1", "reject": True},
+        ],
+    },
+    {"endpoint_url": "http://10.0.0.5/hooks", "subscription_id": "x", "events": {}, "patterns": []},
 ]
 
 
@@ -51,9 +66,10 @@ def wsdl() -> Wsdl:
 
 @pytest.fixture()
 def recorded() -> Iterator[tuple[KassaSimulator, KassaClient, RecordingProxy]]:
-    with KassaSimulator(ident=IDENT, secret=SECRET, seed=1503,
-                        webhook_consumers=CONSUMERS) as sim, \
-            RecordingProxy(sim.url) as proxy:
+    with (
+        KassaSimulator(ident=IDENT, secret=SECRET, seed=1503, webhook_consumers=CONSUMERS) as sim,
+        RecordingProxy(sim.url) as proxy,
+    ):
         client = KassaClient(proxy.url, IDENT, SECRET, timeout=5.0)
         try:
             yield sim, client, proxy
@@ -66,12 +82,16 @@ def violations(wsdl: Wsdl, exchanges: list[Exchange]) -> list[str]:
     found = []
     for exchange in exchanges:
         request, response = body_of(exchange.request), body_of(exchange.response)
-        expected = {"request": wsdl.inputs.get(exchange.operation),
-                    "response": wsdl.outputs.get(exchange.operation)}
+        expected = {
+            "request": wsdl.inputs.get(exchange.operation),
+            "response": wsdl.outputs.get(exchange.operation),
+        }
         for side, element in (("request", request), ("response", response)):
             if local(element.tag) != expected[side]:
-                found.append(f"{exchange.operation} {side}: element {local(element.tag)}, "
-                             f"the WSDL says {expected[side]}")
+                found.append(
+                    f"{exchange.operation} {side}: element {local(element.tag)}, "
+                    f"the WSDL says {expected[side]}"
+                )
             found += [f"{exchange.operation} {side}: {p}" for p in wsdl.problems(element)]
     return found
 
@@ -94,27 +114,55 @@ def book_every_variant(sim: KassaSimulator) -> list[str]:
     ids.append(sim.book_sale(4, at=sim.pos_now() - timedelta(hours=30)))
     ids.append(sim.book_sale(1, after=5))
     sim.settle(ids[-6], "RECEIPT-STATE-HANDLED")
-    ids.append(sim.book_sale(2, lines=[plu, zero_rated],  # a webhook session's receipt
-                             webhook_line_ids=[str(uuid.uuid4()), str(uuid.uuid4())]))
+    ids.append(
+        sim.book_sale(
+            2,
+            lines=[plu, zero_rated],  # a webhook session's receipt
+            webhook_line_ids=[str(uuid.uuid4()), str(uuid.uuid4())],
+        )
+    )
     return ids
 
 
 def test_the_schema_refuses_what_the_simulator_used_to_send(wsdl: Wsdl) -> None:
     """The validator sees names and order: the old answers would fail this test."""
-    wrong_name = body_of(soap.response_envelope("GetApiVersionResponse", {
-        "majorNumber": 67, "minorNumber": 1, "revisionNumber": 3, "inDebugMode": False}))
-    out_of_order = body_of(soap.response_envelope("GetPaymentMethodsResponse", {
-        "paymentMethodList": {"paymentMethod": [
-            {"method": "PIN", "description": "Pinbetaling", "buttonText": "Pin",
-             "type": "PAYMENT-METHOD-TYPE-EFT", "allowNegativeAmount": True}]}}))
-    wrapped = body_of(soap.response_envelope("getVatGroupListResponse", {
-        "vatGroupList": {"vatGroup": [{"vatCode": 1, "vatPercentage": 21}]}}))
+    wrong_name = body_of(
+        soap.response_envelope(
+            "GetApiVersionResponse",
+            {"majorNumber": 67, "minorNumber": 1, "revisionNumber": 3, "inDebugMode": False},
+        )
+    )
+    out_of_order = body_of(
+        soap.response_envelope(
+            "GetPaymentMethodsResponse",
+            {
+                "paymentMethodList": {
+                    "paymentMethod": [
+                        {
+                            "method": "PIN",
+                            "description": "Pinbetaling",
+                            "buttonText": "Pin",
+                            "type": "PAYMENT-METHOD-TYPE-EFT",
+                            "allowNegativeAmount": True,
+                        }
+                    ]
+                }
+            },
+        )
+    )
+    wrapped = body_of(
+        soap.response_envelope(
+            "getVatGroupListResponse",
+            {"vatGroupList": {"vatGroup": [{"vatCode": 1, "vatPercentage": 21}]}},
+        )
+    )
     for element in (wrong_name, out_of_order, wrapped):
         assert wsdl.problems(element), local(element.tag)
 
 
 def test_every_call_of_the_client_and_every_answer_of_the_simulator_follow_the_wsdl(
-        wsdl: Wsdl, recorded: tuple[KassaSimulator, KassaClient, RecordingProxy]) -> None:
+    wsdl: Wsdl, recorded: tuple[KassaSimulator, KassaClient, RecordingProxy]
+) -> None:
     sim, client, proxy = recorded
     ids = book_every_variant(sim)
     assert client.get_api_version() == "67.1.3"
@@ -139,8 +187,10 @@ def test_every_call_of_the_client_and_every_answer_of_the_simulator_follow_the_w
 
 def test_receipts_validate_in_every_clock_and_scale_the_simulator_plays(wsdl: Wsdl) -> None:
     for timezone in ("offset", "zero", "negated"):
-        with KassaSimulator(ident=IDENT, secret=SECRET, seed=7, vat_percentage_scale=100) as sim, \
-                RecordingProxy(sim.url) as proxy:
+        with (
+            KassaSimulator(ident=IDENT, secret=SECRET, seed=7, vat_percentage_scale=100) as sim,
+            RecordingProxy(sim.url) as proxy,
+        ):
             sim.timezone_field, sim.clock_offset = timezone, -3600.0
             book_every_variant(sim)
             client = KassaClient(proxy.url, IDENT, SECRET, timeout=5.0)
@@ -164,13 +214,20 @@ def test_answers_the_client_never_asks_for_validate_too(wsdl: Wsdl) -> None:
         sim.book_sale(1)
         calls = {
             "getCurrentSyncMarkers": None,
-            "getReceipts": {"request": {"syncMarker": 0, "articlePluNumbers": {},
-                                        "articleBarcodes": {}, "includeLineList": False}},
+            "getReceipts": {
+                "request": {
+                    "syncMarker": 0,
+                    "articlePluNumbers": {},
+                    "articleBarcodes": {},
+                    "includeLineList": False,
+                }
+            },
         }
         for operation, params in calls.items():
             request = body_of(soap.request_envelope(operation, params))
             assert wsdl.problems(request) == [], operation
-            element, content = sim.answer(operation, soap.body_element(
-                soap.request_envelope(operation, params)))
+            element, content = sim.answer(
+                operation, soap.body_element(soap.request_envelope(operation, params))
+            )
             answer = body_of(soap.response_envelope(element, content))
             assert wsdl.problems(answer) == [], operation

@@ -20,7 +20,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-lxml_etree = pytest.importorskip("lxml.etree", reason="lxml (the `test` extra) validates the WSDL schema")
+lxml_etree = pytest.importorskip(
+    "lxml.etree", reason="lxml (the `test` extra) validates the WSDL schema"
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 WSDL_ENV = "BONIQ_MPLUS_WSDL"
@@ -38,8 +40,10 @@ def wsdl_path() -> Path:
 def require_wsdl() -> Path:
     path = wsdl_path()
     if not path.is_file():
-        pytest.skip(f"the official MplusKASSA WSDL is not at {path} (reference data kept outside "
-                    f"the project; set {WSDL_ENV} to its path to run the conformance tests)")
+        pytest.skip(
+            f"the official MplusKASSA WSDL is not at {path} (reference data kept outside "
+            f"the project; set {WSDL_ENV} to its path to run the conformance tests)"
+        )
     return path
 
 
@@ -137,8 +141,9 @@ class RecordingProxy:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _ProxyHandler)
         self._server.daemon_threads = True
         self._server.proxy = self  # type: ignore[attr-defined]
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -154,8 +159,9 @@ class RecordingProxy:
         self._thread.join(timeout=5)
 
     def forward(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes, str]:
-        connection = http.client.HTTPConnection(self.upstream.hostname or "127.0.0.1",
-                                                self.upstream.port, timeout=10)
+        connection = http.client.HTTPConnection(
+            self.upstream.hostname or "127.0.0.1", self.upstream.port, timeout=10
+        )
         try:
             connection.request("POST", path, body, headers)
             answer = connection.getresponse()
@@ -173,10 +179,14 @@ class _ProxyHandler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        headers = {k: v for k, v in self.headers.items() if k.lower() in
-                   ("content-type", "soapaction", "x-request-id")}
+        headers = {
+            k: v
+            for k, v in self.headers.items()
+            if k.lower() in ("content-type", "soapaction", "x-request-id")
+        }
         status, data, content_type = self.server.proxy.forward(  # type: ignore[attr-defined]
-            self.path, headers, body)
+            self.path, headers, body
+        )
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))

@@ -31,11 +31,24 @@ TARGET_LABELS = {"instance", "job", "branch", "workplace"}
 SYNTHETIC = {"up"}
 # Store-derived: a claim state appears once the store holds a claim in it.
 KNOWN_VALUES = {("boniq_agent_claims", "state"): {"pending", *_CLAIM_ENDS}}
-ALERTS = {"BoniqAgentDown", "BoniqOutboxBacklogOld", "BoniqDeadLetters", "BoniqPosPollsFailing",
-          "BoniqCloudTokenRefused", "BoniqScannerDown", "BoniqUnsureClaimsRising",
-          "BoniqPosClockOffset", "BoniqDataDirDiskFull"}
-GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h",
-                     "$branch": ".*", "$instance": ".*"}
+ALERTS = {
+    "BoniqAgentDown",
+    "BoniqOutboxBacklogOld",
+    "BoniqDeadLetters",
+    "BoniqPosPollsFailing",
+    "BoniqCloudTokenRefused",
+    "BoniqScannerDown",
+    "BoniqUnsureClaimsRising",
+    "BoniqPosClockOffset",
+    "BoniqDataDirDiskFull",
+}
+GRAFANA_VARIABLES = {
+    "$__rate_interval": "5m",
+    "$__interval": "1m",
+    "$__range": "1h",
+    "$branch": ".*",
+    "$instance": ".*",
+}
 
 
 def promtool() -> str:
@@ -45,18 +58,28 @@ def promtool() -> str:
 
 
 def test_promtool_accepts_the_rules() -> None:
-    run = subprocess.run([promtool(), "check", "rules", str(RULES)], capture_output=True,
-                         text=True, timeout=60)
+    run = subprocess.run(
+        [promtool(), "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     assert f"SUCCESS: {len(ALERTS)} rules found" in run.stdout
 
 
 def test_promtool_unit_tests_of_every_alert_pass() -> None:
-    run = subprocess.run([promtool(), "test", "rules", str(RULE_TESTS)], capture_output=True,
-                         text=True, timeout=120, cwd=RULE_TESTS.parent)
+    run = subprocess.run(
+        [promtool(), "test", "rules", str(RULE_TESTS)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=RULE_TESTS.parent,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
-    tested = {t["alertname"] for group in yaml.safe_load(RULE_TESTS.read_text())["tests"]
-              for t in group.get("alert_rule_test", []) if t.get("exp_alerts")}
+    tested = {
+        t["alertname"]
+        for group in yaml.safe_load(RULE_TESTS.read_text())["tests"]
+        for t in group.get("alert_rule_test", [])
+        if t.get("exp_alerts")
+    }
     assert tested == ALERTS
 
 
@@ -105,16 +128,24 @@ def selectors(node: object) -> Iterator[promql_parser.VectorSelector]:
     elif isinstance(node, promql_parser.Call):
         for arg in node.args:
             yield from selectors(arg)
-    elif isinstance(node, (promql_parser.ParenExpr, promql_parser.UnaryExpr,
-                           promql_parser.SubqueryExpr)):
+    elif isinstance(
+        node, (promql_parser.ParenExpr, promql_parser.UnaryExpr, promql_parser.SubqueryExpr)
+    ):
         yield from selectors(node.expr)
 
 
 def test_the_dashboard_covers_fleet_and_till() -> None:
     text = "\n".join(dashboard_expressions())
-    for wanted in ("boniq_agent_scans_total", "boniq_agent_uploads_total", "outbox_items",
-                   "oldest_pending", "pos_poll_errors_total", "boniq_agent_claims{",
-                   'branch=~"$branch"', 'instance=~"$instance"'):
+    for wanted in (
+        "boniq_agent_scans_total",
+        "boniq_agent_uploads_total",
+        "outbox_items",
+        "oldest_pending",
+        "pos_poll_errors_total",
+        "boniq_agent_claims{",
+        'branch=~"$branch"',
+        'instance=~"$instance"',
+    ):
         assert wanted in text
 
 
@@ -131,8 +162,10 @@ def live_metrics(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str
             agent.scan(code)  # a pending claim, so the claims gauge has a state
             wait_until(lambda: agent.has_claim(code), what="the claim")
             url = f"http://127.0.0.1:{agent.metrics_port}/metrics"
-            wait_until(lambda: "boniq_agent_scanner_up{" in requests.get(url, timeout=5).text,
-                       what="the scanner source to report")
+            wait_until(
+                lambda: "boniq_agent_scanner_up{" in requests.get(url, timeout=5).text,
+                what="the scanner source to report",
+            )
             text = requests.get(url, timeout=5).text
             assert agent.terminate() == 0
         finally:
@@ -148,7 +181,8 @@ def live_metrics(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str
 
 @pytest.mark.parametrize("expr", expressions())
 def test_every_expression_reads_metrics_the_agent_exports(
-        expr: str, live_metrics: dict[str, dict[str, set[str]]]) -> None:
+    expr: str, live_metrics: dict[str, dict[str, set[str]]]
+) -> None:
     found = list(selectors(promql_parser.parse(expr)))
     assert found, f"no metric in {expr!r}"
     for selector in found:
@@ -163,11 +197,16 @@ def test_every_expression_reads_metrics_the_agent_exports(
             assert values is not None, f"{name} has no label {matcher.name!r} (in {expr!r})"
             if str(matcher.op) == "MatchOp.Equal":
                 known = values | KNOWN_VALUES.get((name, matcher.name), set())
-                assert matcher.value in known, f"{name}{{{matcher.name}={matcher.value!r}}} never exported"
+                assert matcher.value in known, (
+                    f"{name}{{{matcher.name}={matcher.value!r}}} never exported"
+                )
 
 
 def test_the_scanner_and_disk_gauges_report_the_running_daemon(
-        live_metrics: dict[str, dict[str, set[str]]]) -> None:
-    assert any(s.startswith("serial:/dev/") for s in live_metrics["boniq_agent_scanner_up"]["source"])
+    live_metrics: dict[str, dict[str, set[str]]],
+) -> None:
+    assert any(
+        s.startswith("serial:/dev/") for s in live_metrics["boniq_agent_scanner_up"]["source"]
+    )
     assert "boniq_agent_data_dir_free_bytes" in live_metrics
     assert "boniq_agent_pos_clock_tolerance_seconds" in live_metrics

@@ -10,10 +10,14 @@ import itertools
 
 import pytest
 
-from agent.queue.claims import ClaimState, Reason
-from agent.queue.claims import Close
-from agent.queue.sessions import (EventKey, EventMismatch, SessionClaim, SessionEvent,
-                                  SessionScanOutcome)
+from agent.queue.claims import ClaimState, Close, Reason
+from agent.queue.sessions import (
+    EventKey,
+    EventMismatch,
+    SessionClaim,
+    SessionEvent,
+    SessionScanOutcome,
+)
 from agent.queue.store import NewClaim, Store
 
 T0 = 1_900_000_000.0
@@ -27,8 +31,15 @@ def store(tmp_path):
         yield store
 
 
-def event(name: str, session: str, at: float, *, lines: tuple[str, ...] = (), workplace: int = 2,
-          counter: int | None = None) -> SessionEvent:
+def event(
+    name: str,
+    session: str,
+    at: float,
+    *,
+    lines: tuple[str, ...] = (),
+    workplace: int = 2,
+    counter: int | None = None,
+) -> SessionEvent:
     key = EventKey("till-1", counter, name, session) if counter is not None else None
     return SessionEvent(name, session, 1, workplace, lines, key, at)
 
@@ -64,7 +75,10 @@ def test_a_code_just_after_another_sale_closes_unsure_and_leaves_the_session_fre
     late = scan(store, "S2", "BRAM", T0 + 23)  # Bram's late scan, or the next customer's?
     assert late.outcome is SessionScanOutcome.RECENT_SALE
     assert (late.claim.state, late.claim.reason, late.claim.session_id) == (
-        "unsure", "recent-sale", None)
+        "unsure",
+        "recent-sale",
+        None,
+    )
     after = scan(store, "S2", "CHRIS", T0 + 20 + GUARD + 1)
     assert after.outcome is SessionScanOutcome.LINKED and after.claim.session_id == "S2"
 
@@ -83,8 +97,9 @@ def test_the_guard_is_per_till(store):
 
 
 def test_a_customers_pending_webcam_claim_becomes_the_session_claim(store):
-    webcam = store.add_claim(NewClaim("c-w", "boniq_code", "ANNA", 2, "webcam", T0, None),
-                             dedupe_window=5)
+    webcam = store.add_claim(
+        NewClaim("c-w", "boniq_code", "ANNA", 2, "webcam", T0, None), dedupe_window=5
+    )
     linked = scan(store, "S1", "ANNA", T0 + 3)
     assert linked.claim.id == webcam.claim.id and linked.claim.session_id == "S1"
     assert len(store.pending_claims()) == 1
@@ -118,17 +133,22 @@ def test_line_ids_lead_to_their_session_and_its_claim(store):
     store.session_event(event("addSessionLine", "S2", T0 + 1, lines=("L3",)))
     links = store.sessions_of_lines(["L1", "L2", "L3", "unknown"])
     assert {k: (v.session_id, v.claim_id) for k, v in links.items()} == {
-        "L1": ("S1", claim.id), "L2": ("S1", claim.id), "L3": ("S2", None)}
+        "L1": ("S1", claim.id),
+        "L2": ("S1", claim.id),
+        "L3": ("S2", None),
+    }
 
 
 def test_an_open_sessions_claim_lives_while_the_session_does(store):
     claim = scan(store, "S1", "ANNA", T0).claim
     store.session_event(event("addSessionLine", "S1", T0 + 100, lines=("L1",)))
-    kept = store.expire_claims(scanned_before=T0 + 120 - 30, reserved_before=T0 - 3600,
-                               now=T0 + 120)
+    kept = store.expire_claims(
+        scanned_before=T0 + 120 - 30, reserved_before=T0 - 3600, now=T0 + 120
+    )
     assert kept == []  # scanned 120 s ago, but the sale went on until 20 s ago
-    gone = store.expire_claims(scanned_before=T0 + 140 - 30 + 1, reserved_before=T0 - 3600,
-                               now=T0 + 141)
+    gone = store.expire_claims(
+        scanned_before=T0 + 140 - 30 + 1, reserved_before=T0 - 3600, now=T0 + 141
+    )
     assert [c.id for c in gone] == [claim.id]
 
 
@@ -136,8 +156,9 @@ def test_a_completed_sessions_claim_waits_for_a_late_receipt(store):
     claim = scan(store, "S1", "ANNA", T0).claim
     store.session_event(event("completeSession", "S1", T0 + 10))
     assert store.expire_claims(scanned_before=T0 + 600, reserved_before=T0, now=T0 + 630) == []
-    gone = store.expire_claims(scanned_before=T0 + 7 * 3600, reserved_before=T0 + 11,
-                               now=T0 + 7 * 3600)
+    gone = store.expire_claims(
+        scanned_before=T0 + 7 * 3600, reserved_before=T0 + 11, now=T0 + 7 * 3600
+    )
     assert [c.id for c in gone] == [claim.id]
     assert store.claim(claim.id).state == ClaimState.EXPIRED
 
@@ -150,8 +171,9 @@ def test_old_sessions_are_purged_with_their_lines(store):
 
 def test_a_session_whose_claim_expired_still_refuses_another_customers_code(store):
     anna = scan(store, "S1", "ANNA", T0).claim
-    store.expire_claims(scanned_before=T0 + 1, reserved_before=T0 - 1, now=T0 + 40,
-                        idle_before=T0 + 1)  # a slow card terminal: no event for a while
+    store.expire_claims(
+        scanned_before=T0 + 1, reserved_before=T0 - 1, now=T0 + 40, idle_before=T0 + 1
+    )  # a slow card terminal: no event for a while
     assert store.claim(anna.id).state == ClaimState.EXPIRED
     bram = scan(store, "S1", "BRAM", T0 + 45)  # the next customer's phone, handed over early
     assert bram.outcome is SessionScanOutcome.SECOND_CODE
@@ -175,8 +197,9 @@ def test_a_merged_session_closes_its_claim_unsure(store):
 
 
 def test_a_poll_does_not_close_a_claim_a_session_adopted_meanwhile(store):
-    webcam = store.add_claim(NewClaim("c-w", "boniq_code", "ANNA", 2, "webcam", T0, None),
-                             dedupe_window=5).claim
+    webcam = store.add_claim(
+        NewClaim("c-w", "boniq_code", "ANNA", 2, "webcam", T0, None), dedupe_window=5
+    ).claim
     scan(store, "S1", "ANNA", T0 + 1)  # adopted after the poll read it as a polling claim
     store.close_claims([Close(webcam, ClaimState.UNSURE, Reason.RECENT_SALE)], now=T0 + 2)
     assert store.claim(webcam.id).state == ClaimState.PENDING

@@ -38,8 +38,9 @@ def delivery(n: int, claim_id=None) -> NewDelivery:
 
 def test_sigkill_in_a_write_loop_loses_no_acknowledged_row(tmp_path):
     for round_ in range(3):
-        child = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)],
-                                 stdout=subprocess.PIPE, text=True)
+        child = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True
+        )
         acked = [int(child.stdout.readline()) for _ in range(200 + 150 * round_)]
         os.kill(child.pid, signal.SIGKILL)
         child.wait()
@@ -88,17 +89,37 @@ def test_cursor_never_moves_backwards(tmp_path):
 
 def test_matched_claim_is_closed_in_the_same_transaction(tmp_path):
     with Store.open(tmp_path) as store:
-        claim = store.add_claim(NewClaim(correlation_id="c", customer_kind="email", customer="a@b.nl",
-                                workplace=2, source="t", scanned_at=time.time(), pos_marker=0), dedupe_window=5.0)
+        claim = store.add_claim(
+            NewClaim(
+                correlation_id="c",
+                customer_kind="email",
+                customer="a@b.nl",
+                workplace=2,
+                source="t",
+                scanned_at=time.time(),
+                pos_marker=0,
+            ),
+            dedupe_window=5.0,
+        )
         store.commit_poll(PollCommit(marker=5, deliveries=[delivery(7, claim.claim.id)]))
         assert store.pending_claims() == []
         assert store.claims("delivered")[0].receipt_id == "r-7"
 
 
 def claim_at(store, customer, at, cid="c"):
-    return store.add_claim(NewClaim(correlation_id=cid, customer_kind="email", customer=customer,
-                                    workplace=2, source="t", scanned_at=at, pos_marker=0),
-                           dedupe_window=5.0, rescan_guard=10.0)
+    return store.add_claim(
+        NewClaim(
+            correlation_id=cid,
+            customer_kind="email",
+            customer=customer,
+            workplace=2,
+            source="t",
+            scanned_at=at,
+            pos_marker=0,
+        ),
+        dedupe_window=5.0,
+        rescan_guard=10.0,
+    )
 
 
 def test_same_code_twice_is_one_claim_and_a_second_code_waits_beside_the_first(tmp_path):
@@ -115,8 +136,9 @@ def test_same_code_twice_is_one_claim_and_a_second_code_waits_beside_the_first(t
 def test_the_same_phone_read_again_just_after_its_sale_matched_is_the_same_claim(tmp_path):
     with Store.open(tmp_path) as store:
         first = claim_at(store, "a@b.nl", 1000.0)
-        store.commit_poll(PollCommit(marker=5, deliveries=[delivery(7, first.claim.id)],
-                                     now=1008.0))
+        store.commit_poll(
+            PollCommit(marker=5, deliveries=[delivery(7, first.claim.id)], now=1008.0)
+        )
         again = claim_at(store, "a@b.nl", 1010.0)  # 10 s after the scan, 2 s after the match
         assert again.duplicate and again.claim.state == "delivered"
         assert store.pending_claims() == []
@@ -125,14 +147,14 @@ def test_the_same_phone_read_again_just_after_its_sale_matched_is_the_same_claim
 def test_a_claim_closed_unsure_keeps_its_reason_and_is_counted(tmp_path):
     with Store.open(tmp_path) as store:
         claim = claim_at(store, "a@b.nl", 1000.0).claim
-        result = store.commit_poll(PollCommit(marker=3, closes=[
-            Close(claim, ClaimState.UNSURE, Reason.TWO_CODES)]))
+        result = store.commit_poll(
+            PollCommit(marker=3, closes=[Close(claim, ClaimState.UNSURE, Reason.TWO_CODES)])
+        )
         assert [c.claim.id for c in result.closed] == [claim.id]
         (closed,) = store.claims("unsure")
         assert closed.reason == "two-codes"
         assert store.summary()["claims_unsure_reasons"] == {"two-codes": 1}
-        again = store.commit_poll(PollCommit(marker=4, closes=[
-            Close(claim, ClaimState.EXPIRED)]))
+        again = store.commit_poll(PollCommit(marker=4, closes=[Close(claim, ClaimState.EXPIRED)]))
         assert again.closed == [], "a closed claim was closed a second time"
 
 
@@ -140,6 +162,7 @@ def test_a_store_of_the_first_schema_is_migrated_keeping_every_claim(tmp_path):
     import sqlite3
 
     from agent.queue.database import MIGRATIONS
+
     path = tmp_path / DB_NAME
     conn = sqlite3.connect(path)
     conn.executescript(MIGRATIONS[0] + "PRAGMA user_version = 1;")
@@ -149,22 +172,35 @@ def test_a_store_of_the_first_schema_is_migrated_keeping_every_claim(tmp_path):
         " ('c2', 'email', 'b@b.nl', 2, 't', 2, 'replaced'), ('c3', 'email', 'c@b.nl', 2, 't', 3,"
         " 'pending');"
         "INSERT INTO outbox (receipt_id, idempotency_key, body, correlation_id, claim_id,"
-        " next_attempt_at, created_at) VALUES ('r-1', 'k', x'7b7d', 'c1', 1, 0, 0);")
+        " next_attempt_at, created_at) VALUES ('r-1', 'k', x'7b7d', 'c1', 1, 0, 0);"
+    )
     conn.close()
     with Store.open(tmp_path) as store:
         states = {c.customer: (c.state, c.reason) for c in store.claims()}
-        assert states == {"a@b.nl": ("delivered", None), "b@b.nl": ("unsure", "superseded"),
-                          "c@b.nl": ("pending", None)}
+        assert states == {
+            "a@b.nl": ("delivered", None),
+            "b@b.nl": ("unsure", "superseded"),
+            "c@b.nl": ("pending", None),
+        }
         assert store.outbox()[0].claim_id == 1
         assert store.quick_check() == "ok"
 
 
 def test_expired_claims_stay_visible(tmp_path):
     with Store.open(tmp_path) as store:
-        store.add_claim(NewClaim(correlation_id="c", customer_kind="email", customer="a@b.nl",
-                        workplace=2, source="t", scanned_at=1000.0, pos_marker=0), dedupe_window=5.0)
-        assert len(store.expire_claims(scanned_before=2000.0, reserved_before=0.0,
-                                       now=2000.0)) == 1
+        store.add_claim(
+            NewClaim(
+                correlation_id="c",
+                customer_kind="email",
+                customer="a@b.nl",
+                workplace=2,
+                source="t",
+                scanned_at=1000.0,
+                pos_marker=0,
+            ),
+            dedupe_window=5.0,
+        )
+        assert len(store.expire_claims(scanned_before=2000.0, reserved_before=0.0, now=2000.0)) == 1
         assert store.summary()["claims_expired"] == 1
         assert store.claims("expired")[0].customer == "a@b.nl"
 
@@ -223,19 +259,35 @@ def test_retention_purges_only_old_delivered_rows(tmp_path):
 
 def test_a_receipt_seen_once_stays_known_even_without_an_outbox_row(tmp_path):
     with Store.open(tmp_path) as store:
-        store.commit_poll(PollCommit(marker=3, sightings=[
-            Sighting("unclaimed-sale", 2, 1000.0, 3, "sale")]))
+        store.commit_poll(
+            PollCommit(marker=3, sightings=[Sighting("unclaimed-sale", 2, 1000.0, 3, "sale")])
+        )
         assert list(store.seen_before(["unclaimed-sale", "new-sale"])) == ["unclaimed-sale"]
         assert store.seen_before(["unclaimed-sale"])["unclaimed-sale"].first_marker == 3
 
 
 def test_retention_purge_works_with_claims_that_point_at_delivered_rows(tmp_path):
     with Store.open(tmp_path) as store:
-        claim = store.add_claim(NewClaim(correlation_id="c", customer_kind="email", customer="a@b.nl",
-                                workplace=2, source="t", scanned_at=100.0, pos_marker=0), dedupe_window=5.0)
-        (item,) = store.commit_poll(PollCommit(
-            marker=1, deliveries=[delivery(1, claim.claim.id)], now=100.0,
-            sightings=[Sighting("r-1", 2, 100.0, 1, "sale")])).stored
+        claim = store.add_claim(
+            NewClaim(
+                correlation_id="c",
+                customer_kind="email",
+                customer="a@b.nl",
+                workplace=2,
+                source="t",
+                scanned_at=100.0,
+                pos_marker=0,
+            ),
+            dedupe_window=5.0,
+        )
+        (item,) = store.commit_poll(
+            PollCommit(
+                marker=1,
+                deliveries=[delivery(1, claim.claim.id)],
+                now=100.0,
+                sightings=[Sighting("r-1", 2, 100.0, 1, "sale")],
+            )
+        ).stored
         store.mark_delivered(item.id, cloud_id="x", now=200.0)
         assert store.purge_delivered(delivered_before=10_000.0) == 1
         assert store.claims() == [] and store.outbox() == []

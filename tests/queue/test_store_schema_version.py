@@ -49,9 +49,15 @@ def test_the_agent_refusing_a_newer_store_exits_65_so_systemd_does_not_restart_i
         "cloud: {url: 'http://127.0.0.1:9/', token: t}\n"
         "scanners: [{type: stdin}]\n"
         f"data_dir: {tmp_path / 'data'}\n"
-        "metrics: {listen: ''}\n")
+        "metrics: {listen: ''}\n"
+    )
     config.chmod(0o600)
-    run = subprocess.run([sys.executable, "-m", "agent.cli", "run", "--config", str(config)],
-                         capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    run = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert run.returncode == 65, run.stderr
     assert f"schema version {newer}" in run.stderr

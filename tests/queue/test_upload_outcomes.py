@@ -27,9 +27,13 @@ def uploader(store: Store, url: str, **options) -> Uploader:
 
 def post_directly(cloud, payload: dict, key: str | None = None) -> requests.Response:
     return requests.post(
-        cloud.url + "v1/receipts", data=canonical(payload), timeout=5,
-        headers={"Authorization": f"Bearer {TOKEN}",
-                 "Idempotency-Key": key or payload["idempotency_key"]},
+        cloud.url + "v1/receipts",
+        data=canonical(payload),
+        timeout=5,
+        headers={
+            "Authorization": f"Bearer {TOKEN}",
+            "Idempotency-Key": key or payload["idempotency_key"],
+        },
     )
 
 
@@ -225,10 +229,26 @@ def test_a_restart_keeps_the_backoff(cloud, tmp_path):
 def self_signed(tmp_path) -> tuple[str, str]:
     cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", key, "-out", cert],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            key,
+            "-out",
+            cert,
+        ],
+        check=True,
+        capture_output=True,
     )
     return cert, key
 

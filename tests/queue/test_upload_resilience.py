@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-
 from agent_harness import UPLOAD_TOKEN as TOKEN
 from agent_harness import enqueue, wait_until
 

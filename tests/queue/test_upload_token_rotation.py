@@ -12,8 +12,9 @@ def test_a_rotated_token_file_is_read_again_on_401_and_nothing_is_lost(cloud, st
     token_file = tmp_path / "cloud-token"
     token_file.write_text(TOKEN)
     items = [enqueue(store, "r-0")]
-    with Uploader(store, cloud.url, lambda: token_file.read_text().strip(),
-                  auth_retry_delay=600, workers=1) as uploader:
+    with Uploader(
+        store, cloud.url, lambda: token_file.read_text().strip(), auth_retry_delay=600, workers=1
+    ) as uploader:
         assert uploader.run_once(now=2000.0).delivered == 1
         cloud.token = "tok-rotated-Z81"  # the cloud now only takes the new token
         items += [enqueue(store, f"r-{n}", now=2000.0) for n in (1, 2)]
@@ -32,8 +33,16 @@ def test_the_recovery_line_is_info_not_a_warning(cloud, store, tmp_path, caplog)
     token_file = tmp_path / "cloud-token"
     token_file.write_text("tok-old-A11")
     enqueue(store, "r-9")
-    with Uploader(store, cloud.url, lambda: token_file.read_text().strip(),
-                  auth_retry_delay=600, workers=1) as uploader, caplog.at_level(logging.INFO):
+    with (
+        Uploader(
+            store,
+            cloud.url,
+            lambda: token_file.read_text().strip(),
+            auth_retry_delay=600,
+            workers=1,
+        ) as uploader,
+        caplog.at_level(logging.INFO),
+    ):
         assert uploader.run_once(now=2000.0).auth_failed == 1
         token_file.write_text(TOKEN)
         uploader.run_once(now=time.time() + 700)  # 401 again: the new token is read

@@ -19,8 +19,9 @@ class FeedbackRecorder:
 
     def config(self) -> str:
         command = str(self.script)
-        return (f"feedback: {{accepted: '{command}', rejected: '{command}',"
-                f" delivered: '{command}'}}\n")
+        return (
+            f"feedback: {{accepted: '{command}', rejected: '{command}', delivered: '{command}'}}\n"
+        )
 
     def counts(self) -> Counter[str]:
         return Counter(self.file.read_text().split()) if self.file.exists() else Counter()

@@ -41,8 +41,9 @@ class FenceWatch:
 
     def __init__(self, data_dir: Path) -> None:
         wait_until(lambda: (data_dir / DB_NAME).exists(), what="the agent's database")
-        self._db = sqlite3.connect(f"file:{data_dir / DB_NAME}?mode=ro", uri=True,
-                                   isolation_level=None, timeout=5)
+        self._db = sqlite3.connect(
+            f"file:{data_dir / DB_NAME}?mode=ro", uri=True, isolation_level=None, timeout=5
+        )
 
     def cursor(self) -> int:
         row = self._db.execute("SELECT value FROM cursor WHERE name = 'receipts'").fetchone()
@@ -52,7 +53,9 @@ class FenceWatch:
         marks = ",".join("?" * len(customers))
         rows = self._db.execute(
             f"SELECT customer FROM claims WHERE customer IN ({marks})"
-            " AND (fence_marker IS NOT NULL OR state != 'pending')", customers).fetchall()
+            " AND (fence_marker IS NOT NULL OR state != 'pending')",
+            customers,
+        ).fetchall()
         return {row[0] for row in rows}
 
     def close(self) -> None:
@@ -73,8 +76,11 @@ class Tills:
         """One round over the tills; False when no till could move on."""
         cursor = self.watch.cursor() if self.last_sale else 0
         for till in TILLS:
-            if till not in self.waiting and self.scanned < total and \
-                    self.last_sale.get(till, 0) <= cursor:
+            if (
+                till not in self.waiting
+                and self.scanned < total
+                and self.last_sale.get(till, 0) <= cursor
+            ):
                 self.waiting[till] = customer_code(100_000 + self.scanned)
                 self.agent.scan(self.waiting[till], workplace=till)
                 self.scanned += 1
@@ -89,7 +95,8 @@ class Tills:
     def serve(self, total: int, deadline: float) -> None:
         while len(self.booked) < total:
             assert time.monotonic() < deadline, (
-                f"only {len(self.booked)} of {total} customers served in time")
+                f"only {len(self.booked)} of {total} customers served in time"
+            )
             assert self.agent.process.poll() is None, self.agent.log_text()[-4000:]
             if not self.step(total):
                 time.sleep(0.002)
@@ -98,8 +105,14 @@ class Tills:
 @pytest.fixture
 def shop(tmp_path):
     with KassaSimulator(seed=77, workplaces=TILLS) as kassa, CloudSimulator("demo-token") as cloud:
-        agent = Agent(tmp_path, kassa.url, cloud.url, scanner_workplaces=TILLS,
-                      poll_interval=0.05, extra=BACK_TO_BACK)
+        agent = Agent(
+            tmp_path,
+            kassa.url,
+            cloud.url,
+            scanner_workplaces=TILLS,
+            poll_interval=0.05,
+            extra=BACK_TO_BACK,
+        )
         try:
             yield agent, kassa, cloud
         finally:
@@ -122,22 +135,36 @@ def test_two_thousand_customers_at_four_tills_each_get_their_own_receipt_once(sh
         rss_half = rss_kib(agent.process.pid)
         tills.serve(CUSTOMERS, deadline)
         served = time.monotonic() - started
-        wait_until(lambda: cloud.count() >= CUSTOMERS, timeout=max(5.0, deadline - time.monotonic()),
-                   what=f"{CUSTOMERS} receipts in the cloud")
+        wait_until(
+            lambda: cloud.count() >= CUSTOMERS,
+            timeout=max(5.0, deadline - time.monotonic()),
+            what=f"{CUSTOMERS} receipts in the cloud",
+        )
         delivered = time.monotonic() - started
         rss_end = rss_kib(agent.process.pid)
     finally:
         watch.close()
     stored = cloud.receipts()
     growth = (rss_end - rss_warm) / rss_warm
-    report_figure("busy-period", customers=CUSTOMERS, tills=len(TILLS),
-                  served_s=f"{served:.1f}", customers_per_s=f"{CUSTOMERS / served:.1f}",
-                  delivered_s=f"{delivered:.1f}", receipts_per_s=f"{len(stored) / delivered:.1f}",
-                  rss_after_100_kib=rss_warm, rss_half_kib=rss_half, rss_end_kib=rss_end, rss_growth=f"{growth:+.1%}")
+    report_figure(
+        "busy-period",
+        customers=CUSTOMERS,
+        tills=len(TILLS),
+        served_s=f"{served:.1f}",
+        customers_per_s=f"{CUSTOMERS / served:.1f}",
+        delivered_s=f"{delivered:.1f}",
+        receipts_per_s=f"{len(stored) / delivered:.1f}",
+        rss_after_100_kib=rss_warm,
+        rss_half_kib=rss_half,
+        rss_end_kib=rss_end,
+        rss_growth=f"{growth:+.1%}",
+    )
     assert {p["pos"]["receipt_id"]: p["customer"]["boniq_code"] for p in stored} == tills.booked
     assert set(cloud.stored_keys().values()) == {1}
     assert agent.summary()["outbox_dead"] == 0
-    assert abs(growth) <= RSS_TOLERANCE, f"RSS {rss_warm} KiB after {WARM_UP}, {rss_end} KiB at the end"
+    assert abs(growth) <= RSS_TOLERANCE, (
+        f"RSS {rss_warm} KiB after {WARM_UP}, {rss_end} KiB at the end"
+    )
     assert agent.terminate() == 0
 
 
@@ -147,10 +174,17 @@ def test_a_scan_during_a_running_poll_leaves_the_previous_sale_to_the_previous_c
     from agent.config import MatchingSection
     from agent.kassa.matcher import PollView, Seen
 
-    previous = Claim(1, "c-1", "boniq_code", customer_code(1), 2, "serial", 1000.0, 10,
-                     "pending", None, None, 11)
-    sale = SimpleNamespace(receipt_id="sale-1", workplace=2, is_paid=True, is_sale=True,
-                           is_credit=False, credited_receipt_id=None)
+    previous = Claim(
+        1, "c-1", "boniq_code", customer_code(1), 2, "serial", 1000.0, 10, "pending", None, None, 11
+    )
+    sale = SimpleNamespace(
+        receipt_id="sale-1",
+        workplace=2,
+        is_paid=True,
+        is_sale=True,
+        is_credit=False,
+        credited_receipt_id=None,
+    )
     view = PollView(seen=[Seen(sale, 12, 1004.0, "sale")], claims=[previous])
     decisions = Matcher(MatchingSection()).decide(view)
     assert [(t.seen.receipt_id, t.claim.id) for t in decisions.takes] == [("sale-1", 1)]

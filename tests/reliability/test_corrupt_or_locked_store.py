@@ -33,6 +33,8 @@ TILLS = (1, 2, 3, 4)
 @pytest.fixture
 def sim_seed() -> int:
     return 41
+
+
 SHORT_LOCK = 2.0
 _LOCKER = """
 import sqlite3, sys
@@ -52,9 +54,18 @@ def garbage_db(path: Path) -> None:
 def real_db(path: Path) -> None:
     with Store.open(path.parent) as store:
         for n in range(200):
-            store.add_claim(NewClaim(correlation_id=f"c-{n}", customer_kind="boniq_code",
-                            customer=customer_code(n), workplace=n, source="test",
-                            scanned_at=time.time(), pos_marker=None), dedupe_window=5.0)
+            store.add_claim(
+                NewClaim(
+                    correlation_id=f"c-{n}",
+                    customer_kind="boniq_code",
+                    customer=customer_code(n),
+                    workplace=n,
+                    source="test",
+                    scanned_at=time.time(),
+                    pos_marker=None,
+                ),
+                dedupe_window=5.0,
+            )
 
 
 def truncated_db(path: Path) -> None:
@@ -71,9 +82,14 @@ def damaged_page_db(path: Path) -> None:
 
 
 def agent_command(agent: Agent, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "agent.cli", *args, "--config", str(agent.config)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=60,
-                          check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "agent.cli", *args, "--config", str(agent.config)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
 
 
 @pytest.fixture
@@ -83,14 +99,18 @@ def feedback(tmp_path):
 
 @pytest.fixture
 def agent(tmp_path, kassa, cloud, feedback):
-    running = Agent(tmp_path, kassa.url, cloud.url, scanner_workplaces=TILLS,
-                    extra=feedback.config())
+    running = Agent(
+        tmp_path, kassa.url, cloud.url, scanner_workplaces=TILLS, extra=feedback.config()
+    )
     yield running
     running.close()
 
 
-@pytest.mark.parametrize("damage", [garbage_db, truncated_db, damaged_page_db],
-                         ids=["garbage", "truncated", "damaged-page"])
+@pytest.mark.parametrize(
+    "damage",
+    [garbage_db, truncated_db, damaged_page_db],
+    ids=["garbage", "truncated", "damaged-page"],
+)
 def test_a_damaged_database_stops_run_and_doctor_explains_the_recovery(agent, damage):
     agent.data_dir.mkdir(mode=0o700)
     db = agent.data_dir / DB_NAME
@@ -113,20 +133,27 @@ def test_a_damaged_database_stops_run_and_doctor_explains_the_recovery(agent, da
     assert "fix:" in fix and ".recover" in fix and "never deletes" in fix, doctor.stdout
 
     assert (db.read_bytes(), db.stat().st_ino, db.stat().st_mtime_ns) == before
-    assert set(os.listdir(agent.data_dir)) <= {DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm",
-                                                LOCK_NAME}  # the one-agent lock (empty-ish)
+    assert set(os.listdir(agent.data_dir)) <= {
+        DB_NAME,
+        f"{DB_NAME}-wal",
+        f"{DB_NAME}-shm",
+        LOCK_NAME,
+    }  # the one-agent lock (empty-ish)
     wal = agent.data_dir / f"{DB_NAME}-wal"
     assert not wal.exists() or wal.stat().st_size == 0  # opened for reading, nothing written
-    report_figure(f"corrupt-store-{damage.__name__}", run_exit=65, doctor_exit=1,
-                  file_changed=0)
+    report_figure(f"corrupt-store-{damage.__name__}", run_exit=65, doctor_exit=1, file_changed=0)
 
 
 class WriteLock:
     """Another process in the middle of a write transaction on the agent's database."""
 
     def __init__(self, db: Path) -> None:
-        self.process = subprocess.Popen([sys.executable, "-c", _LOCKER, str(db)], text=True,
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _LOCKER, str(db)],
+            text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
         assert self.process.stdout.readline().strip() == "locked"
         self.taken = time.monotonic()
 
@@ -146,8 +173,10 @@ class WriteLock:
 
 
 def serve(agent: Agent, kassa, codes: dict[int, str]) -> dict[str, str]:
-    wait_until(lambda: all(agent.claim_fenced(code) for code in codes.values()),
-               what="every claim stored and fenced")
+    wait_until(
+        lambda: all(agent.claim_fenced(code) for code in codes.values()),
+        what="every claim stored and fenced",
+    )
     return {kassa.book_sale(till, after=4): code for till, code in codes.items()}
 
 
@@ -176,13 +205,19 @@ def test_scans_during_a_short_lock_wait_and_are_all_delivered(agent, kassa, clou
     assert feedback.counts()["rejected"] == 0
     assert count_lines(log, "scan NOT stored") == 0 and tracebacks(log) == 0, log
     assert agent.terminate() == 0
-    report_figure("short-lock", lock_held_s=f"{held:.1f}", scans_during_lock=len(codes),
-                  delivered=len(delivered(cloud)), lost=len(receipts) - len(delivered(cloud)))
+    report_figure(
+        "short-lock",
+        lock_held_s=f"{held:.1f}",
+        scans_during_lock=len(codes),
+        delivered=len(delivered(cloud)),
+        lost=len(receipts) - len(delivered(cloud)),
+    )
 
 
 @pytest.mark.slow
 def test_a_lock_past_busy_timeout_refuses_the_scan_clearly_and_the_daemon_keeps_running(
-        agent, kassa, cloud, feedback):
+    agent, kassa, cloud, feedback
+):
     agent.start()
     agent.wait_ready()
     code = customer_code(8100)
@@ -190,8 +225,11 @@ def test_a_lock_past_busy_timeout_refuses_the_scan_clearly_and_the_daemon_keeps_
     try:
         agent.scan(code, workplace=1)
         scanned = time.monotonic()
-        wait_until(lambda: feedback.counts()["rejected"] == 1, timeout=25,
-                   what="the rejected signal for the scan that could not be stored")
+        wait_until(
+            lambda: feedback.counts()["rejected"] == 1,
+            timeout=25,
+            what="the rejected signal for the scan that could not be stored",
+        )
         to_rejection = time.monotonic() - scanned
         assert count_lines(agent.log_text(), "scan NOT stored") == 1
         assert agent.process.poll() is None
@@ -212,6 +250,10 @@ def test_a_lock_past_busy_timeout_refuses_the_scan_clearly_and_the_daemon_keeps_
     assert "lock" in refusal, refusal
     assert count_lines(log, "POS poll failed") <= 1 and tracebacks(log) == 0, log
     assert agent.terminate() == 0
-    report_figure("long-lock", lock_held_s=f"{held:.1f}",
-                  scan_to_rejected_signal_s=f"{to_rejection:.1f}", accepted_while_locked=0,
-                  delivered_after_rescan=len(delivered(cloud)))
+    report_figure(
+        "long-lock",
+        lock_held_s=f"{held:.1f}",
+        scan_to_rejected_signal_s=f"{to_rejection:.1f}",
+        accepted_while_locked=0,
+        delivered_after_rescan=len(delivered(cloud)),
+    )

@@ -35,8 +35,14 @@ def cloud_seed() -> int:
 
 @pytest.fixture
 def agent(tmp_path, kassa, cloud):
-    running = Agent(tmp_path, kassa.url, cloud.url, poll_interval=0.05,
-                    cloud_options="retry_base: 0.05, retry_max: 0.5", extra=BACK_TO_BACK)
+    running = Agent(
+        tmp_path,
+        kassa.url,
+        cloud.url,
+        poll_interval=0.05,
+        cloud_options="retry_base: 0.05, retry_max: 0.5",
+        extra=BACK_TO_BACK,
+    )
     yield running
     running.close()
 
@@ -65,7 +71,8 @@ class Shop:
     def alive(self) -> bool:
         process = self.agent.process
         assert process is not None and process.poll() is None, (
-            f"the daemon died by itself:\n{self.agent.log_text()[-4000:]}")
+            f"the daemon died by itself:\n{self.agent.log_text()[-4000:]}"
+        )
         return True
 
     def wait(self, predicate, what: str, timeout: float = 30.0) -> object:
@@ -86,15 +93,20 @@ class Shop:
 
     def shuffle_faults(self) -> None:
         rng = self.rng
-        self.kassa.faults.update({
-            "server_fault_rate": rng.choice((0.0, 0.02, 0.05)),
-            "drop_rate": rng.choice((0.0, 0.02, 0.04)),
-            "latency": rng.choice((0.0, 0.005, 0.02)),
-        })
+        self.kassa.faults.update(
+            {
+                "server_fault_rate": rng.choice((0.0, 0.02, 0.05)),
+                "drop_rate": rng.choice((0.0, 0.02, 0.04)),
+                "latency": rng.choice((0.0, 0.005, 0.02)),
+            }
+        )
         self.cloud.faults.update(
-            error_rate=rng.choice((0.0, 0.1, 0.2)), rate_limit=rng.choice((0.0, 0.05)),
-            retry_after=1, reset_rate=rng.choice((0.0, 0.05, 0.1)),
-            latency=rng.choice((0.0, 0.02, 0.1)))
+            error_rate=rng.choice((0.0, 0.1, 0.2)),
+            rate_limit=rng.choice((0.0, 0.05)),
+            retry_after=1,
+            reset_rate=rng.choice((0.0, 0.05, 0.1)),
+            latency=rng.choice((0.0, 0.02, 0.1)),
+        )
 
     def faults_off(self) -> None:
         self.kassa.faults.reset()
@@ -125,14 +137,14 @@ class Shop:
             self.unclaimed.append(self.kassa.book_sale(2, after=-15))
         if self.rng.random() < 0.2:
             self.unclaimed.append(self.kassa.book_sale(self.rng.choice(OTHER_TILLS)))
-        self.wait(lambda: has_matched_claim(self.agent, code),
-                  f"customer {n}'s sale to be matched")
+        self.wait(lambda: has_matched_claim(self.agent, code), f"customer {n}'s sale to be matched")
         self.maybe_kill(n, "in_flight")
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_moments_loses_and_duplicates_nothing(agent, kassa, cloud,
-                                                                receipt_validator):
+def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
+    agent, kassa, cloud, receipt_validator
+):
     began = time.monotonic()
     shop = Shop(agent, kassa, cloud)
     agent.start()
@@ -148,12 +160,20 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(agent, kassa, cl
     by_receipt = Counter(p["pos"]["receipt_id"] for p in stored)
     lost = [r for r in shop.expected if r not in by_receipt]
     duplicates = sum(n - 1 for n in by_receipt.values()) + sum(
-        n - 1 for n in cloud.stored_keys().values())
+        n - 1 for n in cloud.stored_keys().values()
+    )
     replays = sum(1 for n in cloud.post_counts().values() if n > 1)
-    report_figure("crash-loop", sales=len(shop.expected), kills=shop.kills, lost=len(lost),
-                  duplicates=duplicates, unacknowledged=shop.unacknowledged,
-                  seconds=round(time.monotonic() - began, 1), replayed_keys=replays,
-                  unclaimed_sales=len(shop.unclaimed))
+    report_figure(
+        "crash-loop",
+        sales=len(shop.expected),
+        kills=shop.kills,
+        lost=len(lost),
+        duplicates=duplicates,
+        unacknowledged=shop.unacknowledged,
+        seconds=round(time.monotonic() - began, 1),
+        replayed_keys=replays,
+        unclaimed_sales=len(shop.unclaimed),
+    )
 
     assert shop.kills >= 30
     assert lost == [] and duplicates == 0
@@ -165,7 +185,8 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(agent, kassa, cl
         assert payload["customer"] == {"boniq_code": shop.expected[receipt_id]}
         assert payload["totals"]["incl"] == sales[receipt_id]["total_incl"]
         assert sorted((p["method"], p["amount"]) for p in payload["payments"]) == sorted(
-            (p["method"], p["amount"]) for p in sales[receipt_id]["payments"])
+            (p["method"], p["amount"]) for p in sales[receipt_id]["payments"]
+        )
     for receipt_id, code in shop.expected.items():
         assert ("delivered", receipt_id) in [(c.state, c.receipt_id) for c in agent.claims_of(code)]
     assert agent.summary()["claims_pending"] == 0

@@ -27,6 +27,8 @@ TILLS = (1, 2, 3, 4)
 @pytest.fixture
 def sim_seed() -> int:
     return 41
+
+
 REFUSED_SCANS = 3
 
 
@@ -34,12 +36,18 @@ REFUSED_SCANS = 3
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     mount_point = tmp_path / "small-disk"
     mount_point.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs",
-                             str(mount_point)], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if result.returncode != 0:
-        pytest.skip("needs a size-limited tmpfs (root: `mount -t tmpfs -o size=2m`); a file-size "
-                    "limit is no substitute because it also stops the daemon's own log: "
-                    + result.stderr.strip())
+        pytest.skip(
+            "needs a size-limited tmpfs (root: `mount -t tmpfs -o size=2m`); a file-size "
+            "limit is no substitute because it also stops the daemon's own log: "
+            + result.stderr.strip()
+        )
     try:
         yield mount_point
     finally:
@@ -64,10 +72,17 @@ def fill(path: Path) -> int:
 
 
 def test_a_full_disk_refuses_scans_clearly_and_loses_nothing_claimed_before(
-        tmp_path, small_disk, kassa, cloud):
+    tmp_path, small_disk, kassa, cloud
+):
     feedback = FeedbackRecorder(tmp_path)
-    agent = Agent(tmp_path, kassa.url, cloud.url, scanner_workplaces=TILLS,
-                  data_dir=small_disk / "data", extra=feedback.config())
+    agent = Agent(
+        tmp_path,
+        kassa.url,
+        cloud.url,
+        scanner_workplaces=TILLS,
+        data_dir=small_disk / "data",
+        extra=feedback.config(),
+    )
     try:
         run_scenario(agent, kassa, cloud, feedback, small_disk)
     finally:
@@ -84,8 +99,10 @@ def run_scenario(agent, kassa, cloud, feedback, disk: Path) -> None:
     customers = {till: customer_code(7000 + till) for till in TILLS}
     for till in TILLS:
         agent.scan(customers[till], workplace=till)
-    wait_until(lambda: all(agent.claim_fenced(c) for c in customers.values()),
-               what="every claim stored and fenced")
+    wait_until(
+        lambda: all(agent.claim_fenced(c) for c in customers.values()),
+        what="every claim stored and fenced",
+    )
     receipts = {kassa.book_sale(till, after=4): customers[till] for till in TILLS[:2]}
     wait_until(lambda: agent.summary()["outbox_pending"] == 2, what="two receipts in the outbox")
     claims_before_full = len(customers)
@@ -99,8 +116,10 @@ def run_scenario(agent, kassa, cloud, feedback, disk: Path) -> None:
     refused = [customer_code(7100 + n) for n in range(REFUSED_SCANS)]
     for n, code in enumerate(refused):
         agent.scan(code, workplace=TILLS[n])
-    wait_until(lambda: count_lines(agent.log_text(), "scan NOT stored") == REFUSED_SCANS,
-               what="one error line per refused scan")
+    wait_until(
+        lambda: count_lines(agent.log_text(), "scan NOT stored") == REFUSED_SCANS,
+        what="one error line per refused scan",
+    )
     wait_until(lambda: cloud.count() == 2, what="the cloud to get the two stored receipts")
     assert agent.process.poll() is None
     base = f"http://127.0.0.1:{agent.metrics_port}"
@@ -112,8 +131,11 @@ def run_scenario(agent, kassa, cloud, feedback, disk: Path) -> None:
     late = customer_code(7200)
     agent.scan(late, workplace=1)
     wait_until(lambda: agent.has_claim(late), what="a scan after space was freed")
-    wait_until(lambda: agent.summary()["outbox_delivered"] == len(receipts), timeout=30,
-               what="every receipt claimed before the disk filled, delivered")
+    wait_until(
+        lambda: agent.summary()["outbox_delivered"] == len(receipts),
+        timeout=30,
+        what="every receipt claimed before the disk filled, delivered",
+    )
 
     delivered = {p["pos"]["receipt_id"]: p["customer"]["boniq_code"] for p in cloud.receipts()}
     assert delivered == receipts
@@ -128,7 +150,11 @@ def run_scenario(agent, kassa, cloud, feedback, disk: Path) -> None:
     assert db.stat().st_ino == inode
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    report_figure("disk-full", claims_stored_before_full=claims_before_full,
-                  scans_refused_while_full=REFUSED_SCANS,
-                  delivered_after=len(delivered), lost=len(receipts) - len(delivered),
-                  tracebacks=tracebacks(log))
+    report_figure(
+        "disk-full",
+        claims_stored_before_full=claims_before_full,
+        scans_refused_while_full=REFUSED_SCANS,
+        delivered_after=len(delivered),
+        lost=len(receipts) - len(delivered),
+        tracebacks=tracebacks(log),
+    )

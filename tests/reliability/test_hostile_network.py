@@ -39,8 +39,7 @@ def proc_status(pid: int) -> dict[str, str]:
     return {k: v.strip() for k, _, v in (line.partition(":") for line in lines)}
 
 
-def serve_customer(agent: Agent, kassa: KassaSimulator, code: str,
-                   delivered: Any) -> str:
+def serve_customer(agent: Agent, kassa: KassaSimulator, code: str, delivered: Any) -> str:
     before = delivered()
     agent.scan(code)
     wait_until(lambda: agent.claim_fenced(code), what="the customer's claim, fenced")
@@ -94,10 +93,18 @@ def test_a_daemon_killed_by_the_watchdog_leaves_no_core_file(tmp_path: Path, sho
 
 
 def test_core_dumps_are_forbidden_in_the_process_itself() -> None:
-    probe = ("import ctypes; from agent import hardening; ok = hardening.forbid_core_dumps(); "
-             "print(ok, ctypes.CDLL(None).prctl(3, 0, 0, 0, 0))")  # 3 = PR_GET_DUMPABLE
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                         cwd=ROOT, timeout=30, check=True)
+    probe = (
+        "import ctypes; from agent import hardening; ok = hardening.forbid_core_dumps(); "
+        "print(ok, ctypes.CDLL(None).prctl(3, 0, 0, 0, 0))"
+    )  # 3 = PR_GET_DUMPABLE
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=30,
+        check=True,
+    )
     assert out.stdout.split() == ["True", "0"]
 
 
@@ -139,8 +146,11 @@ def test_escape_sequences_from_the_cloud_reach_no_log_terminal_or_status(tmp_pat
             agent.scan(CODE)
             wait_until(lambda: agent.claim_fenced(CODE), what="the claim, fenced")
             kassa.book_sale(agent.workplace, after=4)
-            wait_until(lambda: agent.summary()["outbox_dead"] == 1, timeout=30,
-                       what="the receipt dead-lettered with the hostile reason")
+            wait_until(
+                lambda: agent.summary()["outbox_dead"] == 1,
+                timeout=30,
+                what="the receipt dead-lettered with the hostile reason",
+            )
             with agent.store() as store:
                 assert "\x1b" in (store.outbox("dead", limit=1)[0].last_error or "")  # stored as is
             statuses = [m for m in agent.messages(1.5) if m.startswith("STATUS=")]
@@ -154,7 +164,9 @@ def test_escape_sequences_from_the_cloud_reach_no_log_terminal_or_status(tmp_pat
             assert statuses and "\\x1b" in shown["STATUS="]
             assert "\\x1b" in shown["log"] and "\\x1b" in shown["status"]
             raw = {where: RAW.findall(text) for where, text in shown.items()}
-            report_figure("hostile cloud text", **{k.replace(" ", "_"): len(v) for k, v in raw.items()})
+            report_figure(
+                "hostile cloud text", **{k.replace(" ", "_"): len(v) for k, v in raw.items()}
+            )
             assert raw == {where: [] for where in shown}
             assert agent.terminate() == 0
         finally:
@@ -163,8 +175,13 @@ def test_escape_sequences_from_the_cloud_reach_no_log_terminal_or_status(tmp_pat
 
 
 def _cli(agent: Agent, *args: str) -> str:
-    result = subprocess.run([sys.executable, "-m", "agent.cli", *args, "--config", str(agent.config)],
-                            capture_output=True, text=True, cwd=ROOT, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "agent.cli", *args, "--config", str(agent.config)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
     assert result.returncode in (0, 1), result.stderr  # status: 1 = a dead letter needs attention
     return result.stdout + result.stderr
 
@@ -207,10 +224,15 @@ def test_2000_idle_connections_to_the_metrics_port_stop_no_receipt(tmp_path: Pat
         started = time.monotonic()
         answer = requests.get(livez, timeout=5)
         livez_s = time.monotonic() - started
-        report_figure("metrics 2000 idle connections",
-                      threads_before=before["Threads"], threads_during=during["Threads"],
-                      fds_during=fds, rss_mib=rss // 1024, livez_after_s=round(livez_s, 3),
-                      receipt_delivered=1)
+        report_figure(
+            "metrics 2000 idle connections",
+            threads_before=before["Threads"],
+            threads_during=during["Threads"],
+            fds_during=fds,
+            rss_mib=rss // 1024,
+            livez_after_s=round(livez_s, 3),
+            receipt_delivered=1,
+        )
         assert answer.status_code == 200
         assert rss < MEMORY_MAX_KIB
         assert int(during["Threads"]) < int(before["Threads"]) + 100
@@ -261,8 +283,12 @@ class HostilePos:
                     content = pos.hostile.pop(0)
                     pos.served_hostile += 1
                 else:
-                    content = requests.post(target + self.path.lstrip("/"), data=body, timeout=10,
-                                            headers={"SOAPAction": operation}).content
+                    content = requests.post(
+                        target + self.path.lstrip("/"),
+                        data=body,
+                        timeout=10,
+                        headers={"SOAPAction": operation},
+                    ).content
                 self.send_response(200)
                 self.send_header("Content-Type", "text/xml")
                 self.send_header("Content-Length", str(len(content)))
@@ -283,10 +309,12 @@ class HostilePos:
 
 
 @pytest.mark.slow
-def test_hostile_pos_answers_cost_bounded_memory_and_the_poller_goes_on(tmp_path: Path,
-                                                                        shop) -> None:
-    from agent.kassa.client import MAX_ANSWER
+def test_hostile_pos_answers_cost_bounded_memory_and_the_poller_goes_on(
+    tmp_path: Path, shop
+) -> None:
     from kassa.test_hostile_xml import shaped
+
+    from agent.kassa.client import MAX_ANSWER
 
     kassa, cloud = shop
     shapes = ["dense", "deep", "attributes", "text"]
@@ -298,16 +326,27 @@ def test_hostile_pos_answers_cost_bounded_memory_and_the_poller_goes_on(tmp_path
         time.sleep(0.5)  # a few good polls first: the baseline
         base_mib = int(proc_status(agent.process.pid)["VmHWM"].split()[0]) // 1024
         pos.hostile.extend(shaped(shape, MAX_ANSWER - 1000) for shape in shapes)
-        wait_until(lambda: pos.served_hostile == len(shapes) and "POS poll works again"
-                   in agent.log_text(), timeout=30, what="every hostile answer, then a good poll")
+        wait_until(
+            lambda: (
+                pos.served_hostile == len(shapes) and "POS poll works again" in agent.log_text()
+            ),
+            timeout=30,
+            what="every hostile answer, then a good poll",
+        )
         refused = agent.log_text().count("refused an oversized answer")  # a repeat is not logged
         status = proc_status(agent.process.pid)
         peak_mib = int(status["VmHWM"].split()[0]) // 1024
         receipt = serve_customer(agent, kassa, CODE, cloud.count)
         assert [p["pos"]["receipt_id"] for p in cloud.receipts()] == [receipt]
-        report_figure("hostile pos answers", shapes=len(shapes), bytes_each=MAX_ANSWER - 1000,
-                      log_lines=refused, daemon_rss_before_mib=base_mib,
-                      daemon_peak_rss_mib=peak_mib, receipt_delivered=1)
+        report_figure(
+            "hostile pos answers",
+            shapes=len(shapes),
+            bytes_each=MAX_ANSWER - 1000,
+            log_lines=refused,
+            daemon_rss_before_mib=base_mib,
+            daemon_peak_rss_mib=peak_mib,
+            receipt_delivered=1,
+        )
         assert refused >= len(set(shapes)) - 1
         assert peak_mib - base_mib < 100
         assert "Traceback" not in agent.log_text()

@@ -33,8 +33,14 @@ def make_agent(tmp_path, kassa, cloud):
     agents = []
 
     def make(tills: tuple[int, ...], extra: str = "") -> Agent:
-        agent = Agent(tmp_path, kassa.url, cloud.url, scanner_workplaces=tills,
-                      cloud_options=FAST_RETRY, extra=extra)
+        agent = Agent(
+            tmp_path,
+            kassa.url,
+            cloud.url,
+            scanner_workplaces=tills,
+            cloud_options=FAST_RETRY,
+            extra=extra,
+        )
         agents.append(agent)
         agent.start()
         agent.wait_ready()
@@ -70,7 +76,8 @@ def wait_clearly_after(moment: float) -> None:
 
 @pytest.mark.slow
 def test_cloud_unreachable_while_500_receipts_pile_up_then_each_delivered_once(
-        make_agent, kassa, cloud):
+    make_agent, kassa, cloud
+):
     port = urlsplit(cloud.url).port
     cloud.stop()
     agent = make_agent((2, 3), BACK_TO_BACK)
@@ -93,9 +100,14 @@ def test_cloud_unreachable_while_500_receipts_pile_up_then_each_delivered_once(
     first = time.monotonic() - back
     wait_until(lambda: cloud.count() == BACKLOG, timeout=60, what="the backlog delivered")
     seconds = time.monotonic() - back
-    report_figure("cloud-outage", receipts=BACKLOG, first_delivery_s=round(first, 2),
-                  drain_seconds=round(seconds, 2), drain_per_s=round(BACKLOG / seconds),
-                  drain_per_s_after_first=round(BACKLOG / max(seconds - first, 1e-3)))
+    report_figure(
+        "cloud-outage",
+        receipts=BACKLOG,
+        first_delivery_s=round(first, 2),
+        drain_seconds=round(seconds, 2),
+        drain_per_s=round(BACKLOG / seconds),
+        drain_per_s_after_first=round(BACKLOG / max(seconds - first, 1e-3)),
+    )
 
     assert delivered(cloud) == expected
     wait_until(lambda: agent.summary()["outbox_delivered"] == BACKLOG, what="the outbox updated")
@@ -110,8 +122,10 @@ def test_pos_api_down_claims_wait_and_each_customer_gets_their_own_sale(make_age
     a, b, c = (customer_code(80_000 + n) for n in range(3))
     for code, till in ((a, 2), (b, 3), (c, 4)):
         agent.scan(code, workplace=till)
-    claims = [wait_until(lambda code=code: agent.claims_of(code), what="the claim")[0]
-              for code in (a, b, c)]
+    claims = [
+        wait_until(lambda code=code: agent.claims_of(code), what="the claim")[0]
+        for code in (a, b, c)
+    ]
     unsure = kassa.book_sale(4)  # paid within the clock margin of c's scan
     wait_clearly_after(max(claim.scanned_at for claim in claims))
     sale_a, sale_b = kassa.book_sale(2), kassa.book_sale(3)
@@ -132,42 +146,60 @@ def test_pos_api_down_claims_wait_and_each_customer_gets_their_own_sale(make_age
     agent.terminate()
     assert delivered(cloud) == {sale_a: a, sale_b: b}
     left_in_shop = {paid_before, paid_after_a, unsure, later}
-    report_figure("pos-outage", customers=3, expired=0, delivered=2,
-                  unsure_sale="stayed-in-shop", unsure_claim="closed-unsure",
-                  left_in_shop=len(left_in_shop))
+    report_figure(
+        "pos-outage",
+        customers=3,
+        expired=0,
+        delivered=2,
+        unsure_sale="stayed-in-shop",
+        unsure_claim="closed-unsure",
+        left_in_shop=len(left_in_shop),
+    )
     assert agent.terminate() == 0
 
 
 @pytest.mark.slow
 def test_hanging_pos_and_cloud_time_out_scans_still_accepted_then_all_delivered(
-        make_agent, kassa, cloud):
+    make_agent, kassa, cloud
+):
     agent = make_agent((2, 3), BACK_TO_BACK)
     kassa.faults.update({"hang": True})
     cloud.faults.update(latency=4.0)  # the agent's cloud timeout is 2 s
     codes = {2: customer_code(90_000), 3: customer_code(90_001)}
     for till, code in codes.items():
         agent.scan(code, workplace=till)
-    claims = [wait_until(lambda code=code: agent.claims_of(code), what="the claim")[0]
-              for code in codes.values()]
+    claims = [
+        wait_until(lambda code=code: agent.claims_of(code), what="the claim")[0]
+        for code in codes.values()
+    ]
     wait_clearly_after(max(claim.scanned_at for claim in claims))
     expected = {kassa.book_sale(till): code for till, code in codes.items()}
     wait_until(lambda: "did not answer" in agent.log_text(), what="a POS timeout")
     assert cloud.count() == 0
 
     kassa.faults.update({"hang": False})
-    wait_until(lambda: all(matched_to(agent, code) for code in codes.values()),
-               what="both sales matched once the POS answers")
-    wait_until(lambda: "receipt upload failed" in agent.log_text() and "Timeout" in
-               agent.log_text(), what="an upload timeout")
+    wait_until(
+        lambda: all(matched_to(agent, code) for code in codes.values()),
+        what="both sales matched once the POS answers",
+    )
+    wait_until(
+        lambda: "receipt upload failed" in agent.log_text() and "Timeout" in agent.log_text(),
+        what="an upload timeout",
+    )
     third = customer_code(90_002)  # scans are still accepted while uploads time out
     agent.scan(third, workplace=2)
     wait_until(lambda: agent.claim_fenced(third), what="the third claim")
     expected[kassa.book_sale(2, after=4)] = third
 
     cloud.faults.update(latency=0.0)
-    wait_until(lambda: agent.summary()["outbox_delivered"] == 3, timeout=30,
-               what="everything delivered")
+    wait_until(
+        lambda: agent.summary()["outbox_delivered"] == 3, timeout=30, what="everything delivered"
+    )
     assert delivered(cloud) == expected
-    report_figure("hangs", customers=3, delivered=3,
-                  posts_per_receipt=round(sum(cloud.post_counts().values()) / 3, 1))
+    report_figure(
+        "hangs",
+        customers=3,
+        delivered=3,
+        posts_per_receipt=round(sum(cloud.post_counts().values()) / 3, 1),
+    )
     assert agent.terminate() == 0

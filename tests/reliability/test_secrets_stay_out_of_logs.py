@@ -27,10 +27,18 @@ from agent.sim.kassa import KassaSimulator
 IDENT = "IdentQx7Wm2Lp"
 SECRET = "KassaSecret-9Fv3Zr8Tq"
 TOKEN = "CloudToken-Hx4Nw7Pc2"
-EMAILS = ("janneke.visser.7731@example.nl", "pieter.devries.4410@voorbeeld.nl",
-          "kassa.klant.5528@winkel.example")
-KASSA_FAULTS = ({"server_fault_rate": 1.0}, {"entity_bomb": True}, {"drop_rate": 1.0},
-                {"external_entity": True}, {"http_status": 502})  # each unlike the one before
+EMAILS = (
+    "janneke.visser.7731@example.nl",
+    "pieter.devries.4410@voorbeeld.nl",
+    "kassa.klant.5528@winkel.example",
+)
+KASSA_FAULTS = (
+    {"server_fault_rate": 1.0},
+    {"entity_bomb": True},
+    {"drop_rate": 1.0},
+    {"external_entity": True},
+    {"http_status": 502},
+)  # each unlike the one before
 
 
 @pytest.fixture
@@ -47,23 +55,37 @@ def cloud() -> Iterator[CloudSimulator]:
 
 @pytest.fixture
 def agent(tmp_path, kassa, cloud) -> Iterator[Agent]:
-    running = Agent(tmp_path, kassa.url, cloud.url, ident=IDENT, secret=SECRET, token=TOKEN,
-                    scanner_workplaces=(1, 2, 3, 4), extra="log_level: debug\n")
+    running = Agent(
+        tmp_path,
+        kassa.url,
+        cloud.url,
+        ident=IDENT,
+        secret=SECRET,
+        token=TOKEN,
+        scanner_workplaces=(1, 2, 3, 4),
+        extra="log_level: debug\n",
+    )
     yield running
     running.close()
 
 
 def cli(agent: Agent, *args: str) -> str:
     command = [sys.executable, "-m", "agent.cli", *args, "--config", str(agent.config)]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=60,
-                            check=False)
+    result = subprocess.run(
+        command, capture_output=True, text=True, cwd=ROOT, timeout=60, check=False
+    )
     return f"$ boniq-agent {args[0]} -> {result.returncode}\n{result.stdout}{result.stderr}"
 
 
 def forbidden(codes: list[str]) -> list[str]:
     """What must never be readable: credentials, e-mail local parts, the hidden middle of codes."""
-    return [IDENT, SECRET, TOKEN, *(e.split("@")[0] for e in EMAILS),
-            *(code[3:-4] for code in codes)]
+    return [
+        IDENT,
+        SECRET,
+        TOKEN,
+        *(e.split("@")[0] for e in EMAILS),
+        *(code[3:-4] for code in codes),
+    ]
 
 
 def serve(agent: Agent, kassa: KassaSimulator, till: int, customer: str) -> str:
@@ -84,13 +106,16 @@ def provoke_pos_errors(agent: Agent, kassa: KassaSimulator, codes: list[str]) ->
         kassa.faults.update(fault)
         codes.append(customer_code(91_000 + n))
         agent.scan(codes[-1], workplace=3)  # a stored scan wakes the poller
-        wait_until(lambda n=n: count_lines(agent.log_text(), "POS poll failed") >= n,
-                   what=f"the POS poll to fail with {fault}")
+        wait_until(
+            lambda n=n: count_lines(agent.log_text(), "POS poll failed") >= n,
+            what=f"the POS poll to fail with {fault}",
+        )
     kassa.faults.reset()
 
 
-def provoke_cloud_errors(agent: Agent, kassa: KassaSimulator, cloud: CloudSimulator,
-                         codes: list[str]) -> None:
+def provoke_cloud_errors(
+    agent: Agent, kassa: KassaSimulator, cloud: CloudSimulator, codes: list[str]
+) -> None:
     codes.append(customer_code(92_000))
     cloud.faults.update(reset_rate=1.0)
     serve(agent, kassa, 1, f"https://boniq.nl/c/{codes[-1]}")
@@ -110,9 +135,14 @@ def provoke_cloud_errors(agent: Agent, kassa: KassaSimulator, cloud: CloudSimula
 
 
 def command_outputs(agent: Agent, kassa: KassaSimulator) -> list[str]:
-    outputs = [cli(agent, "status"), cli(agent, "status", "--json"), cli(agent, "outbox", "list"),
-               cli(agent, "check-config"), cli(agent, "doctor"),
-               cli(agent, "scan", EMAILS[2], "--workplace", "1")]
+    outputs = [
+        cli(agent, "status"),
+        cli(agent, "status", "--json"),
+        cli(agent, "outbox", "list"),
+        cli(agent, "check-config"),
+        cli(agent, "doctor"),
+        cli(agent, "scan", EMAILS[2], "--workplace", "1"),
+    ]
     with agent.store() as store:
         ids = [item.id for item in store.outbox()]
     outputs += [cli(agent, "outbox", "show", str(item_id)) for item_id in ids]
@@ -133,16 +163,29 @@ def test_no_secret_email_or_code_reaches_a_log_line_or_a_command_output(agent, k
     assert agent.terminate() == 0
 
     log = agent.log_text()
-    for sentence in ("POS poll failed", "receipt upload failed", "dead-lettered",
-                     "refuses the agent's token", "scan rejected", "credentials refused"):
+    for sentence in (
+        "POS poll failed",
+        "receipt upload failed",
+        "dead-lettered",
+        "refuses the agent's token",
+        "scan rejected",
+        "credentials refused",
+    ):
         assert sentence in log + "".join(outputs), f"{sentence!r} was never provoked"
     assert "j***@example.nl" in log and mask_code(codes[-1]) in log
     text = "\n".join([log, *outputs])
     (agent.folder / "everything-checked.txt").write_text(text)
-    found = {value: len(re.findall(re.escape(value), text, re.IGNORECASE))
-             for value in forbidden(codes)}
+    found = {
+        value: len(re.findall(re.escape(value), text, re.IGNORECASE)) for value in forbidden(codes)
+    }
     leaks = {value: n for value, n in found.items() if n}
-    assert not leaks, "\n".join(line for line in text.splitlines()
-                                if any(v.lower() in line.lower() for v in leaks))
-    report_figure("secrets", lines_checked=len(text.splitlines()), values_checked=len(found),
-                  commands=len(outputs) - 1, secrets_found=sum(found.values()))
+    assert not leaks, "\n".join(
+        line for line in text.splitlines() if any(v.lower() in line.lower() for v in leaks)
+    )
+    report_figure(
+        "secrets",
+        lines_checked=len(text.splitlines()),
+        values_checked=len(found),
+        commands=len(outputs) - 1,
+        secrets_found=sum(found.values()),
+    )

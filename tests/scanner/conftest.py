@@ -76,6 +76,4 @@ def run_source() -> Iterator[Callable[[Source], Running]]:
     yield start
     for running in started:
         running.finish()
-        assert not running.thread.is_alive(), (
-            "a source did not return after stop was set"
-        )
+        assert not running.thread.is_alive(), "a source did not return after stop was set"

@@ -92,9 +92,9 @@ def test_boniq_codes_typed_by_a_scanner_in_each_layout_arrive_exactly(
 @pytest.mark.parametrize("layout", ["us", "uk", "de", "fr"])
 def test_lower_case_and_mixed_case_keep_their_case(layout: str) -> None:
     typed = "bq17k3M9qw4RT8zp2c56 Wymz"
-    assert decode(
-        Typist().text(typed.replace(" ", ""), layout).enter().events, layout
-    ) == [typed.replace(" ", "")]
+    assert decode(Typist().text(typed.replace(" ", ""), layout).enter().events, layout) == [
+        typed.replace(" ", "")
+    ]
 
 
 def test_azerty_digit_row_without_shift_types_symbols() -> None:
@@ -161,20 +161,13 @@ def test_layout_symbols_with_shift_and_altgr(
 
 
 def test_a_dead_key_types_its_character_and_the_following_space_is_swallowed() -> None:
-    events = (
-        Typist().tap(e.KEY_LEFTBRACE).tap(e.KEY_SPACE).text("BQ1", "fr").enter().events
-    )
+    events = Typist().tap(e.KEY_LEFTBRACE).tap(e.KEY_SPACE).text("BQ1", "fr").enter().events
     assert decode(events, "fr") == ["^BQ1"]
 
 
 def test_key_up_and_auto_repeat_do_not_type() -> None:
     typist = (
-        Typist()
-        .key(e.KEY_LEFTSHIFT)
-        .key(e.KEY_B)
-        .key(e.KEY_B, 2)
-        .key(e.KEY_B, 2)
-        .key(e.KEY_B, 0)
+        Typist().key(e.KEY_LEFTSHIFT).key(e.KEY_B).key(e.KEY_B, 2).key(e.KEY_B, 2).key(e.KEY_B, 0)
     )
     typist.key(e.KEY_LEFTSHIFT, 2).key(e.KEY_LEFTSHIFT, 0).key(e.KEY_Q, 0).text(
         "Q17K3M9QW4RT8ZP2C56"
@@ -184,12 +177,7 @@ def test_key_up_and_auto_repeat_do_not_type() -> None:
 
 def test_shift_released_means_lower_case_again() -> None:
     typist = (
-        Typist()
-        .key(e.KEY_RIGHTSHIFT)
-        .tap(e.KEY_A)
-        .key(e.KEY_RIGHTSHIFT, 0)
-        .tap(e.KEY_A)
-        .enter()
+        Typist().key(e.KEY_RIGHTSHIFT).tap(e.KEY_A).key(e.KEY_RIGHTSHIFT, 0).tap(e.KEY_A).enter()
     )
     assert decode(typist.events) == ["Aa"]
 
@@ -209,14 +197,7 @@ def test_flush_due_returns_the_pending_code_once_the_gap_passed() -> None:
 
 
 def test_ctrl_combinations_do_not_type_and_an_overlong_scan_is_dropped() -> None:
-    typist = (
-        Typist()
-        .tap(e.KEY_J, e.KEY_LEFTCTRL)
-        .text("X" * 40)
-        .enter()
-        .text(CODES[1])
-        .enter()
-    )
+    typist = Typist().tap(e.KEY_J, e.KEY_LEFTCTRL).text("X" * 40).enter().text(CODES[1]).enter()
     assert decode(typist.events, max_length=32) == [CODES[1]]
 
 
@@ -280,9 +261,7 @@ class FakeKeyboard:
 
     def send(self, events: list[tuple[int, int, float]]) -> None:
         for code, value, at in events:
-            self._events.put(
-                InputEvent(int(at), int((at % 1) * 1e6), e.EV_KEY, code, value)
-            )
+            self._events.put(InputEvent(int(at), int((at % 1) * 1e6), e.EV_KEY, code, value))
         os.write(self._write_end, b"x")
 
     def unplug(self) -> None:
@@ -342,7 +321,11 @@ def test_an_unknown_layout_is_refused_when_the_source_is_built() -> None:
     with pytest.raises(ScannerUnavailable, match="layout"):
         build_source(
             HidScanner.model_construct(  # unvalidated: the source refuses it on its own
-                type="hid", device="/dev/input/x", workplace=None, layout="xx", grab=True,
+                type="hid",
+                device="/dev/input/x",
+                workplace=None,
+                layout="xx",
+                grab=True,
                 gap_ms=50,
             )
         )

@@ -48,10 +48,7 @@ def feed_all(framer: LineFramer, chunks: list[bytes]) -> list[str]:
 def test_any_line_ending_frames_each_scan_once(ending: bytes) -> None:
     stream = b"".join(code.encode() + ending for code in CODES)
     assert (
-        feed_all(
-            LineFramer("any"), [stream[i : i + 3] for i in range(0, len(stream), 3)]
-        )
-        == CODES
+        feed_all(LineFramer("any"), [stream[i : i + 3] for i in range(0, len(stream), 3)]) == CODES
     )
 
 
@@ -64,31 +61,23 @@ def test_crlf_framing_waits_for_the_lf_even_across_chunks() -> None:
 def test_aim_prefix_is_stripped_from_qr_and_other_symbologies_are_dropped() -> None:
     framer = LineFramer("cr", aim_prefix=True)
     assert (
-        framer.feed(
-            b"]Q1BQ17K3M9QW4RT8ZP2C56\r]E04006381333931\r]Q3BQ1ABCDEFGHJKMNPQRSK\r"
-        )
+        framer.feed(b"]Q1BQ17K3M9QW4RT8ZP2C56\r]E04006381333931\r]Q3BQ1ABCDEFGHJKMNPQRSK\r")
         == CODES[:2]
     )
 
 
 def test_aim_prefix_is_kept_as_text_when_the_option_is_off() -> None:
-    assert LineFramer("cr").feed(b"]Q1BQ17K3M9QW4RT8ZP2C56\r") == [
-        "]Q1BQ17K3M9QW4RT8ZP2C56"
-    ]
+    assert LineFramer("cr").feed(b"]Q1BQ17K3M9QW4RT8ZP2C56\r") == ["]Q1BQ17K3M9QW4RT8ZP2C56"]
 
 
 def test_an_endless_line_is_dropped_and_the_next_scan_still_arrives() -> None:
     framer = LineFramer("any", max_length=64)
-    texts = feed_all(
-        framer, [b"X" * 1000] * 10 + [b"STILL-GARBAGE\rBQ17K3M9QW4RT8ZP2C56\r"]
-    )
+    texts = feed_all(framer, [b"X" * 1000] * 10 + [b"STILL-GARBAGE\rBQ17K3M9QW4RT8ZP2C56\r"])
     assert texts == [CODES[0]]
 
 
 def test_a_10_kb_line_in_one_chunk_is_dropped() -> None:
-    assert LineFramer("any").feed(
-        b"A" * 10_000 + b"\r" + CODES[1].encode() + b"\r"
-    ) == [CODES[1]]
+    assert LineFramer("any").feed(b"A" * 10_000 + b"\r" + CODES[1].encode() + b"\r") == [CODES[1]]
 
 
 def test_non_utf8_bytes_and_control_characters_do_not_stop_the_scan() -> None:
@@ -139,9 +128,7 @@ def test_fuzzed_bytes_never_raise_and_yield_only_clean_bounded_text(
         assert len(text) <= max_length
 
 
-def until_flowing(
-    write: Callable[[bytes], object], running, timeout: float = 15.0
-) -> None:
+def until_flowing(write: Callable[[bytes], object], running, timeout: float = 15.0) -> None:
     """Send probe scans until one comes through: the port is open and the line settings are right."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -152,9 +139,7 @@ def until_flowing(
 
 
 def scans_after_probe(running, count: int) -> list[str]:
-    running.events.wait_for(
-        lambda texts: len([t for t in texts if t != PROBE]) >= count
-    )
+    running.events.wait_for(lambda texts: len([t for t in texts if t != PROBE]) >= count)
     return [text for text in running.events.texts if text != PROBE]
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-from agent.config import StdinScanner
 
+from agent.config import StdinScanner
 from agent.scanner.stdin import StdinSource
 
 CODES = ["BQ17K3M9QW4RT8ZP2C56", "BQ1ABCDEFGHJKMNPQRSK", "BQ1M9S346Q3D25VT4F56"]
@@ -13,12 +13,8 @@ CODES = ["BQ17K3M9QW4RT8ZP2C56", "BQ1ABCDEFGHJKMNPQRSK", "BQ1M9S346Q3D25VT4F56"]
 def test_each_line_is_a_scan_and_the_source_ends_with_its_input(run_source) -> None:
     read_end, write_end = os.pipe()
     try:
-        running = run_source(
-            StdinSource(StdinScanner(type="stdin", workplace=4), fd=read_end)
-        )
-        os.write(
-            write_end, f"{CODES[0]}\n\n  {CODES[1]}\r\n\xff\x00\n".encode("latin-1")
-        )
+        running = run_source(StdinSource(StdinScanner(type="stdin", workplace=4), fd=read_end))
+        os.write(write_end, f"{CODES[0]}\n\n  {CODES[1]}\r\n\xff\x00\n".encode("latin-1"))
         assert running.events.wait_count(3)
         os.write(write_end, CODES[2].encode())
         os.close(write_end)

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import segno
 
-from agent.errors import ScannerUnavailable
 from agent.config import HidScanner, SerialScanner, StdinScanner, WebcamScanner
+from agent.errors import ScannerUnavailable
 from agent.scanner import build_source, build_sources
 from agent.scanner.webcam import HoldFilter
 
@@ -34,9 +34,7 @@ def webcam_config(device: str, **overrides: object) -> WebcamScanner:
 
 def qr_image(text: str, scale: int) -> np.ndarray:
     modules = np.array(
-        list(
-            segno.make(text, error="m", micro=False).matrix_iter(scale=scale, border=4)
-        ),
+        list(segno.make(text, error="m", micro=False).matrix_iter(scale=scale, border=4)),
         np.uint8,
     )
     return (255 - modules * 255).astype(np.uint8)
@@ -51,9 +49,7 @@ def frame(
     noise: float = 6.0,
 ) -> np.ndarray:
     """A BGR frame of a grey counter, optionally with a QR on a phone screen."""
-    canvas = np.full((HEIGHT, WIDTH), 120, np.float32) + rng.normal(
-        0, noise, (HEIGHT, WIDTH)
-    )
+    canvas = np.full((HEIGHT, WIDTH), 120, np.float32) + rng.normal(0, noise, (HEIGHT, WIDTH))
     if text is not None:
         qr = qr_image(text, scale=6)
         if dark:
@@ -69,9 +65,7 @@ def frame(
 
 
 def write_video(path: Path, frames: list[np.ndarray]) -> Path:
-    writer = cv2.VideoWriter(
-        str(path), cv2.VideoWriter_fourcc(*"MJPG"), FPS, (WIDTH, HEIGHT)
-    )
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), FPS, (WIDTH, HEIGHT))
     assert writer.isOpened()
     for image in frames:
         writer.write(image)
@@ -110,17 +104,11 @@ def test_each_code_held_in_view_is_scanned_exactly_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO)
-    running = run_source(
-        build_source(webcam_config(str(presentation_video), decoder=decoder))
-    )
+    running = run_source(build_source(webcam_config(str(presentation_video), decoder=decoder)))
     running.thread.join(30)
-    assert not running.thread.is_alive(), (
-        "a video file source ends at the end of the file"
-    )
+    assert not running.thread.is_alive(), "a video file source ends at the end of the file"
     assert running.events.texts == expected
-    assert {event.source for event in running.events.events} == {
-        f"webcam:{presentation_video}"
-    }
+    assert {event.source for event in running.events.events} == {f"webcam:{presentation_video}"}
     assert [r.getMessage() for r in caplog.records if "webcam" in r.name] == [
         "video file ended, source ends"
     ]
@@ -144,10 +132,7 @@ def test_hold_filter_repeats_a_flickering_code_only_after_repeat_after() -> None
     seen = []
     for step in range(60):  # 6 s at 10 fps, the code missing in every fifth frame
         now = step / 10
-        seen += [
-            (now, text)
-            for text in holds.update([] if step % 5 == 4 else [CODES[1]], now)
-        ]
+        seen += [(now, text) for text in holds.update([] if step % 5 == 4 else [CODES[1]], now)]
     assert [round(now, 1) for now, _ in seen] == [0.0, 2.0, 4.0]
     assert holds.update([CODES[2], CODES[1], CODES[2]], 5.95) == [CODES[2]]
 
@@ -161,9 +146,7 @@ def test_a_missing_video_file_ends_the_source_with_a_log_line(
     assert "video file cannot be opened, source ends" in caplog.text
 
 
-def test_an_absent_camera_keeps_the_source_waiting_until_stopped(
-    run_source, caplog
-) -> None:
+def test_an_absent_camera_keeps_the_source_waiting_until_stopped(run_source, caplog) -> None:
     running = run_source(build_source(webcam_config("/dev/video63")))
     assert running.events.wait_for(lambda texts: False, timeout=1.0) is False
     assert running.thread.is_alive()
@@ -177,9 +160,7 @@ def test_without_the_webcam_extra_only_the_webcam_source_is_refused(
     module: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, module, None)
-    with pytest.raises(
-        ScannerUnavailable, match=r"pip install 'boniq-agent\[webcam\]'"
-    ):
+    with pytest.raises(ScannerUnavailable, match=r"pip install 'boniq-agent\[webcam\]'"):
         build_source(webcam_config("0"))
     others = [
         SerialScanner(type="serial", device="loop://"),

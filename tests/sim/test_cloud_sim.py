@@ -21,8 +21,14 @@ def cloud() -> Iterator[CloudSimulator]:
         yield sim
 
 
-def post(url: str, payload: dict | bytes, *, token: str = TOKEN, key: str | None = None,
-         session: requests.Session | None = None) -> requests.Response:
+def post(
+    url: str,
+    payload: dict | bytes,
+    *,
+    token: str = TOKEN,
+    key: str | None = None,
+    session: requests.Session | None = None,
+) -> requests.Response:
     body = payload if isinstance(payload, bytes) else canonical(payload)
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     if key is None and isinstance(payload, dict):
@@ -48,20 +54,25 @@ def test_store_replay_and_conflict(cloud):
     changed = dict(payload, totals={"incl": 1, "excl": 1, "vat": 0})
     conflict = post(cloud.url, changed)
     assert first.status_code == 201 and first.json()["status"] == "stored"
-    assert again.status_code == 200 and again.json() == {"id": first.json()["id"],
-                                                         "status": "duplicate"}
+    assert again.status_code == 200 and again.json() == {
+        "id": first.json()["id"],
+        "status": "duplicate",
+    }
     assert conflict.status_code == 409 and "error" in conflict.json()
     assert cloud.receipts() == [payload]
     assert cloud.stored_keys() == {payload["idempotency_key"]: 1}
     assert cloud.post_counts() == {payload["idempotency_key"]: 3}
 
 
-@pytest.mark.parametrize("mutate, status, needle", [
-    (lambda p: p.update(colour="blue"), 422, "colour"),
-    (lambda p: p.update(issued_at="3 Oct 2026"), 422, "date-time"),
-    (lambda p: p["customer"].update(boniq_code="BQ1ILLEGAL"), 422, "customer"),
-    (lambda p: p.update(kind="refund"), 422, "kind"),
-])
+@pytest.mark.parametrize(
+    "mutate, status, needle",
+    [
+        (lambda p: p.update(colour="blue"), 422, "colour"),
+        (lambda p: p.update(issued_at="3 Oct 2026"), 422, "date-time"),
+        (lambda p: p["customer"].update(boniq_code="BQ1ILLEGAL"), 422, "customer"),
+        (lambda p: p.update(kind="refund"), 422, "kind"),
+    ],
+)
 def test_schema_violations_are_422_with_details(cloud, mutate, status, needle):
     payload = example_receipt("r-1")
     mutate(payload)
@@ -74,8 +85,11 @@ def test_schema_violations_are_422_with_details(cloud, mutate, status, needle):
 def test_bad_requests_are_400_or_401(cloud):
     payload = example_receipt("r-2")
     assert post(cloud.url, payload, token="wrong").status_code == 401
-    no_key = requests.post(cloud.url + "v1/receipts", data=canonical(payload),
-                           headers={"Authorization": f"Bearer {TOKEN}"})
+    no_key = requests.post(
+        cloud.url + "v1/receipts",
+        data=canonical(payload),
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
     assert no_key.status_code == 400
     assert post(cloud.url, payload, key="0" * 64).status_code == 400
     assert post(cloud.url, b"{broken", key=payload["idempotency_key"]).status_code == 400
@@ -87,8 +101,10 @@ def test_keep_alive_reuses_one_connection(cloud):
         for n in range(20):
             assert post(cloud.url, example_receipt(f"r-ka-{n}"), session=session).ok
         assert post(cloud.url, b"{", key="1" * 64, session=session).status_code == 400
-        assert post(cloud.url, example_receipt("r-ka-x"), token="no",
-                    session=session).status_code == 401
+        assert (
+            post(cloud.url, example_receipt("r-ka-x"), token="no", session=session).status_code
+            == 401
+        )
         assert post(cloud.url, example_receipt("r-ka-y"), session=session).status_code == 201
     assert cloud.connections_accepted == 1
 
@@ -116,8 +132,12 @@ def test_error_rate_down_and_forced_status(cloud):
     cloud.faults.error_rate = 1.0
     assert post(cloud.url, example_receipt("r-6")).status_code in (500, 503)
     cloud.faults.update(error_rate=0.0, down=True)
-    assert requests.get(cloud.url + "v1/health",
-                        headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 503
+    assert (
+        requests.get(
+            cloud.url + "v1/health", headers={"Authorization": f"Bearer {TOKEN}"}
+        ).status_code
+        == 503
+    )
     cloud.faults.update(down=False, force_status=425)
     assert post(cloud.url, example_receipt("r-7")).status_code == 425
     assert cloud.count() == 0
@@ -136,9 +156,15 @@ def test_latency_delays_the_answer_past_a_client_timeout(cloud):
     cloud.faults.latency = 0.5
     payload = example_receipt("r-slow")
     with pytest.raises(requests.Timeout):
-        requests.post(cloud.url + "v1/receipts", data=canonical(payload), timeout=(1, 0.1),
-                      headers={"Authorization": f"Bearer {TOKEN}",
-                               "Idempotency-Key": payload["idempotency_key"]})
+        requests.post(
+            cloud.url + "v1/receipts",
+            data=canonical(payload),
+            timeout=(1, 0.1),
+            headers={
+                "Authorization": f"Bearer {TOKEN}",
+                "Idempotency-Key": payload["idempotency_key"],
+            },
+        )
 
 
 def test_a_db_file_keeps_receipts_across_restarts(tmp_path):
@@ -151,8 +177,10 @@ def test_a_db_file_keeps_receipts_across_restarts(tmp_path):
 
 
 def test_cli_serves_until_sigterm(tmp_path):
-    code = ("from agent.sim.cloud import serve_forever_cli; "
-            f"serve_forever_cli(0, {TOKEN!r}, {str(tmp_path / 'c.db')!r})")
+    code = (
+        "from agent.sim.cloud import serve_forever_cli; "
+        f"serve_forever_cli(0, {TOKEN!r}, {str(tmp_path / 'c.db')!r})"
+    )
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         url = child.stdout.readline().strip()

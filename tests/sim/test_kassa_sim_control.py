@@ -28,9 +28,7 @@ def test_book_and_credit_over_http_show_up_in_the_api(sim: KassaSimulator) -> No
     booked = requests.post(sim.url + "_sim/book", json={"workplace": 3}, timeout=2)
     assert booked.status_code == 200
     sale_id = booked.json()["receipt_id"]
-    credited = requests.post(
-        sim.url + "_sim/credit", json={"receipt_id": sale_id}, timeout=2
-    )
+    credited = requests.post(sim.url + "_sim/credit", json={"receipt_id": sale_id}, timeout=2)
     credit_id = credited.json()["receipt_id"]
 
     summaries = requests.get(sim.url + "_sim/receipts", timeout=2).json()
@@ -43,11 +41,7 @@ def test_book_and_credit_over_http_show_up_in_the_api(sim: KassaSimulator) -> No
 
     client = KassaClient(sim.url, sim.ident, sim.secret, timeout=(0.5, 0.5))
     credit = client.get_receipt(credit_id)
-    assert (
-        credit is not None
-        and credit.is_credit
-        and credit.credited_receipt_id == sale_id
-    )
+    assert credit is not None and credit.is_credit and credit.credited_receipt_id == sale_id
 
 
 def test_book_with_given_lines_and_split_payment_over_http(sim: KassaSimulator) -> None:
@@ -65,9 +59,7 @@ def test_book_with_given_lines_and_split_payment_over_http(sim: KassaSimulator) 
         ],
         "payments": [["CASH", 500], "PIN"],
     }
-    sale_id = requests.post(sim.url + "_sim/book", json=body, timeout=2).json()[
-        "receipt_id"
-    ]
+    sale_id = requests.post(sim.url + "_sim/book", json=body, timeout=2).json()["receipt_id"]
     [summary] = requests.get(sim.url + "_sim/receipts", timeout=2).json()
     assert summary["receipt_id"] == sale_id
     assert summary["payments"] == [
@@ -103,10 +95,7 @@ def test_faults_set_over_http_take_effect_and_clear(sim: KassaSimulator) -> None
         client.get_api_version()
     requests.post(sim.url + "_sim/faults", json={"server_fault_rate": 0}, timeout=2)
     assert client.get_api_version()
-    assert (
-        requests.get(sim.url + "_sim/faults", timeout=2).json()["server_fault_rate"]
-        == 0.0
-    )
+    assert requests.get(sim.url + "_sim/faults", timeout=2).json()["server_fault_rate"] == 0.0
 
 
 def test_plain_get_is_method_not_allowed_like_the_real_api(sim: KassaSimulator) -> None:
@@ -173,22 +162,33 @@ def test_cli_books_sales_by_itself() -> None:
 
 
 def test_clock_booking_time_late_visibility_and_receipt_types_over_http(
-        sim: KassaSimulator) -> None:
+    sim: KassaSimulator,
+) -> None:
     client = KassaClient(sim.url, sim.ident, sim.secret, timeout=2.0)
-    clock = requests.post(sim.url + "_sim/clock", json={"offset": -5, "timezone": "zero"},
-                          timeout=2).json()
+    clock = requests.post(
+        sim.url + "_sim/clock", json={"offset": -5, "timezone": "zero"}, timeout=2
+    ).json()
     assert clock == {"offset": -5.0, "timezone": "zero"}
     server = client.get_server_time()
     assert server is not None and server.utcoffset().total_seconds() == 0  # timezone 0
-    late = requests.post(sim.url + "_sim/book", json={"workplace": 2, "after": -30, "delay": 0.5},
-                         timeout=2).json()["receipt_id"]
-    inflow = requests.post(sim.url + "_sim/book", json={
-        "workplace": 2, "type": "RECEIPT-TYPE-CASH-INFLOW", "state": "RECEIPT-STATE-PARTLY-PAID"},
-        timeout=2).json()["receipt_id"]
+    late = requests.post(
+        sim.url + "_sim/book", json={"workplace": 2, "after": -30, "delay": 0.5}, timeout=2
+    ).json()["receipt_id"]
+    inflow = requests.post(
+        sim.url + "_sim/book",
+        json={
+            "workplace": 2,
+            "type": "RECEIPT-TYPE-CASH-INFLOW",
+            "state": "RECEIPT-STATE-PARTLY-PAID",
+        },
+        timeout=2,
+    ).json()["receipt_id"]
     first = client.get_receipts(1, 0)
     assert [r.receipt_id for r in first] == [inflow], "the late receipt showed at once"
     assert (first[0].receipt_type, first[0].state) == (
-        "RECEIPT-TYPE-CASH-INFLOW", "RECEIPT-STATE-PARTLY-PAID")
+        "RECEIPT-TYPE-CASH-INFLOW",
+        "RECEIPT-STATE-PARTLY-PAID",
+    )
     time.sleep(0.6)
     (shown, _) = client.get_receipts(1, 0)
     assert shown.receipt_id == late and shown.sync_marker < first[0].sync_marker

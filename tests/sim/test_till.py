@@ -53,8 +53,7 @@ class Receiver:
         self.release = threading.Event()
         self.hanging = 0
         self.lock = threading.Lock()
-        server = serve("127.0.0.1:0", _Hook, limits=Limits(timeout=5.0), name="hook",
-                       context=self)
+        server = serve("127.0.0.1:0", _Hook, limits=Limits(timeout=5.0), name="hook", context=self)
         assert server is not None
         self.server = server
         self.url = f"http://127.0.0.1:{server.port}/mplus"
@@ -69,16 +68,21 @@ class Receiver:
         given = hook.headers.get(signature.HEADER) or ""
         key = signature.verify(given, body, self.candidates)
         with self.lock:
-            self.received.append(Received(event, body, json.loads(body),
-                                          key.form if key else None, dict(hook.headers)))
+            self.received.append(
+                Received(
+                    event, body, json.loads(body), key.form if key else None, dict(hook.headers)
+                )
+            )
         if hook.headers.get("X-Mplus-Subscription-Id") != SUBSCRIPTION:
             return self._answer(hook, 400, {"error": {"code": "INVALID_SUBSCRIPTION_ID"}})
         if key is None:
-            return self._answer(hook, 400, {"error": {"code": "INVALID_SIGNATURE",
-                                                      "message": "signature mismatch"}})
+            return self._answer(
+                hook, 400, {"error": {"code": "INVALID_SIGNATURE", "message": "signature mismatch"}}
+            )
         if self.mode == "reject":
-            return self._answer(hook, 400, {"error": {"code": "NO_SCANNED_CODE",
-                                                      "message": "no code"}})
+            return self._answer(
+                hook, 400, {"error": {"code": "NO_SCANNED_CODE", "message": "no code"}}
+            )
         if "error" in json.loads(body):  # an error request: logged, nothing to answer
             return self._answer(hook, 200, {}, key)
         if self.mode == "hang" and event == "scanCode":
@@ -93,15 +97,21 @@ class Receiver:
             code = data["scanCode"]["scannedCode"]
             if not code.startswith("BNQ-"):
                 return {"scanCode": {"recognized": False}}
-            return {"scanCode": {"recognized": True, "message": "BONIQ-code gekoppeld",
-                                 "customerMessage": "BONIQ: uw bon komt in de app"},
-                    "messages": [{"message": "sessie " + data["session"]["sessionId"][:8]}]}
+            return {
+                "scanCode": {
+                    "recognized": True,
+                    "message": "BONIQ-code gekoppeld",
+                    "customerMessage": "BONIQ: uw bon komt in de app",
+                },
+                "messages": [{"message": "sessie " + data["session"]["sessionId"][:8]}],
+            }
         if event == "completeSession":
             return {"receiptFooter": {"text": "Uw bon staat in de BONIQ-app"}}
         return {}
 
-    def _answer(self, hook: _Hook, status: int, value: Any,
-                key: signature.Key | None = None) -> None:
+    def _answer(
+        self, hook: _Hook, status: int, value: Any, key: signature.Key | None = None
+    ) -> None:
         """Signed with the key form the request matched, as the agent's receiver does."""
         key = key or self.candidates[0]
         body = json.dumps(value).encode()
@@ -150,7 +160,8 @@ def _webhook_line_ids(client: KassaClient, receipt_id: str) -> list[str | None]:
 
 @pytest.mark.parametrize("form", ["base64", "text"])
 def test_requests_are_signed_in_the_key_form_the_till_uses(
-        sim: KassaSimulator, receiver: Receiver, form: str) -> None:
+    sim: KassaSimulator, receiver: Receiver, form: str
+) -> None:
     till = _till(sim, receiver, key_form=form)
     session = till.start_session(2)
     session.add_line(1001)
@@ -166,19 +177,25 @@ def test_requests_are_signed_in_the_key_form_the_till_uses(
     event, sender = scan.data["event"], scan.data["sender"]
     assert event["eventBlocking"] is True and event["eventCounter"] == 3
     assert TIMESTAMP.match(event["eventTimestamp"]), event["eventTimestamp"]
-    assert sender == {"branchNumber": 1, "workplaceNumber": 2,
-                      "instanceId": till.instance_ids()[2]}
+    assert sender == {"branchNumber": 1, "workplaceNumber": 2, "instanceId": till.instance_ids()[2]}
     assert scan.data["session"]["sessionId"] == session.session_id
-    assert scan.data["session"]["lines"] == [{
-        "lineId": session.lines[0].line_id, "articleNumber": 1001, "priceIncl": 3.5,
-        "quantity": 1, "text": "Cappuccino"}]
+    assert scan.data["session"]["lines"] == [
+        {
+            "lineId": session.lines[0].line_id,
+            "articleNumber": 1001,
+            "priceIncl": 3.5,
+            "quantity": 1,
+            "text": "Cappuccino",
+        }
+    ]
     assert scan.data["scanCode"] == {"scannedCode": CODE, "codeType": "qrcode"}
     assert arrived[0].data["event"]["eventBlocking"] is False
     till.close()
 
 
 def test_an_endpoint_reading_the_key_the_other_way_rejects_and_the_cashier_sees_it(
-        sim: KassaSimulator) -> None:
+    sim: KassaSimulator,
+) -> None:
     strict = Receiver(key_encoding="base64")
     try:
         till = Till(strict.url, KEY, SUBSCRIPTION, sim=sim, key_form="text")
@@ -193,7 +210,8 @@ def test_an_endpoint_reading_the_key_the_other_way_rejects_and_the_cashier_sees_
 
 
 def test_a_recognised_scan_shows_both_messages_and_a_foreign_code_does_not(
-        sim: KassaSimulator, receiver: Receiver) -> None:
+    sim: KassaSimulator, receiver: Receiver
+) -> None:
     till = _till(sim, receiver)
     session = till.start_session(3)
     article = session.scan("8712345678906", code_type="barcode")
@@ -213,11 +231,17 @@ def test_a_recognised_scan_shows_both_messages_and_a_foreign_code_does_not(
     till.close()
 
 
-@pytest.mark.parametrize(("mode", "code"), [("bad-signature", "INVALID_SIGNATURE"),
-                                            ("not-json", "INVALID_JSON"),
-                                            ("bad-shape", "INVALID_DATA")])
+@pytest.mark.parametrize(
+    ("mode", "code"),
+    [
+        ("bad-signature", "INVALID_SIGNATURE"),
+        ("not-json", "INVALID_JSON"),
+        ("bad-shape", "INVALID_DATA"),
+    ],
+)
 def test_a_bad_reply_makes_exactly_one_error_request_with_the_original_event(
-        sim: KassaSimulator, receiver: Receiver, mode: str, code: str) -> None:
+    sim: KassaSimulator, receiver: Receiver, mode: str, code: str
+) -> None:
     till = _till(sim, receiver)
     session = till.start_session(2)
     receiver.mode = mode
@@ -237,7 +261,8 @@ def test_a_bad_reply_makes_exactly_one_error_request_with_the_original_event(
 
 
 def test_a_hanging_endpoint_is_no_answer_and_the_code_is_not_linked(
-        sim: KassaSimulator, receiver: Receiver) -> None:
+    sim: KassaSimulator, receiver: Receiver
+) -> None:
     till = _till(sim, receiver, timeout=0.5)
     session = till.start_session(2)
     receiver.mode = "hang"
@@ -262,7 +287,8 @@ def test_a_refused_connection_is_no_answer(sim: KassaSimulator, receiver: Receiv
 
 
 def test_a_rejected_request_is_recorded_as_the_endpoints_error(
-        sim: KassaSimulator, receiver: Receiver) -> None:
+    sim: KassaSimulator, receiver: Receiver
+) -> None:
     till = _till(sim, receiver)
     session = till.start_session(2)
     receiver.mode = "reject"
@@ -274,7 +300,8 @@ def test_a_rejected_request_is_recorded_as_the_endpoints_error(
 
 
 def test_the_receipt_of_a_completed_session_carries_its_webhook_line_ids(
-        sim: KassaSimulator, receiver: Receiver) -> None:
+    sim: KassaSimulator, receiver: Receiver
+) -> None:
     till = _till(sim, receiver)
     other = sim.book_sale(1)  # a sale at another till, not through webhooks
     session = till.start_session(2)
@@ -293,8 +320,9 @@ def test_the_receipt_of_a_completed_session_carries_its_webhook_line_ids(
     complete = receiver.events("completeSession")[-1].data
     final = [line["lineId"] for line in complete["session"]["lines"]]
     assert final == [line.line_id for line in session.lines] and cheese not in final
-    assert complete["completeSession"] == {"payments": [
-        {"method": "CASH", "amount": 10.0}, {"method": "PIN", "amount": 15.49}]}
+    assert complete["completeSession"] == {
+        "payments": [{"method": "CASH", "amount": 10.0}, {"method": "PIN", "amount": 15.49}]
+    }
     assert session.receipt_footer == "Uw bon staat in de BONIQ-app"
     client = KassaClient(sim.url, sim.ident, sim.secret, timeout=2.0)
     assert _webhook_line_ids(client, receipt_id) == final
@@ -306,7 +334,8 @@ def test_the_receipt_of_a_completed_session_carries_its_webhook_line_ids(
 
 
 def test_a_credit_follows_with_the_same_session_id_and_a_credit_receipt(
-        sim: KassaSimulator, receiver: Receiver) -> None:
+    sim: KassaSimulator, receiver: Receiver
+) -> None:
     till = _till(sim, receiver)
     session = till.start_session(4)
     session.add_line(3300)
@@ -325,7 +354,8 @@ def test_a_credit_follows_with_the_same_session_id_and_a_credit_receipt(
 
 
 def test_a_duplicate_carries_the_same_counter_and_a_restart_a_new_instance(
-        sim: KassaSimulator, receiver: Receiver) -> None:
+    sim: KassaSimulator, receiver: Receiver
+) -> None:
     till = _till(sim, receiver)
     session = till.start_session(2)
     session.scan(CODE)
@@ -346,7 +376,8 @@ def test_a_duplicate_carries_the_same_counter_and_a_restart_a_new_instance(
 
 
 def test_walk_away_second_customer_and_split_payment_bug_are_playable(
-        sim: KassaSimulator, receiver: Receiver) -> None:
+    sim: KassaSimulator, receiver: Receiver
+) -> None:
     till = _till(sim, receiver)
     walked = till.start_session(1)
     walked.scan(CODE)
@@ -373,7 +404,8 @@ def test_walk_away_second_customer_and_split_payment_bug_are_playable(
 
 
 def test_a_code_no_trigger_pattern_accepts_is_not_sent(
-        sim: KassaSimulator, receiver: Receiver) -> None:
+    sim: KassaSimulator, receiver: Receiver
+) -> None:
     till = _till(sim, receiver, trigger_patterns=[TriggerPattern(r"^BNQ-[0-9A-Z]{8}$", "qrcode")])
     session = till.start_session(2)
     article = session.scan("8712345678906", code_type="barcode")
@@ -398,32 +430,49 @@ def test_control_endpoints_play_a_session(sim: KassaSimulator, receiver: Receive
     receipt_id = post("session/complete", session_id=session_id, payments=["PIN"])["receipt_id"]
 
     assert shown["recognized"] and shown["customer"] == "BONIQ: uw bon komt in de app"
-    assert requests.get(sim.url + "_sim/screen", timeout=2).json()[-1]["event"] == \
-        "completeSession"
+    assert requests.get(sim.url + "_sim/screen", timeout=2).json()[-1]["event"] == "completeSession"
     client = KassaClient(sim.url, sim.ident, sim.secret, timeout=2.0)
     assert _webhook_line_ids(client, receipt_id) == [line_id]
     client.close()
-    unknown = requests.post(sim.url + "_sim/session/scan",
-                            json={"session_id": "nope", "code": CODE}, timeout=2)
+    unknown = requests.post(
+        sim.url + "_sim/session/scan", json={"session_id": "nope", "code": CODE}, timeout=2
+    )
     assert unknown.status_code == 404
     till.close()
     assert requests.post(sim.url + "_sim/session/start", json={}, timeout=2).status_code == 404
 
 
 def test_cli_attaches_the_player(receiver: Receiver) -> None:
-    code = ("import sys; from agent.cli import main; sys.exit(main(sys.argv[1:]))")
+    code = "import sys; from agent.cli import main; sys.exit(main(sys.argv[1:]))"
     process = subprocess.Popen(
-        [sys.executable, "-c", code, "sim", "kassa", "--port", "0", "--webhook-url",
-         receiver.url, "--webhook-key", KEY, "--subscription-id", SUBSCRIPTION],
-        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        [
+            sys.executable,
+            "-c",
+            code,
+            "sim",
+            "kassa",
+            "--port",
+            "0",
+            "--webhook-url",
+            receiver.url,
+            "--webhook-key",
+            KEY,
+            "--subscription-id",
+            SUBSCRIPTION,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     try:
         assert process.stdout is not None
         line = process.stdout.readline()
         url = next(w for w in line.split() if w.startswith("http://127.0.0.1:"))
         started = requests.post(url + "_sim/session/start", json={"workplace": 1}, timeout=5)
         session_id = started.json()["session_id"]
-        shown = requests.post(url + "_sim/session/scan",
-                              json={"session_id": session_id, "code": CODE}, timeout=5).json()
+        shown = requests.post(
+            url + "_sim/session/scan", json={"session_id": session_id, "code": CODE}, timeout=5
+        ).json()
         assert shown["recognized"]
         assert [r.event for r in receiver.events()] == ["startSession", "scanCode"]
     finally:
