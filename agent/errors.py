@@ -17,8 +17,9 @@
     │   ├── CloudTransient     408/425/429/5xx, network, TLS, timeouts: back off and retry
     │   ├── CloudAuthError     401/403: keep everything, retry slowly, alert
     │   └── CloudRejected      400/409/422: dead-letter with the reason
-    └── ScannerError           a scanner source cannot run
-        └── ScannerUnavailable the device is absent or an optional extra is not installed
+    ├── ScannerError           a scanner source cannot run
+    │   └── ScannerUnavailable the device is absent or an optional extra is not installed
+    └── WebhookRefused         a webhook request refused with a documented code (HTTP 400)
 
 Every message is safe to log: no secret, no URL query, no customer e-mail or code in clear.
 """
@@ -106,3 +107,12 @@ class ScannerError(AgentError):
 
 class ScannerUnavailable(ScannerError):
     pass
+
+
+class WebhookRefused(AgentError):
+    """A webhook request the agent refuses; `code` is MplusKASSA's documented error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message

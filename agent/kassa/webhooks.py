@@ -23,20 +23,26 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeGuard
+from typing import Any, Protocol
 
 from agent import codes
 from agent.config import Config, WebhooksSection
 from agent.errors import AgentError, CodeRejected, StoreError
 from agent.kassa import signature
+from agent.kassa.webhook_requests import (
+    SESSION_EVENTS,
+    Envelope,
+    Refused,
+    envelope,
+    event_name,
+    parse_json,
+)
 from agent.listener import Handler, Limits, Server, serve
 from agent.logs import correlation, fields, get_logger, mask_code, new_correlation_id
 from agent.metrics import ScanOutcome
 from agent.printable import printable
 from agent.queue.claims import ClaimState, Close, Reason
 from agent.queue.sessions import (
-    EventKey,
-    EventMismatch,
     SessionClaim,
     SessionEvent,
     SessionScan,
@@ -46,26 +52,7 @@ from agent.queue.store import Store
 
 log = get_logger(__name__)
 
-MAX_DEPTH = 16
 LIMITS = Limits(max_connections=16, header_bytes=16 * 1024, body_bytes=256 * 1024, timeout=5.0)
-SESSION_EVENTS = frozenset(
-    {
-        "startSession",
-        "scanCode",
-        "addSessionLine",
-        "updateSessionLine",
-        "removeSessionLine",
-        "pauseSession",
-        "resumeSession",
-        "selectRelation",
-        "startPayment",
-        "cancelPayment",
-        "mergeSession",
-        "cancelSession",
-        "completeSession",
-        "creditSession",
-    }
-)
 STORE_FAILED_MESSAGE = "BONIQ-code NIET opgeslagen: probeer opnieuw of gebruik het kassascherm"
 
 
@@ -76,15 +63,6 @@ _SCAN_OUTCOMES: dict[SessionScanOutcome, ScanOutcome] = {  # as the scan metric 
     SessionScanOutcome.RECENT_SALE: "rejected",
     SessionScanOutcome.PREVIOUS_SALE: "duplicate",
 }
-
-
-class Refused(Exception):
-    """A request answered with 400 and a documented error code."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -99,17 +77,6 @@ class ReceiverEvents(Protocol):
     def webhook_scan(self, workplace: int, outcome: ScanOutcome) -> None: ...
     def closed(self, closes: list[Close]) -> None: ...
     def session_done(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class Envelope:
-    event: str
-    session_id: str
-    branch: int
-    workplace: int
-    key: EventKey | None
-    line_ids: tuple[str, ...]
-    body: dict[str, Any]
 
 
 class Receiver:
@@ -154,7 +121,7 @@ class Receiver:
         except Refused as exc:
             return self._refused(exc, path, None), keys[0]
         try:
-            return self._dispatch(path, _json(body)), used
+            return self._dispatch(path, parse_json(body)), used
         except Refused as exc:
             return self._refused(exc, path, used), used
 
@@ -200,7 +167,7 @@ class Receiver:
     def _refused(self, exc: Refused, path: str, key: signature.Key | None) -> Reply:
         log.warning(
             "webhook request refused",
-            extra=fields(event=_event_name(path) or "-", code=exc.code, reason=exc.message),
+            extra=fields(event=event_name(path) or "-", code=exc.code, reason=exc.message),
         )
         return Reply(400, {"error": {"code": exc.code, "message": exc.message}})
 
@@ -209,22 +176,19 @@ class Receiver:
     def _dispatch(self, path: str, body: dict[str, Any]) -> Reply:
         if isinstance(body.get("error"), dict):
             return self._till_error(path, body["error"])
-        event = _event_name(path)
+        event = event_name(path)
         if not event:
             raise Refused("INVALID_DATA", "no event name in the request path")
         if event not in SESSION_EVENTS:
             return Reply(200, {})
-        envelope = _envelope(event, body)
-        try:
-            return self._scan(envelope) if event == "scanCode" else self._session(envelope)
-        except EventMismatch as exc:
-            raise Refused("INVALID_DATA", str(exc)) from None
+        request = envelope(event, body)
+        return self._scan(request) if event == "scanCode" else self._session(request)
 
     def _till_error(self, path: str, error: dict[str, Any]) -> Reply:
         log.warning(
             "the till reports a problem with the agent's webhook reply",
             extra=fields(
-                event=_event_name(path) or "-",
+                event=event_name(path) or "-",
                 type=_short(error.get("type")),
                 code=_short(error.get("code")),
                 reason=_short(error.get("message")),
@@ -327,96 +291,8 @@ class Receiver:
         return Reply(200, {})
 
 
-def _event_name(path: str) -> str:
-    name = path.split("?", 1)[0].rstrip("/").rpartition("/")[2]
-    return name if name.isascii() and name.isalnum() and len(name) <= 64 else ""
-
-
 def _short(value: Any) -> str:
     return printable(str(value))[:200] if value is not None else "-"
-
-
-def _json(body: bytes) -> dict[str, Any]:
-    if _depth(body) > MAX_DEPTH:
-        raise Refused("INVALID_JSON", f"JSON nested deeper than {MAX_DEPTH} levels")
-    try:
-        value = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise Refused("INVALID_JSON", "the body is not JSON") from None
-    if not isinstance(value, dict):
-        raise Refused("INVALID_DATA", "the body is not a JSON object")
-    return value
-
-
-def _depth(body: bytes) -> int:
-    """How deep `[`/`{` nest outside strings: checked before parsing, in one pass."""
-    depth = deepest = 0
-    in_string = escaped = False
-    for byte in body:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:
-                escaped = True
-            elif byte == 0x22:
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
-        elif byte in (0x5B, 0x7B):
-            depth += 1
-            deepest = max(deepest, depth)
-        elif byte in (0x5D, 0x7D):
-            depth -= 1
-    return deepest
-
-
-def _envelope(event: str, body: dict[str, Any]) -> Envelope:
-    sender, session, meta = body.get("sender"), body.get("session"), body.get("event")
-    if not isinstance(sender, dict) or not isinstance(session, dict):
-        raise Refused("INVALID_DATA", "sender and session objects are required")
-    foreign = sorted(k for k in body if k in SESSION_EVENTS and k != event)
-    if foreign:  # the path is not signed: a body signed for one event, posted to another
-        raise Refused("INVALID_DATA", f"a {event} request carries a {foreign[0]} object")
-    branch, workplace = sender.get("branchNumber"), sender.get("workplaceNumber")
-    if not _is_int(branch) or not _is_int(workplace):
-        raise Refused("INVALID_DATA", "sender.branchNumber and workplaceNumber must be integers")
-    session_id = session.get("sessionId")
-    if (
-        not isinstance(session_id, str)
-        or len(session_id) > 100
-        or (not session_id and event == "scanCode")
-    ):
-        raise Refused("INVALID_DATA", "session.sessionId must be a string")
-    instance = sender.get("instanceId")
-    counter = meta.get("eventCounter") if isinstance(meta, dict) else None
-    key = (
-        EventKey(instance, counter, event, session_id)
-        if isinstance(instance, str) and _is_int(counter)
-        else None
-    )
-    return Envelope(
-        event, session_id, branch, workplace, key, _line_ids(session, body.get(event)), body
-    )
-
-
-def _line_ids(session: dict[str, Any], details: Any) -> tuple[str, ...]:
-    """Every `lineId` in the session's lines and in the event's own object."""
-    found: list[str] = []
-    stack: list[Any] = [session.get("lines"), details]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            line_id = item.get("lineId")
-            if isinstance(line_id, str) and 0 < len(line_id) <= 100:
-                found.append(line_id)
-            stack.extend(v for v in item.values() if isinstance(v, (dict, list)))
-        elif isinstance(item, list):
-            stack.extend(item)
-    return tuple(dict.fromkeys(found))
-
-
-def _is_int(value: Any) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
 
 
 def _session_event(envelope: Envelope, now: float) -> SessionEvent:

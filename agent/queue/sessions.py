@@ -18,16 +18,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from agent.errors import WebhookRefused
 from agent.queue.claims import CLAIM_COLUMNS, Claim, ClaimState, Close, Reason
 from agent.queue.outbox import OutboxStore
 
 SESSION_KEEP = 2 * 86400.0  # line ids outlive any receipt that reaches the API late
 EVENT_KEEP = 86400.0
-
-
-class EventMismatch(Exception):
-    """An event key already stored under another event name: the signed body of one event
-    posted to another event's path (the path is not signed)."""
 
 
 class SessionScanOutcome(enum.StrEnum):
@@ -177,8 +173,8 @@ def _now(event: SessionEvent) -> float:
 
 
 def _replayed(conn: sqlite3.Connection, key: EventKey | None) -> tuple[str, int | None] | None:
-    """The stored outcome of this event, if it came before; EventMismatch when its key came
-    with another event name."""
+    """The stored outcome of this event, if it came before; refused when its key came with
+    another event name."""
     if key is None:
         return None
     row = conn.execute(
@@ -189,7 +185,9 @@ def _replayed(conn: sqlite3.Connection, key: EventKey | None) -> tuple[str, int 
     if row is None:
         return None
     if row[0] != key.event:
-        raise EventMismatch(f"event {key.counter} of this session came before as {row[0]}")
+        raise WebhookRefused(  # the path is not signed: one event's body under another's name
+            "INVALID_DATA", f"event {key.counter} of this session came before as {row[0]}"
+        )
     return row[1], row[2]
 
 

@@ -10,10 +10,10 @@ import itertools
 
 import pytest
 
+from agent.errors import WebhookRefused
 from agent.queue.claims import ClaimState, Close, Reason
 from agent.queue.sessions import (
     EventKey,
-    EventMismatch,
     SessionClaim,
     SessionEvent,
     SessionScanOutcome,
@@ -184,7 +184,7 @@ def test_a_session_whose_claim_expired_still_refuses_another_customers_code(stor
 
 def test_a_signed_body_posted_under_another_event_name_is_refused(store):
     scan(store, "S1", "ANNA", T0, counter=5)
-    with pytest.raises(EventMismatch):
+    with pytest.raises(WebhookRefused):
         store.session_event(event("cancelSession", "S1", T0 + 1, counter=5))
     assert [c.state for c in store.claims()] == ["pending"]
 
