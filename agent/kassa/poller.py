@@ -19,16 +19,15 @@ from agent.kassa.deliveries import Customer, Deliveries
 from agent.kassa.matcher import Decisions, Matcher, PollView, Seen
 from agent.kassa.receipt import Receipt
 from agent.kassa.reference import Reference, ReferenceData
+from agent.kassa.sightings import session_links, sightings_of, unreadable_once
 from agent.kassa.sync import Fetched, ReceiptSync
 from agent.logs import Problem, correlation, fields, get_logger, mask_code
 from agent.queue.claims import Claim, ClaimState, Close, explain
 from agent.queue.outbox import NewDelivery, OutboxItem
-from agent.queue.sessions import SessionLink
 from agent.queue.store import PollCommit, PollResult, Sighting, Store
 
 log = get_logger(__name__)
 
-UNKNOWN_SESSION = "unknown"
 REJECTED_RETRY = 60.0
 MAX_BACKOFF = 30.0
 RESERVED_TTL = 6 * 3600.0  # a claim waiting for its partly paid sale, or its session's receipt
@@ -162,57 +161,16 @@ class Poller:
         ids = [r.receipt_id for r in fetched.receipts]
         ids += [u.receipt_id for u in fetched.unreadable if u.receipt_id]
         before = self.store.seen_before(ids)
-        seen, sightings = [], []
         fresh = [
             r
             for r in fetched.receipts
-            if not (before.get(r.receipt_id) and before[r.receipt_id].done)
+            if not (r.receipt_id in before and before[r.receipt_id].done)
         ]
-        sessions = self._sessions(fresh)
-        for receipt in fetched.receipts:
-            earlier = before.get(receipt.receipt_id)
-            if earlier is not None and earlier.done:
-                continue
-            marker = (
-                earlier.first_marker if earlier and earlier.first_marker else receipt.sync_marker
-            )
-            late = earlier.late if earlier else receipt.sync_marker <= fetched.cursor
-            one = Seen(
-                receipt,
-                marker,
-                receipt.booked_at.timestamp() - reference.clock_offset,
-                self._kind(receipt),
-                late,
-                timed=reference.clock_known,
-            )
-            seen.append(one)
-            link = sessions.get(receipt.receipt_id)
-            sightings.append(
-                Sighting(
-                    receipt.receipt_id,
-                    receipt.workplace,
-                    one.booked if one.timed else None,
-                    one.first_marker,
-                    one.kind,
-                    done=(receipt.is_paid or one.kind == "other")
-                    and (link is None or link.state != UNKNOWN_SESSION),
-                    total=receipt.total_incl,
-                    late=late,
-                    session=link is not None,
-                )
-            )
-        unreadable = [
-            u
-            for u in fetched.unreadable  # once each, though the overlap reads it again
-            if u.receipt_id is None
-            or u.receipt_id not in before
-            or before[u.receipt_id].kind != "unreadable"
-        ]
-        sightings += [
-            Sighting(u.receipt_id, u.workplace, None, u.sync_marker or 0, "unreadable")
-            for u in unreadable
-            if u.receipt_id and u.receipt_id not in before
-        ]
+        sessions = session_links(self.store, fresh, webhooks=self.webhooks)
+        seen, sightings = sightings_of(
+            fresh, before, sessions, fetched.cursor, reference, self._kind
+        )
+        unreadable, bad = unreadable_once(fetched.unreadable, before)
         self._log_unreadable(unreadable)
         # A polling claim is judged by polls that began after its scan; a session claim by any
         # poll, since its session's receipt may be read by a poll that began before the scan.
@@ -221,18 +179,17 @@ class Poller:
             for c in self.store.pending_claims()
             if c.session_id is not None or c.scanned_at < fetched.started
         ]
+        fenced = frozenset(c.id for c in claims if c.fence_marker is None)
         view = PollView(
             seen=seen,
             claims=claims,
             past=self._past(claims),
-            fenced=frozenset(c.id for c in claims if c.fence_marker is None)
-            if fetched.caught_up
-            else frozenset(),
+            fenced=fenced if fetched.caught_up else frozenset(),
             unreadable=[u.workplace for u in unreadable],
             credited_to=self._credited_to(seen),
             sessions=sessions,
         )
-        return view, sightings
+        return view, sightings + bad
 
     def _kind(self, receipt: Receipt) -> str:
         if receipt.branch != self.branch:
@@ -247,29 +204,6 @@ class Poller:
         return self.store.past_sales(
             sorted({c.workplace for c in claims}), min(c.scanned_at for c in claims) - back
         )
-
-    def _sessions(self, receipts: Sequence[Receipt]) -> dict[str, SessionLink]:
-        """The webhook session of each receipt whose lines carry a known session's line ids. A
-        receipt with lines of two sessions (merged at the till) is linked to none of them. In
-        webhook mode, a receipt with line ids of no known session yet (its completeSession not
-        stored yet) is linked to none either, and judged again while the overlap reads it."""
-        links = self.store.sessions_of_lines(
-            [line for r in receipts for line in r.webhook_line_ids]
-        )
-        found = {}
-        for receipt in receipts:
-            by_id = {
-                links[line].session_id: links[line]
-                for line in receipt.webhook_line_ids
-                if line in links
-            }
-            if len(by_id) == 1:
-                found[receipt.receipt_id] = next(iter(by_id.values()))
-            elif by_id:
-                found[receipt.receipt_id] = SessionLink("", None, "merged")
-            elif self.webhooks and receipt.webhook_line_ids:
-                found[receipt.receipt_id] = SessionLink("", None, UNKNOWN_SESSION)
-        return found
 
     def _credited_to(self, seen: Sequence[Seen]) -> dict[str, str]:
         originals = {
