@@ -194,18 +194,33 @@ class Demo:
         return receipt_id
 
     def scripted(self) -> bool:
+        """The demo's story, one customer after another; every step runs even after one fails."""
         ok = self.wait_for(
             "connected to the POS", lambda: self.daemon.poller.last_success is not None
         )
+        anna_ok, anna_sale = self.app_customer()
+        ok &= anna_ok
+        ok &= self.email_customer()
+        ok &= self.barcode_by_mistake()
+        ok &= self.link_customer()
+        ok &= self.credit_receipt(anna_sale)
+        ok &= self.webhook_customer()
+        self.customer_without_boniq()
+        return ok
+
+    def app_customer(self) -> tuple[bool, str]:
+        """Anna's sale, and whether its receipt reached her app (her return credits it later)."""
         self.say("\n1. Anna shows her BONIQ code in the app")
-        ok &= self.scan(ANNA)
+        ok = self.scan(ANNA)
         anna_sale = self.pay(
             BASKET_ANNA, ["PIN"], "T-shirt, 2 cappuccino, stamps (21/9/0 % VAT), PIN"
         )
         ok &= self.wait_for("receipt delivered to Anna's BONIQ app", self.delivered(1))
+        return ok, anna_sale
 
+    def email_customer(self) -> bool:
         self.say("\n2. Bram prefers e-mail; the cashier types his address on the cashier screen")
-        ok &= self.page_claim(BRAM)
+        ok = self.page_claim(BRAM)
         total = sale_total(BASKET_BRAM)
         self.pay(
             BASKET_BRAM,
@@ -214,29 +229,34 @@ class Demo:
         )
         ok &= self.wait_for("receipt delivered by e-mail to Bram", self.delivered(2))
         ok &= self.wait_for("the cashier screen shows it delivered", self.page_shows("delivered"))
+        return ok
 
+    def barcode_by_mistake(self) -> bool:
+        """Passes when the agent refuses the article barcode."""
         self.say("\n3. Someone scans a bottle's barcode by mistake")
-        ok &= not self.scan("8710400011111")
+        return not self.scan("8710400011111")
 
+    def link_customer(self) -> bool:
         self.say("\n4. Chris scans the BONIQ link from a printed card")
-        ok &= self.scan(CHRIS)
+        ok = self.scan(CHRIS)
         self.pay(BASKET_CHRIS, ["CREDITCARD"], "2 bottles of wine, batteries, credit card")
         ok &= self.wait_for("receipt delivered to Chris", self.delivered(3))
+        return ok
 
+    def credit_receipt(self, original: str) -> bool:
         self.say("\n5. Anna comes back and returns her purchase")
-        self.kassa.book_credit(anna_sale)
+        self.kassa.book_credit(original)
         self.say(f"   till {TILL}: credit receipt booked for Anna's sale (no scan needed)")
-        ok &= self.wait_for("credit receipt followed the original to Anna", self.delivered(4))
+        return self.wait_for("credit receipt followed the original to Anna", self.delivered(4))
 
-        ok &= self.webhook_customer()
-
+    def customer_without_boniq(self) -> None:
+        """A sale nobody claimed stays in the shop; the report counts it if it was uploaded."""
         self.say("\n7. A customer without BONIQ pays at the till")
         self.unclaimed.add(
             self.pay([SimLine(2040, "Appeltaart", 450, 9)], ["CASH"], "apple pie, cash")
         )
         self.wait_for("the sale seen at the POS", lambda: self._seen(self.kassa.marker))
         self.say("   agent: no claim for this sale, so it stays in the shop")
-        return ok
 
     def webhook_customer(self) -> bool:
         """Webhook mode: the cashier scans Dana's code with the till's own scanner; MplusKASSA

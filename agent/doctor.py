@@ -220,47 +220,16 @@ def _scanner(scanner: Any) -> Check:  # any scanner config model
 
 
 def _kassa(config: Config) -> Iterator[Check]:
-    from agent.kassa.client import KassaClient
-
+    """The POS API answers with these credentials and knows the branch; then the webhook lines."""
     missing = _secret_missing(config, config.kassa_secret)
     if missing:
         yield Check("POS API", False, missing)
         return
-
-    client = KassaClient(
-        config.kassa.url,
-        config.kassa.ident,
-        config.kassa_secret(),
-        timeout=min(config.kassa.timeout, 10.0),
-        verify=str(config.kassa.ca_bundle) if config.kassa.ca_bundle else True,
-        proxy=config.kassa.proxy,
-    )
+    client = _kassa_client(config)
     try:
         version = client.get_api_version()
-    except KassaRejected as exc:
-        if "check kassa.url" not in str(exc):  # not a SOAP fault or 401/403: another server
-            yield Check(
-                "POS API",
-                False,
-                f"credentials refused: {exc}",
-                "check kassa.ident and the secret with MplusKASSA",
-            )
-        else:
-            yield Check(
-                "POS API",
-                False,
-                f"wrong URL: an HTTP server answers, but not the MplusKASSA API ({exc})",
-                "check kassa.url with MplusKASSA (host, port, path)",
-            )
-        return
     except AgentError as exc:
-        cause = _probe(config.kassa.url, config.kassa.ca_bundle)
-        yield Check(
-            "POS API",
-            False,
-            f"not reachable: {cause + ': ' if cause else ''}{exc}",
-            f"check kassa.url ({redact(config.kassa.url)}), the network, and that the API is up",
-        )
+        yield _kassa_failure(config, exc)
         return
     yield Check("POS API", True, f"reachable, credentials accepted (API {version})")
     yield _guard(
@@ -273,6 +242,44 @@ def _kassa(config: Config) -> Iterator[Check]:
 
         yield from doctor_webhooks.checks(client, config)
         yield doctor_webhooks.self_test(config)
+
+
+def _kassa_client(config: Config) -> KassaClient:
+    from agent.kassa.client import KassaClient
+
+    return KassaClient(
+        config.kassa.url,
+        config.kassa.ident,
+        config.kassa_secret(),
+        timeout=min(config.kassa.timeout, 10.0),
+        verify=str(config.kassa.ca_bundle) if config.kassa.ca_bundle else True,
+        proxy=config.kassa.proxy,
+    )
+
+
+def _kassa_failure(config: Config, exc: AgentError) -> Check:
+    """Why getApiVersion failed: credentials refused, another server at the URL, or no answer."""
+    if isinstance(exc, KassaRejected):
+        if "check kassa.url" not in str(exc):  # not a SOAP fault or 401/403: another server
+            return Check(
+                "POS API",
+                False,
+                f"credentials refused: {exc}",
+                "check kassa.ident and the secret with MplusKASSA",
+            )
+        return Check(
+            "POS API",
+            False,
+            f"wrong URL: an HTTP server answers, but not the MplusKASSA API ({exc})",
+            "check kassa.url with MplusKASSA (host, port, path)",
+        )
+    cause = _probe(config.kassa.url, config.kassa.ca_bundle)
+    return Check(
+        "POS API",
+        False,
+        f"not reachable: {cause + ': ' if cause else ''}{exc}",
+        f"check kassa.url ({redact(config.kassa.url)}), the network, and that the API is up",
+    )
 
 
 def _branch(client: KassaClient, config: Config) -> Check:
@@ -303,10 +310,26 @@ def _branch(client: KassaClient, config: Config) -> Check:
 
 
 def _cloud(config: Config) -> Check:
+    """GET /v1/health with the store token: the cloud is reachable and accepts the token."""
     missing = _secret_missing(config, config.cloud_token)
     if missing:
         return Check("cloud", False, missing)
     url = urljoin(config.cloud.url.rstrip("/") + "/", "v1/health")
+    try:
+        status = _cloud_health(config, url)
+    except HttpError as exc:
+        cause = _probe(url, config.cloud.ca_bundle) or f"{exc.label}: {exc}"
+        return Check(
+            "cloud",
+            False,
+            f"not reachable: {cause}",
+            f"check cloud.url ({config.cloud.url}), DNS, proxy and TLS (cloud.ca_bundle)",
+        )
+    return _cloud_answer(config, status)
+
+
+def _cloud_health(config: Config, url: str) -> int:
+    """The HTTP status of /v1/health, asked once with the cloud section's deadline and TLS."""
     transport = Transport(
         timeout=min(config.cloud.timeout, 10.0),
         max_bytes=64 * 1024,
@@ -323,35 +346,31 @@ def _cloud(config: Config) -> Check:
                 "User-Agent": f"boniq-agent/{__version__}",
             },
         )
-    except HttpError as exc:
-        cause = _probe(url, config.cloud.ca_bundle) or f"{exc.label}: {exc}"
-        return Check(
-            "cloud",
-            False,
-            f"not reachable: {cause}",
-            f"check cloud.url ({config.cloud.url}), DNS, proxy and TLS (cloud.ca_bundle)",
-        )
     finally:
         transport.close()
-    if response.status in (401, 403):
+    return response.status
+
+
+def _cloud_answer(config: Config, status: int) -> Check:
+    if status in (401, 403):
         return Check(
             "cloud",
             False,
-            f"token refused (HTTP {response.status})",
+            f"token refused (HTTP {status})",
             "put the current store token in place; receipts wait meanwhile",
         )
-    if response.status == 404:
+    if status == 404:
         return Check(
             "cloud",
             False,
             "wrong URL: an HTTP server answers, but has no /v1/health",
             f"check cloud.url ({config.cloud.url})",
         )
-    if response.status != 200:
+    if status != 200:
         return Check(
             "cloud",
             False,
-            f"health answered HTTP {response.status}",
+            f"health answered HTTP {status}",
             "the cloud has trouble; receipts wait in the outbox meanwhile",
         )
     return Check("cloud", True, "reachable, token accepted")

@@ -70,62 +70,73 @@ def samples(url_hosts: Sequence[str]) -> list[Sample]:
 
 
 def checks(client: KassaClient, config: Config) -> Iterator[Check]:
+    """The webhook lines, none without `kassa.webhooks`; they stop at the first missing consumer."""
     hooks = config.kassa.webhooks
     if hooks is None:
         return
+    found = _our_consumer(client, config, hooks)
+    if isinstance(found, Check):
+        yield found
+        return
+    yield from _consumer_checks(found, config, hooks)
+
+
+def _where(config: Config) -> str:
+    return f"workplace {config.store.workplace} of branch {config.store.branch}"
+
+
+def _our_consumer(
+    client: KassaClient, config: Config, hooks: WebhooksSection
+) -> WebhookConsumer | Check:
+    """The workplace's consumer that posts to this agent (the configured subscription id first),
+    or the failing check that says why there is none."""
     branch, workplace = config.store.branch, config.store.workplace
     try:
         consumers = client.get_webhook_consumers(branch, workplace)
     except KassaError as exc:
-        yield Check(
+        return Check(
             "webhooks",
             False,
             f"cannot read getWebhookConsumers: {exc}",
             "the webhook module must be licensed and the API user allowed to read webhook"
             " consumers; without them remove kassa.webhooks (polling needs none)",
         )
-        return
-    where = f"workplace {workplace} of branch {branch}"
     if not consumers:
-        yield Check(
+        return Check(
             "webhooks",
             False,
-            f"no webhook consumer for {where}",
+            f"no webhook consumer for {_where(config)}",
             f"add one in {SETUP}: endpoint URL http://{hooks.listen}/mplus, subscription id"
             f" {hooks.subscription_id}, the key, events scanCode and completeSession"
             " (blocking); README: webhook mode",
         )
-        return
     ours = [c for c in consumers if points_at(c.endpoint_url, hooks.listen)]
     if not ours:
-        found = "; ".join(f"{_name(c)} → {_shown(c.endpoint_url)}" for c in consumers)
-        yield Check(
-            "webhook URL",
-            False,
-            f"no consumer for {where} points at this agent ({hooks.listen}); found: {found}",
-            f"set the endpoint URL in {SETUP} to http://{hooks.listen}/mplus (any base"
-            " path: the till appends the event name) or kassa.webhooks.listen to it",
-        )
-        return
-    consumer = next((c for c in ours if c.subscription_id == hooks.subscription_id), ours[0])
-    shown = _shown(consumer.endpoint_url)
-    if urlsplit(consumer.endpoint_url.strip()).scheme == "https":
-        yield Check(
-            "webhook URL",
-            False,
-            f"{_name(consumer)}: {shown} points at this agent"
-            f" ({hooks.listen}) but with https: the agent's listener speaks plain HTTP",
-            f"make it http://{hooks.listen}{urlsplit(shown).path}",
-        )
-    else:
-        yield Check(
-            "webhook URL", True, f"{_name(consumer)}: {shown} points at this agent ({hooks.listen})"
-        )
+        return _none_ours(consumers, _where(config), hooks.listen)
+    return next((c for c in ours if c.subscription_id == hooks.subscription_id), ours[0])
+
+
+def _none_ours(consumers: Sequence[WebhookConsumer], where: str, listen: str) -> Check:
+    found = "; ".join(f"{_name(c)} → {_shown(c.endpoint_url)}" for c in consumers)
+    return Check(
+        "webhook URL",
+        False,
+        f"no consumer for {where} points at this agent ({listen}); found: {found}",
+        f"set the endpoint URL in {SETUP} to http://{listen}/mplus (any base"
+        " path: the till appends the event name) or kassa.webhooks.listen to it",
+    )
+
+
+def _consumer_checks(
+    consumer: WebhookConsumer, config: Config, hooks: WebhooksSection
+) -> Iterator[Check]:
+    """How the consumer that points at this agent is set up: URL, id, events, patterns."""
+    yield _url_check(consumer, hooks.listen)
     if not consumer.enabled:
         yield Check(
             "webhooks",
             False,
-            f"{_name(consumer)} is disabled for {where}",
+            f"{_name(consumer)} is disabled for {_where(config)}",
             f"enable it in {SETUP} for this workplace (or its branch)",
         )
     yield _subscription(consumer, hooks)
@@ -141,6 +152,26 @@ def checks(client: KassaClient, config: Config) -> Iterator[Check]:
         "the till does not wait for it and no retry is"
         " documented: a lost event leaves the sale to the next poll",
     )
+    yield from _cancel_check(consumer)
+    hosts = config.codes.url_hosts
+    yield patterns_check(consumer.patterns, samples(hosts), recommended_pattern(hosts))
+
+
+def _url_check(consumer: WebhookConsumer, listen: str) -> Check:
+    shown = _shown(consumer.endpoint_url)
+    if urlsplit(consumer.endpoint_url.strip()).scheme == "https":
+        return Check(
+            "webhook URL",
+            False,
+            f"{_name(consumer)}: {shown} points at this agent"
+            f" ({listen}) but with https: the agent's listener speaks plain HTTP",
+            f"make it http://{listen}{urlsplit(shown).path}",
+        )
+    return Check("webhook URL", True, f"{_name(consumer)}: {shown} points at this agent ({listen})")
+
+
+def _cancel_check(consumer: WebhookConsumer) -> Iterator[Check]:
+    """A warning only: without cancelSession a claim outlives its cancelled sale."""
     cancel = consumer.event("cancelSession")
     if cancel is None or not cancel.enabled:
         yield Check(
@@ -150,8 +181,6 @@ def checks(client: KassaClient, config: Config) -> Iterator[Check]:
             f"tick cancelSession in {SETUP}",
             warn=True,
         )
-    hosts = config.codes.url_hosts
-    yield patterns_check(consumer.patterns, samples(hosts), recommended_pattern(hosts))
 
 
 def points_at(url: str, listen: str) -> bool:
@@ -229,26 +258,7 @@ def patterns_check(
             fix,
             warn=True,
         )
-    refused: list[str] = []
-    doubtful = [
-        f"{p.pattern[:60]!r} is not a valid regex ({why})"
-        for p in patterns
-        if (why := _invalid(p.pattern))
-    ]
-    for sample in codes:
-        failing = {
-            (code_type, how)
-            for code_type in CODE_TYPES
-            for how, match in MATCHERS
-            if not sends(patterns, sample.code, code_type, match)
-        }
-        if failing == _all_readings():
-            (refused if sample.required else doubtful).append(f"{sample.form} would not be sent")
-        elif len(failing) * 2 > len(CODE_TYPES) * len(MATCHERS):
-            passing = _all_readings() - failing
-            doubtful.append(f"{sample.form} is sent only if the till {_readings(passing)}")
-        elif failing:
-            doubtful.append(f"{sample.form} is not sent if the till {_readings(failing)}")
+    refused, doubtful = _pattern_findings(patterns, codes)
     if refused:
         return Check("scan patterns", False, "; ".join(_unique(refused + doubtful)), fix)
     if doubtful:
@@ -260,6 +270,39 @@ def patterns_check(
         f" ({len(patterns)} pattern{'s' if len(patterns) != 1 else ''}, tried as Python"
         " regex with re.fullmatch and re.search, as QR code and barcode)",
     )
+
+
+def _pattern_findings(
+    patterns: Sequence[TriggerPattern], codes: Sequence[Sample]
+) -> tuple[list[str], list[str]]:
+    """(refused, doubtful): required codes no reading sends; invalid patterns, optional codes no
+    reading sends and codes sent under only some readings."""
+    refused: list[str] = []
+    doubtful = [
+        f"{p.pattern[:60]!r} is not a valid regex ({why})"
+        for p in patterns
+        if (why := _invalid(p.pattern))
+    ]
+    for sample in codes:
+        failing = _failing_readings(patterns, sample.code)
+        if failing == _all_readings():
+            (refused if sample.required else doubtful).append(f"{sample.form} would not be sent")
+        elif len(failing) * 2 > len(CODE_TYPES) * len(MATCHERS):
+            passing = _all_readings() - failing
+            doubtful.append(f"{sample.form} is sent only if the till {_readings(passing)}")
+        elif failing:
+            doubtful.append(f"{sample.form} is not sent if the till {_readings(failing)}")
+    return refused, doubtful
+
+
+def _failing_readings(patterns: Sequence[TriggerPattern], code: str) -> set[tuple[str, str]]:
+    """The (code type, match) readings of the patterns under which `code` is not sent."""
+    return {
+        (code_type, how)
+        for code_type in CODE_TYPES
+        for how, match in MATCHERS
+        if not sends(patterns, code, code_type, match)
+    }
 
 
 def _all_readings() -> set[tuple[str, str]]:
@@ -323,24 +366,8 @@ def self_test(config: Config, transport: Transport | None = None) -> Check:
         key = config.webhook_key()
     except AgentError as exc:
         return Check("webhook test", False, f"not sent: {exc}", "give kassa.webhooks.key_file")
-    host, port = parse_listen(hooks.listen, key="kassa.webhooks.listen")
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # every address: loopback
-    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/doctor/scanCode"
-    body = json.dumps(
-        {
-            "event": {
-                "eventBlocking": True,
-                "eventTimestamp": datetime.now().astimezone().isoformat(),
-            },
-            "sender": {
-                "branchNumber": config.store.branch,
-                "workplaceNumber": config.store.workplace,
-                "instanceId": "boniq-doctor",
-            },
-            "session": {"sessionId": str(uuid.uuid4()), "lines": []},
-            "scanCode": {"scannedCode": SELF_TEST_CODE, "codeType": "qrcode"},
-        }
-    ).encode()
+    url = _self_test_url(hooks.listen)
+    body = _self_test_body(config)
     keys = signature.keys(key, hooks.key_encoding)
     headers = {
         "Content-Type": "application/json",
@@ -360,6 +387,32 @@ def self_test(config: Config, transport: Transport | None = None) -> Check:
             "listen; the till gets no answer either",
         )
     return _self_test_answer(answer.status, answer.headers, answer.body, keys, hooks.listen)
+
+
+def _self_test_url(listen: str) -> str:
+    """The receiver's URL on loopback (a listener on every address is reached there too)."""
+    host, port = parse_listen(listen, key="kassa.webhooks.listen")
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"http://{'[' + host + ']' if ':' in host else host}:{port}/doctor/scanCode"
+
+
+def _self_test_body(config: Config) -> bytes:
+    """A blocking scanCode of the test code in a new, empty session, as the till sends it."""
+    return json.dumps(
+        {
+            "event": {
+                "eventBlocking": True,
+                "eventTimestamp": datetime.now().astimezone().isoformat(),
+            },
+            "sender": {
+                "branchNumber": config.store.branch,
+                "workplaceNumber": config.store.workplace,
+                "instanceId": "boniq-doctor",
+            },
+            "session": {"sessionId": str(uuid.uuid4()), "lines": []},
+            "scanCode": {"scannedCode": SELF_TEST_CODE, "codeType": "qrcode"},
+        }
+    ).encode()
 
 
 def _self_test_answer(

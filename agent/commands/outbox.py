@@ -44,7 +44,20 @@ _LIST_HEADER = (
 
 
 def _outbox_list(items: list[OutboxItem], args: argparse.Namespace) -> int:
-    rows: list[dict[str, Any]] = [
+    rows = _list_rows(items)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    if not rows:
+        print(f"no {args.state + ' ' if args.state else ''}outbox items")
+        return EXIT_OK
+    _print_table(rows)
+    return EXIT_OK
+
+
+def _list_rows(items: list[OutboxItem]) -> list[dict[str, Any]]:
+    """The rows as `--json` prints them (times in ISO 8601; the next attempt only if pending)."""
+    return [
         {
             "id": i.id,
             "state": i.state,
@@ -59,12 +72,10 @@ def _outbox_list(items: list[OutboxItem], args: argparse.Namespace) -> int:
         }
         for i in items
     ]
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return EXIT_OK
-    if not rows:
-        print(f"no {args.state + ' ' if args.state else ''}outbox items")
-        return EXIT_OK
+
+
+def _print_table(rows: list[dict[str, Any]]) -> None:
+    """Aligned columns, the last error unpadded at the end; text from the store made printable."""
     table: list[tuple[str, ...]] = [_LIST_HEADER] + [
         (
             str(r["id"]),
@@ -84,7 +95,6 @@ def _outbox_list(items: list[OutboxItem], args: argparse.Namespace) -> int:
         print(
             "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1]
         )
-    return EXIT_OK
 
 
 def _find(store: Store, ref: str) -> list[OutboxItem]:

@@ -126,29 +126,8 @@ def parse_xml(
             target=TreeBuilder(), forbid_dtd=True, forbid_entities=True, forbid_external=True
         ),
     )
-    count = depth = 0
-    root: Element | None = None
-    since_event = 0
     try:
-        for offset in range(0, len(body), _FEED):
-            chunk = body[offset : offset + _FEED]
-            parser.feed(chunk)
-            since_event += len(chunk)
-            for event, element in cast("Iterator[tuple[str, Element]]", parser.read_events()):
-                since_event = 0
-                if event == "end":
-                    depth -= 1
-                    continue
-                root = element if root is None else root
-                depth += 1
-                count += 1 + len(element.attrib)
-                if count > max_elements:
-                    raise _oversized(f"over {max_elements} elements")
-                if depth > max_depth:
-                    raise _oversized(f"nested over {max_depth} deep")
-            if since_event > MAX_TOKEN:
-                raise _oversized(f"a tag or text over {MAX_TOKEN} bytes")
-        parser.close()
+        root = _feed_counted(parser, body, max_elements, max_depth)
     except DefusedXmlException as exc:
         raise KassaResponseError(
             f"refused hostile XML from the API ({type(exc).__name__})"
@@ -157,6 +136,36 @@ def parse_xml(
         raise KassaResponseError(f"the API sent malformed XML ({_clean(str(exc))})") from None
     if root is None:
         raise KassaResponseError("the API sent malformed XML (no element found)")
+    return root
+
+
+def _feed_counted(
+    parser: XMLPullParser[Element], body: bytes, max_elements: int, max_depth: int
+) -> Element | None:
+    """The root element (None if there is none), `body` fed in chunks of `_FEED` bytes with the
+    element, depth and token budgets checked at every parse event."""
+    count = depth = 0
+    root: Element | None = None
+    since_event = 0
+    for offset in range(0, len(body), _FEED):
+        chunk = body[offset : offset + _FEED]
+        parser.feed(chunk)
+        since_event += len(chunk)
+        for event, element in cast("Iterator[tuple[str, Element]]", parser.read_events()):
+            since_event = 0
+            if event == "end":
+                depth -= 1
+                continue
+            root = element if root is None else root
+            depth += 1
+            count += 1 + len(element.attrib)
+            if count > max_elements:
+                raise _oversized(f"over {max_elements} elements")
+            if depth > max_depth:
+                raise _oversized(f"nested over {max_depth} deep")
+        if since_event > MAX_TOKEN:
+            raise _oversized(f"a tag or text over {MAX_TOKEN} bytes")
+    parser.close()
     return root
 
 

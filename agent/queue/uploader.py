@@ -41,8 +41,22 @@ class UploadStats:
     auth_failed: int = 0
 
 
+def _store_problem() -> Problem:
+    """One line per store outage (disk full, lock), not one traceback per pass."""
+    return Problem(
+        "uploader cannot record cloud answers in the store; receipts stay pending and are"
+        " sent again once it works",
+        "uploader records cloud answers in the store again",
+    )
+
+
 class Uploader:
     """`run(stop, wake)` in a thread of its own; `on_delivered` is called from a worker thread."""
+
+    # Run state in memory: these defaults until the instance sets its own (under `_lock`).
+    _paused_until: float = 0.0
+    _auth_outage: bool = False
+    _stop: threading.Event | None = None
 
     def __init__(
         self,
@@ -78,15 +92,7 @@ class Uploader:
         self.on_outcome = on_outcome or (lambda outcome: None)
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
-        self._paused_until = 0.0
-        self._auth_outage = False
-        self._stop: threading.Event | None = None
-        # One line per store outage (disk full, lock), not one traceback per pass.
-        self._store_problem = Problem(
-            "uploader cannot record cloud answers in the store; receipts stay pending and are"
-            " sent again once it works",
-            "uploader records cloud answers in the store again",
-        )
+        self._store_problem = _store_problem()
 
     # -- public -------------------------------------------------------------------------------
 
