@@ -5,8 +5,8 @@
 Each stage runs in its own thread and talks to the others only through the SQLite store, so a
 crash anywhere loses nothing that was acknowledged: a scan is acknowledged ("accepted" feedback)
 only after its claim is committed, and a receipt only after its outbox row is. The stages report
-what happens to one `Reporter`, which keeps the metrics, the heartbeat, the cashier feedback and
-the counts `status` shows.
+what happens to one `Reporter` (agent/reporter.py), which keeps the metrics, the heartbeat, the
+cashier feedback and the counts `status` shows; agent/stages.py builds the stages.
 """
 
 from __future__ import annotations
@@ -21,25 +21,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from agent import __version__, hardening, health, reload, supervision, systemd
+from agent import __version__, hardening, health, reload, stages, supervision, systemd
 from agent.cashier import server as cashier
-from agent.cashier.outcomes import STORE_FAILED, Refused, RefusedScans
 from agent.config import Config
 from agent.errors import AgentError, ScannerError, StoreError
 from agent.feedback import Feedback
-from agent.http import cleartext
 from agent.intake import ScanIntake, ScanResult
-from agent.kassa.client import KassaClient
-from agent.kassa.poller import Poller, log_close
-from agent.kassa.webhooks import Receiver, serve_receiver
+from agent.kassa.webhooks import serve_receiver
 from agent.logs import fields, get_logger
-from agent.metrics import Metrics, ScanOutcome, StoreGauges, UploadOutcome, serve
-from agent.queue.claims import ClaimState, Close
-from agent.queue.outbox import OutboxItem
+from agent.metrics import Metrics, StoreGauges, serve
 from agent.queue.store import Store
-from agent.queue.uploader import Uploader
+from agent.reporter import Reporter, WebhookEvents
 from agent.scanner import base as scanner_base
-from agent.scanner import build_source
 from agent.scanner.base import ScanEvent, Source
 
 log = get_logger(__name__)
@@ -47,92 +40,6 @@ log = get_logger(__name__)
 STOP_GRACE = 8.0
 PURGE_EVERY = 3600.0
 EXIT_CONFIG = 78
-
-
-class Reporter:
-    """Where the stages report: metrics, the systemd heartbeat, the cashier's feedback, the
-    refused scans the cashier screen lists and the counts `status` shows."""
-
-    def __init__(
-        self,
-        metrics: Metrics,
-        heartbeat: systemd.Heartbeat,
-        feedback: Feedback,
-        wake_uploader: Callable[[], None],
-    ) -> None:
-        self.metrics = metrics
-        self.heartbeat = heartbeat
-        self.feedback = feedback
-        self.wake_uploader = wake_uploader
-        self.refused = RefusedScans()
-        self.scans = {"refused": 0, "failed": 0}
-        self.cloud_last_success: float | None = None
-        self.cloud_failing = False
-
-    def scanned(self, event: ScanEvent, workplace: int, result: ScanResult) -> None:
-        self.metrics.scan(event.source.split(":", 1)[0], result.outcome)
-        if result.outcome == "accepted":
-            self.metrics.claim_created()
-        if result.claim is None:
-            self.scans["failed" if result.outcome == "failed" else "refused"] += 1
-            reason = STORE_FAILED if result.outcome == "failed" else result.reason
-            self.refused.add(Refused(event.at, workplace, event.source, reason))
-        (self.feedback.accepted if result.claim else self.feedback.rejected)()
-
-    def webhook_scan(self, workplace: int, outcome: ScanOutcome) -> None:
-        """A code the till's own scanner read (its screen is the cashier's feedback)."""
-        self.metrics.scan("webhook", outcome)
-        if outcome == "accepted":
-            self.metrics.claim_created()
-
-    def stored(self, items: list[OutboxItem]) -> None:
-        for item in items:
-            self.metrics.receipt_matched("credit" if item.claim_id is None else "claim")
-            if item.claim_id is not None:
-                self.metrics.claim_closed("delivered")
-        self.wake_uploader()
-
-    def closed(self, closes: list[Close]) -> None:
-        for close in closes:
-            self.metrics.claim_closed(close.state.value, close.reason.value if close.reason else "")
-            if close.state == ClaimState.EXPIRED:
-                self.metrics.claims_expired()
-
-    def polled(self, ok: bool) -> None:
-        self.heartbeat.beat("poller")
-        self.metrics.pos_poll(ok)
-
-    def clock_offset(self, seconds: float) -> None:
-        self.metrics.pos_clock_offset(seconds)
-
-    def uploaded(self, outcome: UploadOutcome) -> None:
-        self.metrics.upload(outcome)
-        if outcome in ("delivered", "dead"):  # the cloud answered
-            self.cloud_last_success = time.time()
-        self.cloud_failing = outcome in ("retry", "auth")
-
-    def delivered(self, item: OutboxItem) -> None:
-        self.feedback.delivered()
-
-
-class _WebhookEvents:
-    """The webhook receiver's reports: to the Reporter, and completed sessions wake the poller
-    so their receipt is read at once."""
-
-    def __init__(self, reporter: Reporter, wake_poller: Callable[[], None]) -> None:
-        self.reporter = reporter
-        self.wake_poller = wake_poller
-
-    def webhook_scan(self, workplace: int, outcome: ScanOutcome) -> None:
-        self.reporter.webhook_scan(workplace, outcome)
-
-    def closed(self, closes: list[Close]) -> None:
-        for close in closes:
-            log_close(close)
-        self.reporter.closed(closes)
-
-    def session_done(self) -> None:
-        self.wake_poller()
 
 
 class Daemon:
@@ -163,94 +70,27 @@ class Daemon:
             Feedback(fb.accepted, fb.rejected, fb.delivered),
             self.upload_wake.set,
         )
-        self.unbuilt: list[str] = []  # scanner sources that could not start
-        self.sources = self._build_sources() if sources is None else sources
+        if sources is None:
+            sources, self.unbuilt = stages.sources(config, self.metrics)
+        else:
+            self.unbuilt = []  # scanner sources that could not start
+        self.sources = sources
         self.store = Store.open(config.data_dir)
         hardening.keep_private(config.data_dir)
-        self.poller = self._poller()
+        self.poller = stages.poller(config, self.store, self.reporter, clock)
         self.intake = ScanIntake(
             self.store, config, events=self.reporter, wake=self.poller.wake.set
         )
-        self.webhooks = self._webhooks()
-        self.uploader = self._uploader()
+        self.webhooks = stages.receiver(
+            config, self.store, WebhookEvents(self.reporter, self.poller.wake.set)
+        )
+        self.uploader = stages.uploader(
+            config, self.store, self.reporter, lambda: self.heartbeat.beat("uploader")
+        )
         self._threads: dict[str, threading.Thread] = {}
         self.metrics_server: Any = None
         self.cashier_server: Any = None
         self.webhook_server: Any = None
-
-    def _build_sources(self) -> list[Source]:
-        """Every source that can run here; one that cannot is logged and left out."""
-        sources = []
-        for scanner in self.config.scanners:
-            try:
-                sources.append(build_source(scanner))
-            except ScannerError as exc:
-                self.unbuilt.append(f"{scanner.type}:{scanner.device or '-'}")
-                self.metrics.scanner_up(f"{scanner.type}:{scanner.device}", False)
-                log.error(
-                    "scanner source cannot start",
-                    extra=fields(type=scanner.type, device=scanner.device, reason=str(exc)),
-                )
-        return sources
-
-    def _poller(self) -> Poller:
-        kassa = self.config.kassa
-        client = KassaClient(
-            kassa.url,
-            kassa.ident,
-            self.config.kassa_secret,
-            timeout=kassa.timeout,
-            verify=str(kassa.ca_bundle) if kassa.ca_bundle else True,
-            proxy=kassa.proxy,
-        )
-        if cleartext(kassa.url):  # allowed by kassa.allow_http, else the config refused it
-            log.warning(
-                "kassa.allow_http: the POS secret and receipts travel in clear on the "
-                "shop network; prefer https:// if the POS API offers it"
-            )
-        return Poller(
-            client,
-            self.store,
-            merchant_id=self.config.store.merchant_id,
-            branch=self.config.store.branch,
-            matching=self.config.matching,
-            interval=kassa.poll_interval,
-            batch=kassa.batch,
-            store_name=self.config.store.name,
-            events=self.reporter,
-            clock=self.clock,
-            webhooks=kassa.webhooks is not None,
-        )
-
-    def _webhooks(self) -> Receiver | None:
-        """The webhook source (kassa.webhooks); its key is read now, so a missing one stops
-        the start (exit 78) rather than refusing every request of the till."""
-        if self.config.kassa.webhooks is None:
-            return None
-        self.config.webhook_key()
-        return Receiver(
-            self.config,
-            self.store,
-            self.config.webhook_key,
-            _WebhookEvents(self.reporter, self.poller.wake.set),
-        )
-
-    def _uploader(self) -> Uploader:
-        cloud = self.config.cloud
-        return Uploader(
-            self.store,
-            cloud.url,
-            self.config.cloud_token,
-            ca_bundle=str(cloud.ca_bundle) if cloud.ca_bundle else None,
-            timeout=cloud.timeout,
-            proxy=cloud.proxy,
-            workers=cloud.workers,
-            base_delay=cloud.retry_base,
-            max_delay=cloud.retry_max,
-            on_delivered=self.reporter.delivered,
-            on_pass=lambda: self.heartbeat.beat("uploader"),
-            on_outcome=self.reporter.uploaded,
-        )
 
     def on_scan(self, event: ScanEvent) -> ScanResult:
         return self.intake.take(event)
