@@ -8,6 +8,7 @@ the line); secrets and the files the config names are resolved and checked by
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -24,7 +25,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from agent.codes import URL_HOSTS
-from agent.config_yaml import compose, describe, key_lines, line_of
+from agent.config_yaml import compose, describe, key_lines, line_of, model_keys
 from agent.credentials import (
     CLOUD_CREDENTIAL,
     CLOUD_TOKEN,
@@ -185,6 +186,7 @@ class StdinScanner(_Scanner):
     type: Literal["stdin"]
 
 
+SCANNERS = (SerialScanner, HidScanner, WebcamScanner, StdinScanner)
 ScannerConfig = Annotated[
     SerialScanner | HidScanner | WebcamScanner | StdinScanner, Field(discriminator="type")
 ]
@@ -369,7 +371,9 @@ def parse(
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(describe(exc, node, name, _known_keys)) from None
+        raise ConfigError(
+            describe(exc, node, name, partial(model_keys, Config, SCANNERS))
+        ) from None
     config._name, config._lines, config._credentials = name, lines, credentials
     problems, warnings = check_files(config)
     problems += transport_problems(config)
@@ -382,23 +386,3 @@ def parse(
         raise ConfigError(sorted(problems, key=line_of))
     config._warnings = warnings
     return config
-
-
-def _known_keys(parent: list[str]) -> list[str]:
-    model: Any = Config
-    for key in parent:
-        field = (
-            model.model_fields.get(key.split("[")[0]) if hasattr(model, "model_fields") else None
-        )
-        annotation = getattr(field, "annotation", None)
-        if annotation is None or not hasattr(annotation, "model_fields"):
-            return _all_scanner_keys() if key.startswith("scanners") else []
-        model = annotation
-    return list(model.model_fields)
-
-
-def _all_scanner_keys() -> list[str]:
-    keys: set[str] = set()
-    for model in (SerialScanner, HidScanner, WebcamScanner, StdinScanner):
-        keys.update(model.model_fields)
-    return sorted(keys)

@@ -167,3 +167,18 @@ def _unknown_key_message(keys: list[str], known_keys: Callable[[list[str]], list
     guess = difflib.get_close_matches(keys[-1] if keys else "", known, n=1)
     hint = f"; did you mean '{guess[0]}'?" if guess else ""
     return f"unknown key{hint}"
+
+
+def model_keys(root: Any, scanners: tuple[Any, ...], parent: list[str]) -> list[str]:
+    """The keys a config section may have (for "did you mean"): the fields of the model at
+    `parent`, or of every scanner model under `scanners[N]` (a union)."""
+    model: Any = root
+    for key in parent:
+        fields = getattr(model, "model_fields", {})
+        annotation = getattr(fields.get(key.split("[")[0]), "annotation", None)
+        if annotation is None or not hasattr(annotation, "model_fields"):
+            if not key.startswith("scanners"):
+                return []
+            return sorted({name for scanner in scanners for name in scanner.model_fields})
+        model = annotation
+    return list(model.model_fields)

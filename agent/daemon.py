@@ -59,22 +59,14 @@ class Daemon:
         self.upload_wake = threading.Event()
         self._wake = threading.Event()  # cuts the supervisor's wait short (stop, reload)
         self._reload_requested = False
-        self.metrics = Metrics()
-        self.metrics.watch_filesystem(config.data_dir)
-        self.metrics.pos_clock_tolerance(config.matching.clock_skew)
+        self.metrics = self._metrics(config)
         self.heartbeat = systemd.Heartbeat()
-        fb = config.feedback
         self.reporter = Reporter(
-            self.metrics,
-            self.heartbeat,
-            Feedback(fb.accepted, fb.rejected, fb.delivered),
-            self.upload_wake.set,
+            self.metrics, self.heartbeat, _feedback(config), self.upload_wake.set
         )
-        if sources is None:
-            sources, self.unbuilt = stages.sources(config, self.metrics)
-        else:
-            self.unbuilt = []  # scanner sources that could not start
-        self.sources = sources
+        self.sources, self.unbuilt = (
+            stages.sources(config, self.metrics) if sources is None else (sources, [])
+        )  # unbuilt: sources that cannot start
         self.store = Store.open(config.data_dir)
         hardening.keep_private(config.data_dir)
         self.poller = stages.poller(config, self.store, self.reporter, clock)
@@ -91,6 +83,13 @@ class Daemon:
         self.metrics_server: Any = None
         self.cashier_server: Any = None
         self.webhook_server: Any = None
+
+    @staticmethod
+    def _metrics(config: Config) -> Metrics:
+        metrics = Metrics()
+        metrics.watch_filesystem(config.data_dir)
+        metrics.pos_clock_tolerance(config.matching.clock_skew)
+        return metrics
 
     def on_scan(self, event: ScanEvent) -> ScanResult:
         return self.intake.take(event)
@@ -188,8 +187,7 @@ class Daemon:
         if new is None:
             return False
         if new.feedback != self.config.feedback:
-            fb = new.feedback
-            self.reporter.feedback = Feedback(fb.accepted, fb.rejected, fb.delivered)
+            self.reporter.feedback = _feedback(new)
         if new.matching != self.config.matching:
             self.poller.set_matching(new.matching)
             if self.webhooks is not None:
@@ -327,6 +325,11 @@ def run(config: Config, config_path: Path | str | None = None) -> int:
         return daemon.exit_status
     finally:
         lock.release()
+
+
+def _feedback(config: Config) -> Feedback:
+    fb = config.feedback
+    return Feedback(fb.accepted, fb.rejected, fb.delivered)
 
 
 def _connected(source: Source) -> bool | None:

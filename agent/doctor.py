@@ -21,6 +21,7 @@ from agent.config import Config, credential_sources, load
 from agent.errors import AgentError, ConfigError, KassaRejected
 from agent.http import HttpError, Transport
 from agent.logs import redact
+from agent.probe import probe
 from agent.queue.store import DB_NAME
 
 if TYPE_CHECKING:
@@ -238,10 +239,10 @@ def _kassa(config: Config) -> Iterator[Check]:
         "check store.branch and store.workplace against MplusKASSA",
     )
     if config.kassa.webhooks is not None:
-        from agent import doctor_webhooks
+        from agent import doctor_selftest, doctor_webhooks
 
         yield from doctor_webhooks.checks(client, config)
-        yield doctor_webhooks.self_test(config)
+        yield doctor_selftest.self_test(config)
 
 
 def _kassa_client(config: Config) -> KassaClient:
@@ -273,7 +274,7 @@ def _kassa_failure(config: Config, exc: AgentError) -> Check:
             f"wrong URL: an HTTP server answers, but not the MplusKASSA API ({exc})",
             "check kassa.url with MplusKASSA (host, port, path)",
         )
-    cause = _probe(config.kassa.url, config.kassa.ca_bundle)
+    cause = probe(config.kassa.url, config.kassa.ca_bundle)
     return Check(
         "POS API",
         False,
@@ -318,7 +319,7 @@ def _cloud(config: Config) -> Check:
     try:
         status = _cloud_health(config, url)
     except HttpError as exc:
-        cause = _probe(url, config.cloud.ca_bundle) or f"{exc.label}: {exc}"
+        cause = probe(url, config.cloud.ca_bundle) or f"{exc.label}: {exc}"
         return Check(
             "cloud",
             False,
@@ -383,36 +384,3 @@ def _user() -> str:
         return f"user {pwd.getpwuid(os.geteuid()).pw_name}"
     except (ImportError, KeyError):
         return f"uid {os.geteuid()}"
-
-
-def _probe(url: str, ca_bundle: Path | None) -> str | None:
-    """Why a URL cannot be reached, found step by step: DNS, TCP, TLS certificate."""
-    import socket
-    import ssl
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, ValueError):
-        return "DNS: the host name does not resolve"
-    family, kind, proto, _, address = addresses[0]
-    try:
-        with socket.socket(family, kind, proto) as sock:
-            sock.settimeout(3.0)
-            sock.connect(address)
-            if parts.scheme != "https":
-                return None
-            context = ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
-            with context.wrap_socket(sock, server_hostname=host):
-                return None
-    except ConnectionRefusedError:
-        return "connection refused (nothing listens at that host and port)"
-    except TimeoutError:
-        return "timed out (a firewall, or the host is down)"
-    except ssl.SSLCertVerificationError as exc:
-        return f"TLS certificate not accepted ({exc.verify_message})"
-    except (ssl.SSLError, OSError) as exc:
-        return f"{type(exc).__name__}: {getattr(exc, 'strerror', None) or exc}"

@@ -19,9 +19,7 @@ Failures are `HttpError` subclasses whose messages hold no URL (URLs carry crede
 from __future__ import annotations
 
 import ipaddress
-import socket
 import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,12 +27,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from agent.errors import AgentError
+from agent.http_deadline import Deadline, DeadlineAdapter
 
 CONNECT_TIMEOUT = 3.0
 """Seconds for a TCP connect: a POS on the shop LAN or a cloud edge answers a SYN in far less;
@@ -132,7 +128,7 @@ class Transport:
         self._given = session
         if session is not None:  # a caller's session gets the same rules
             session.trust_env = False
-            adapter = _DeadlineAdapter()
+            adapter = DeadlineAdapter()
             session.mount("http://", adapter)
             session.mount("https://", adapter)
         self._local = threading.local()
@@ -150,7 +146,7 @@ class Transport:
     ) -> Answer:
         t = self.timeouts
         failure: HttpError | None = None
-        with _Deadline(t.total) as deadline:
+        with Deadline(t.total) as deadline:
             try:
                 response = self._session().request(
                     method,
@@ -236,7 +232,7 @@ def new_session() -> requests.Session:
     """A session that trusts nothing from the environment and cuts requests at their deadline."""
     session = requests.Session()
     session.trust_env = False
-    adapter = _DeadlineAdapter()
+    adapter = DeadlineAdapter()
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
@@ -276,132 +272,3 @@ def _root_cause(exc: BaseException) -> str:
     if "?" in text or "://" in text:
         return type(inner).__name__
     return text[:200]
-
-
-# -- the deadline ---------------------------------------------------------------------------------
-
-_current = threading.local()
-
-
-class _Deadline:
-    """While active in a thread, every socket the thread's requests use is shut down at `at`."""
-
-    def __init__(self, seconds: float) -> None:
-        self.at = time.monotonic() + seconds
-        self.expired = False
-        self._socks: list[socket.socket] = []
-
-    def __enter__(self) -> _Deadline:
-        self._outer = getattr(_current, "deadline", None)
-        _current.deadline = self
-        _REAPER.add(self)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        _REAPER.remove(self)
-        _current.deadline = self._outer
-
-    def watch(self, sock: socket.socket | None) -> None:
-        if sock is None:
-            return
-        with _REAPER.lock:
-            self._socks.append(sock)
-            late = self.expired
-        if late:
-            _cut(sock)
-
-    def expire(self) -> None:
-        """Called by the reaper with its lock held."""
-        self.expired = True
-        for sock in self._socks:
-            _cut(sock)
-
-
-def _cut(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-
-
-class _Reaper:
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self._wake = threading.Condition(self.lock)
-        self._active: set[_Deadline] = set()
-        self._thread: threading.Thread | None = None
-
-    def add(self, deadline: _Deadline) -> None:
-        with self.lock:
-            self._active.add(deadline)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="http-deadline", daemon=True)
-                self._thread.start()
-            self._wake.notify()
-
-    def remove(self, deadline: _Deadline) -> None:
-        with self.lock:
-            self._active.discard(deadline)
-
-    def _run(self) -> None:
-        with self.lock:
-            while True:
-                now = time.monotonic()
-                for deadline in [d for d in self._active if d.at <= now]:
-                    self._active.discard(deadline)
-                    deadline.expire()
-                following = min((d.at for d in self._active), default=None)
-                self._wake.wait(None if following is None else following - now)
-
-
-_REAPER = _Reaper()
-
-
-def _watch(sock: socket.socket | None) -> None:
-    deadline: _Deadline | None = getattr(_current, "deadline", None)
-    if deadline is not None:
-        deadline.watch(sock)
-
-
-class _WatchedHTTPConnection(HTTPConnection):
-    def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
-        _watch(sock)
-        return sock
-
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        _watch(self.sock)  # a connection reused from the pool
-        super().request(*args, **kwargs)
-
-
-class _WatchedHTTPSConnection(HTTPSConnection):
-    def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
-        _watch(sock)
-        return sock
-
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        _watch(self.sock)
-        super().request(*args, **kwargs)
-
-
-class _HTTPPool(HTTPConnectionPool):
-    ConnectionCls = _WatchedHTTPConnection
-
-
-class _HTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _WatchedHTTPSConnection
-
-
-_POOLS = {"http": _HTTPPool, "https": _HTTPSPool}
-
-
-class _DeadlineAdapter(HTTPAdapter):
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = _POOLS
-
-    def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
-        manager = super().proxy_manager_for(proxy, **kwargs)
-        manager.pool_classes_by_scheme = _POOLS
-        return manager
