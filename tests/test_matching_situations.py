@@ -11,22 +11,12 @@ import pytest
 import requests
 from agent_harness import Agent, customer_code, wait_until
 
-from agent.sim.cloud import CloudSimulator
-from agent.sim.kassa import KassaSimulator
-
 TILLS = (1, 2, 3, 4)
 
 
 @pytest.fixture
-def kassa():
-    with KassaSimulator(seed=5, workplaces=TILLS) as sim:
-        yield sim
-
-
-@pytest.fixture
-def cloud():
-    with CloudSimulator("demo-token") as sim:
-        yield sim
+def sim_seed() -> int:
+    return 5
 
 
 @pytest.fixture

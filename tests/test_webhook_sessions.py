@@ -25,15 +25,8 @@ SUBSCRIPTION = "boniq-shop-1"
 
 
 @pytest.fixture
-def kassa():
-    with KassaSimulator(seed=15, workplaces=TILLS) as sim:
-        yield sim
-
-
-@pytest.fixture
-def cloud():
-    with CloudSimulator("demo-token") as sim:
-        yield sim
+def sim_seed() -> int:
+    return 15
 
 
 @pytest.fixture

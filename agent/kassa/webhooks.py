@@ -41,9 +41,8 @@ from agent.listener import Handler, Limits, Server, serve
 from agent.logs import correlation, fields, get_logger, mask_code, new_correlation_id
 from agent.metrics import ScanOutcome
 from agent.printable import printable
-from agent.queue.claims import ClaimState, Close, Reason
+from agent.queue.claims import ClaimState, Close, NewClaim, Reason
 from agent.queue.sessions import (
-    SessionClaim,
     SessionEvent,
     SessionScan,
     SessionScanOutcome,
@@ -216,10 +215,11 @@ class Receiver:
         try:
             scan = self.store.scan_in_session(
                 _session_event(envelope, self.clock()),
-                SessionClaim(
+                NewClaim(
                     correlation_id=new_correlation_id(),
                     customer_kind=code.kind,
                     customer=code.value,
+                    workplace=envelope.workplace,
                     source="webhook",
                     scanned_at=self.clock(),
                     pos_marker=self.store.get_cursor(),

@@ -16,7 +16,8 @@ The store keeps the states; this module owns their names, the reasons and which 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+import sqlite3
+from dataclasses import dataclass, replace
 
 from agent.errors import ClaimStateError
 
@@ -129,3 +130,51 @@ def explain(claim: Claim) -> str:
         ClaimState.CANCELLED: "its POS session was cancelled",
         ClaimState.ASSIGNED: "support assigned its receipt",
     }.get(ClaimState(claim.state), claim.state)
+
+
+@dataclass(frozen=True)
+class NewClaim:
+    """A code read at a till, as the scan intake (or the webhook receiver) hands it over."""
+
+    correlation_id: str
+    customer_kind: str
+    customer: str
+    workplace: int
+    source: str
+    scanned_at: float
+    pos_marker: int | None
+    session_id: str | None = None
+
+    def at(self, workplace: int, session_id: str | None) -> NewClaim:
+        return replace(self, workplace=workplace, session_id=session_id)
+
+
+def insert(conn: sqlite3.Connection, new: NewClaim, unsure: Reason | None = None) -> Claim:
+    """Inside a transaction: the new claim, pending, or closed `unsure` at once."""
+    cur = conn.execute(
+        "INSERT INTO claims (correlation_id, customer_kind, customer, workplace, source,"
+        " scanned_at, pos_marker, session_id, state, reason, closed_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            new.correlation_id,
+            new.customer_kind,
+            new.customer,
+            new.workplace,
+            new.source,
+            new.scanned_at,
+            new.pos_marker,
+            new.session_id,
+            ClaimState.UNSURE.value if unsure else ClaimState.PENDING.value,
+            unsure.value if unsure else None,
+            new.scanned_at if unsure else None,
+        ),
+    )
+    assert cur.lastrowid is not None
+    found = read(conn, cur.lastrowid)
+    assert found is not None
+    return found
+
+
+def read(conn: sqlite3.Connection, claim_id: int) -> Claim | None:
+    row = conn.execute(f"SELECT {CLAIM_COLUMNS} FROM claims WHERE id = ?", (claim_id,)).fetchone()
+    return Claim(*row) if row is not None else None

@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from agent.errors import WebhookRefused
-from agent.queue.claims import CLAIM_COLUMNS, Claim, ClaimState, Close, Reason
+from agent.queue import claims
+from agent.queue.claims import CLAIM_COLUMNS, Claim, ClaimState, Close, NewClaim, Reason
 from agent.queue.outbox import OutboxStore
 
 SESSION_KEEP = 2 * 86400.0  # line ids outlive any receipt that reaches the API late
@@ -79,21 +80,9 @@ class SessionLink:
     state: str
 
 
-@dataclass(frozen=True)
-class SessionClaim:
-    """A pending claim of a code read inside a POS session, as `scan_in_session` stores it."""
-
-    correlation_id: str
-    customer_kind: str
-    customer: str
-    source: str
-    scanned_at: float
-    pos_marker: int | None
-
-
 class SessionStore(OutboxStore):
     def scan_in_session(
-        self, event: SessionEvent, new: SessionClaim, *, rescan_guard: float = 0.0
+        self, event: SessionEvent, new: NewClaim, *, rescan_guard: float = 0.0
     ) -> SessionScan:
         """The claim for a code read in a session, committed before the till is answered.
 
@@ -111,7 +100,7 @@ class SessionStore(OutboxStore):
         with self._tx() as conn:
             replay = _replayed(conn, event.key)
             if replay is not None and replay[1] is not None:
-                held = _claim_or_none(conn, replay[1])
+                held = claims.read(conn, replay[1])
                 if held is not None:
                     return SessionScan(SessionScanOutcome(replay[0]), held, True)
             _touch(conn, event, now)
@@ -221,19 +210,8 @@ def _touch(conn: sqlite3.Connection, event: SessionEvent, now: float) -> None:
     )
 
 
-def _claim(conn: sqlite3.Connection, claim_id: int) -> Claim:
-    found = _claim_or_none(conn, claim_id)
-    assert found is not None
-    return found
-
-
-def _claim_or_none(conn: sqlite3.Connection, claim_id: int) -> Claim | None:
-    row = conn.execute(f"SELECT {CLAIM_COLUMNS} FROM claims WHERE id = ?", (claim_id,)).fetchone()
-    return Claim(*row) if row is not None else None
-
-
 def _scan_outcome(
-    conn: sqlite3.Connection, event: SessionEvent, new: SessionClaim, since: float
+    conn: sqlite3.Connection, event: SessionEvent, new: NewClaim, since: float
 ) -> tuple[SessionScanOutcome, Claim]:
     held = _session_claim(conn, event.session_id)
     if held is not None and held.customer != new.customer:
@@ -254,24 +232,8 @@ def _scan_outcome(
     return SessionScanOutcome.LINKED, _link(conn, event, new)
 
 
-def _unsure(conn: sqlite3.Connection, event: SessionEvent, new: SessionClaim) -> Claim:
-    cur = conn.execute(
-        "INSERT INTO claims (correlation_id, customer_kind, customer, workplace, source,"
-        " scanned_at, pos_marker, state, reason, closed_at) VALUES"
-        " (?, ?, ?, ?, ?, ?, ?, 'unsure', 'recent-sale', ?)",
-        (
-            new.correlation_id,
-            new.customer_kind,
-            new.customer,
-            event.workplace,
-            new.source,
-            new.scanned_at,
-            new.pos_marker,
-            new.scanned_at,
-        ),
-    )
-    assert cur.lastrowid is not None
-    return _claim(conn, cur.lastrowid)
+def _unsure(conn: sqlite3.Connection, event: SessionEvent, new: NewClaim) -> Claim:
+    return claims.insert(conn, new.at(event.workplace, None), unsure=Reason.RECENT_SALE)
 
 
 def _session_claim(conn: sqlite3.Connection, session_id: str) -> Claim | None:
@@ -283,7 +245,7 @@ def _session_claim(conn: sqlite3.Connection, session_id: str) -> Claim | None:
     return Claim(*row) if row is not None else None
 
 
-def _link(conn: sqlite3.Connection, event: SessionEvent, new: SessionClaim) -> Claim:
+def _link(conn: sqlite3.Connection, event: SessionEvent, new: NewClaim) -> Claim:
     row = conn.execute(
         "SELECT id FROM claims WHERE customer = ? AND workplace = ? AND state = 'pending'"
         " AND session_id IS NULL ORDER BY scanned_at DESC LIMIT 1",
@@ -296,27 +258,14 @@ def _link(conn: sqlite3.Connection, event: SessionEvent, new: SessionClaim) -> C
             (event.session_id, claim_id),
         )
     else:
-        cur = conn.execute(
-            "INSERT INTO claims (correlation_id, customer_kind, customer, workplace, source,"
-            " scanned_at, pos_marker, session_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                new.correlation_id,
-                new.customer_kind,
-                new.customer,
-                event.workplace,
-                new.source,
-                new.scanned_at,
-                new.pos_marker,
-                event.session_id,
-            ),
-        )
-        assert cur.lastrowid is not None
-        claim_id = cur.lastrowid
+        claim_id = claims.insert(conn, new.at(event.workplace, event.session_id)).id
     conn.execute(
         "UPDATE webhook_sessions SET claim_id = ? WHERE session_id = ?",
         (claim_id, event.session_id),
     )
-    return _claim(conn, claim_id)
+    found = claims.read(conn, claim_id)
+    assert found is not None
+    return found
 
 
 def _merged(conn: sqlite3.Connection, session_id: str, now: float) -> list[Close]:

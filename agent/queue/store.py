@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.errors import ClaimStateError
-from agent.queue import outbox
+from agent.queue import claims, outbox
 from agent.queue.claims import CLAIM_COLUMNS as _CLAIM_COLUMNS
-from agent.queue.claims import Claim, ClaimState, Close, check_assignable
+from agent.queue.claims import Claim, ClaimState, Close, NewClaim, check_assignable
 from agent.queue.database import DB_NAME, translate
 from agent.queue.outbox import NewDelivery, OutboxItem
 from agent.queue.seen import PastSale, SeenBefore, SeenStore, Sighting, record_sightings
@@ -35,20 +35,6 @@ __all__ = [
     "Store",
     "translate",
 ]
-
-
-@dataclass(frozen=True)
-class NewClaim:
-    """A code read at a till, as the scan intake hands it to the store."""
-
-    correlation_id: str
-    customer_kind: str
-    customer: str
-    workplace: int
-    source: str
-    scanned_at: float
-    pos_marker: int | None
-    session_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -99,30 +85,7 @@ class Store(SeenStore):
             ).fetchone()
             if row is not None:
                 return ClaimResult(Claim(*row), duplicate=True)
-            cur = conn.execute(
-                "INSERT INTO claims (correlation_id, customer_kind, customer, workplace, source,"
-                " scanned_at, pos_marker, session_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    new.correlation_id,
-                    new.customer_kind,
-                    new.customer,
-                    new.workplace,
-                    new.source,
-                    new.scanned_at,
-                    new.pos_marker,
-                    new.session_id,
-                ),
-            )
-            assert cur.lastrowid is not None
-            return ClaimResult(self._claim(conn, cur.lastrowid), duplicate=False)
-
-    @staticmethod
-    def _claim(conn: sqlite3.Connection, claim_id: int) -> Claim:
-        return Claim(
-            *conn.execute(
-                f"SELECT {_CLAIM_COLUMNS} FROM claims WHERE id = ?", (claim_id,)
-            ).fetchone()
-        )
+            return ClaimResult(claims.insert(conn, new), duplicate=False)
 
     def claim(self, claim_id: int) -> Claim | None:
         rows = self._read(f"SELECT {_CLAIM_COLUMNS} FROM claims WHERE id = ?", (claim_id,))

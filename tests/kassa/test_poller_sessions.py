@@ -9,7 +9,8 @@ import uuid
 import pytest
 from matching_support import ANNA, BRAM, got, scan
 
-from agent.queue.sessions import SessionClaim, SessionEvent
+from agent.queue.claims import NewClaim
+from agent.queue.sessions import SessionEvent
 from agent.sim.kassa import CATALOGUE
 
 T = 2  # the till
@@ -21,7 +22,7 @@ def session_scan(store, session: str, code: str, lines: tuple[str, ...] = ()):
     now = time.time()
     return store.scan_in_session(
         SessionEvent("scanCode", session, 1, T, lines, None, now),
-        SessionClaim(f"c-{uuid.uuid4().hex[:6]}", "boniq_code", code, "webhook", now, None),
+        NewClaim(f"c-{uuid.uuid4().hex[:6]}", "boniq_code", code, T, "webhook", now, None),
     ).claim
 
 

@@ -14,7 +14,6 @@ from agent.errors import WebhookRefused
 from agent.queue.claims import ClaimState, Close, Reason
 from agent.queue.sessions import (
     EventKey,
-    SessionClaim,
     SessionEvent,
     SessionScanOutcome,
 )
@@ -45,7 +44,7 @@ def event(
 
 
 def scan(store: Store, session: str, code: str, at: float, **kw: object):
-    new = SessionClaim(f"c-{next(_ids)}", "boniq_code", code, "webhook", at, None)
+    new = NewClaim(f"c-{next(_ids)}", "boniq_code", code, 2, "webhook", at, None)
     return store.scan_in_session(event("scanCode", session, at, **kw), new, rescan_guard=GUARD)
 
 
