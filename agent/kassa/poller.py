@@ -7,12 +7,12 @@ never expires a claim whose sale the agent simply could not see yet.
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from agent import backoff
 from agent.config import MatchingSection
 from agent.errors import KassaError, KassaRejected, StoreError
 from agent.kassa.deliveries import Customer, Deliveries
@@ -308,8 +308,7 @@ class Poller:
             self.events.closed(closes)
 
     def _backoff(self) -> float:
-        failures = self.problem.count
-        return min(MAX_BACKOFF, self.interval * 2.0 ** min(failures, 10)) * random.uniform(0.5, 1)
+        return backoff.delay(self.interval, self.problem.count, MAX_BACKOFF, low=0.5)
 
     def _failed(self, exc: Exception, delay: float) -> float:
         level = "error" if isinstance(exc, KassaRejected) else "warning"

@@ -42,9 +42,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import parse_qs, urlsplit
 from xml.etree.ElementTree import Element
-from zoneinfo import ZoneInfo
 
 from agent.errors import KassaError
+from agent.kassa.receipt import POS_ZONE
 from agent.kassa.soap import (
     body_element,
     child,
@@ -59,7 +59,6 @@ from agent.sim.consumers import SimConsumer
 if TYPE_CHECKING:
     from agent.sim.till import Till
 
-POS_ZONE = ZoneInfo("Europe/Amsterdam")
 VAT_CODES = {21: 1, 9: 2, 0: 3}
 PAYMENT_METHODS = {
     "PIN": ("Pinbetaling", "PAYMENT-METHOD-TYPE-EFT"),

@@ -52,7 +52,8 @@ from urllib.parse import urlsplit
 
 from agent.http import HttpError, Transport
 from agent.kassa import signature
-from agent.sim.kassa import CATALOGUE, POS_ZONE, KassaSimulator, SimLine, sale_total
+from agent.kassa.receipt import POS_ZONE
+from agent.sim.kassa import CATALOGUE, KassaSimulator, SimLine, sale_total
 
 CodeType = Literal["barcode", "rfid", "qrcode"]
 KeyForm = Literal["base64", "text"]
