@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 from agent.errors import WebhookRefused
-from agent.queue.sessions import EventKey
+from agent.queue.sessions import EventKey, SessionEvent
 
 MAX_DEPTH = 16
 SESSION_EVENTS = frozenset(
@@ -37,12 +37,9 @@ Refused = WebhookRefused
 
 @dataclass(frozen=True)
 class Envelope:
-    event: str
-    session_id: str
-    branch: int
-    workplace: int
-    key: EventKey | None
-    line_ids: tuple[str, ...]
+    """A checked request: the session event the store takes, and the body it came in."""
+
+    session: SessionEvent
     body: dict[str, Any]
 
 
@@ -109,9 +106,8 @@ def envelope(event: str, body: dict[str, Any]) -> Envelope:
         if isinstance(instance, str) and _is_int(counter)
         else None
     )
-    return Envelope(
-        event, session_id, branch, workplace, key, _line_ids(session, body.get(event)), body
-    )
+    line_ids = _line_ids(session, body.get(event))
+    return Envelope(SessionEvent(event, session_id, branch, workplace, line_ids, key), body)
 
 
 def _line_ids(session: dict[str, Any], details: Any) -> tuple[str, ...]:

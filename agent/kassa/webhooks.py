@@ -22,7 +22,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from agent import codes
@@ -104,25 +104,23 @@ class Receiver:
     def keys(self) -> tuple[signature.Key, ...]:
         return signature.keys(self.key(), self.section.key_encoding)
 
-    def handle(self, path: str, headers: Any, body: bytes) -> tuple[Reply, signature.Key]:
-        """The reply to one request, and the key to sign it with."""
+    def handle(self, path: str, headers: Any, body: bytes) -> tuple[Reply, signature.Key | None]:
+        """The reply to one request, and the key to sign it with (None: no key to sign with)."""
         try:
             keys = self.keys()
         except AgentError as exc:  # the key file went away: the till must not see "recognized"
             log.error(
                 "webhook request not handled: the key cannot be read", extra=fields(reason=str(exc))
             )
-            return Reply(
-                503, {"error": {"code": "NO_KEY", "message": "not handled"}}
-            ), signature.Key("text", b"")
+            return Reply(503, {"error": {"code": "NO_KEY", "message": "not handled"}}), None
         try:
             used = self._verify(headers, body, keys)
         except Refused as exc:
-            return self._refused(exc, path, None), keys[0]
+            return self._refused(exc, path), keys[0]
         try:
             return self._dispatch(path, parse_json(body)), used
         except Refused as exc:
-            return self._refused(exc, path, used), used
+            return self._refused(exc, path), used
 
     # -- checks -----------------------------------------------------------------------------
 
@@ -163,7 +161,7 @@ class Receiver:
             ),
         )
 
-    def _refused(self, exc: Refused, path: str, key: signature.Key | None) -> Reply:
+    def _refused(self, exc: Refused, path: str) -> Reply:
         log.warning(
             "webhook request refused",
             extra=fields(event=event_name(path) or "-", code=exc.code, reason=exc.message),
@@ -206,34 +204,35 @@ class Receiver:
             code = codes.parse(scanned, url_hosts=self.url_hosts)
         except CodeRejected:
             return Reply(200, {"scanCode": {"recognized": False}})
-        if envelope.branch != self.branch:
+        event = envelope.session
+        if event.branch != self.branch:
             log.warning(
                 "a BONIQ code scanned at another branch is not linked",
-                extra=fields(branch=envelope.branch, workplace=envelope.workplace),
+                extra=fields(branch=event.branch, workplace=event.workplace),
             )
             return Reply(200, {"scanCode": {"recognized": False}})
+        now = self.clock()
+        new = NewClaim(
+            new_correlation_id(),
+            code.kind,
+            code.value,
+            event.workplace,
+            "webhook",
+            scanned_at=now,
+            pos_marker=None,
+        )  # a session claim needs no marker
         try:
             scan = self.store.scan_in_session(
-                _session_event(envelope, self.clock()),
-                NewClaim(
-                    correlation_id=new_correlation_id(),
-                    customer_kind=code.kind,
-                    customer=code.value,
-                    workplace=envelope.workplace,
-                    source="webhook",
-                    scanned_at=self.clock(),
-                    pos_marker=self.store.get_cursor(),
-                ),
-                rescan_guard=self.rescan_guard,
+                replace(event, at=now), new, rescan_guard=self.rescan_guard
             )
         except StoreError as exc:
             log.error(
                 "webhook scan NOT stored: the store refused it",
-                extra=fields(workplace=envelope.workplace, reason=str(exc)),
+                extra=fields(workplace=event.workplace, reason=str(exc)),
             )
-            self.events.webhook_scan(envelope.workplace, "failed")
+            self.events.webhook_scan(event.workplace, "failed")
             return Reply(200, {"scanCode": {"recognized": False, "message": STORE_FAILED_MESSAGE}})
-        self._report_scan(envelope, scan)
+        self._report_scan(event, scan)
         return Reply(200, {"scanCode": self._scan_reply(scan)})
 
     def _scan_reply(self, scan: SessionScan) -> dict[str, Any]:
@@ -249,7 +248,7 @@ class Receiver:
             "customerMessage": self.section.customer_message,
         }
 
-    def _report_scan(self, envelope: Envelope, scan: SessionScan) -> None:
+    def _report_scan(self, event: SessionEvent, scan: SessionScan) -> None:
         outcome = _SCAN_OUTCOMES[scan.outcome]
         with correlation(scan.claim.correlation_id):
             log.info(
@@ -257,54 +256,43 @@ class Receiver:
                 extra=fields(
                     outcome=scan.outcome.value,
                     repeated=scan.replayed or None,
-                    workplace=envelope.workplace,
-                    session=envelope.session_id,
+                    workplace=event.workplace,
+                    session=event.session_id,
                     kind=scan.claim.customer_kind,
                     customer=mask_code(scan.claim.customer),
                 ),
             )
         if not scan.replayed:
-            self.events.webhook_scan(envelope.workplace, outcome)
+            self.events.webhook_scan(event.workplace, outcome)
             if scan.outcome is SessionScanOutcome.RECENT_SALE:
                 self.events.closed([Close(scan.claim, ClaimState.UNSURE, Reason.RECENT_SALE)])
 
     def _session(self, envelope: Envelope) -> Reply:
-        if not envelope.session_id:
+        event = replace(envelope.session, at=self.clock())
+        if not event.session_id:
             log.warning(
                 "a session event without sessionId cannot be linked (MplusKASSA before "
                 "59.4.2 sent this for split payments); its claim will expire",
-                extra=fields(event=envelope.event, workplace=envelope.workplace),
+                extra=fields(event=event.event, workplace=event.workplace),
             )
             return Reply(200, {})
         try:
-            update = self.store.session_event(_session_event(envelope, self.clock()))
+            update = self.store.session_event(event)
         except StoreError as exc:
             log.error(
                 "webhook session event NOT stored: the store refused it",
-                extra=fields(event=envelope.event, workplace=envelope.workplace, reason=str(exc)),
+                extra=fields(event=event.event, workplace=event.workplace, reason=str(exc)),
             )
             return Reply(503, {"error": {"code": "STORE_FAILED", "message": "not stored"}})
         if update.closed:
             self.events.closed(update.closed)
-        if envelope.event in ("completeSession", "creditSession") and not update.replayed:
+        if event.event in ("completeSession", "creditSession") and not update.replayed:
             self.events.session_done()
         return Reply(200, {})
 
 
 def _short(value: Any) -> str:
     return printable(str(value))[:200] if value is not None else "-"
-
-
-def _session_event(envelope: Envelope, now: float) -> SessionEvent:
-    return SessionEvent(
-        event=envelope.event,
-        session_id=envelope.session_id,
-        branch=envelope.branch,
-        workplace=envelope.workplace,
-        line_ids=envelope.line_ids,
-        key=envelope.key,
-        at=now,
-    )
 
 
 class _Handler(Handler):
@@ -315,14 +303,10 @@ class _Handler(Handler):
             reply, key = receiver.handle(self.path, self.headers, body)
         except Exception as exc:  # noqa: BLE001 - a bug must cost this request, not the listener
             log.error("webhook request failed", extra=fields(error=type(exc).__name__))
-            reply, key = (
-                Reply(500, {"error": {"code": "INTERNAL", "message": "failed"}}),
-                signature.Key("text", b""),
-            )
+            reply, key = Reply(500, {"error": {"code": "INTERNAL", "message": "failed"}}), None
         data = json.dumps(reply.body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        self.reply(
-            reply.status, data, "application/json", {signature.HEADER: signature.sign(key, data)}
-        )
+        signed = {signature.HEADER: signature.sign(key, data)} if key is not None else {}
+        self.reply(reply.status, data, "application/json", signed)
 
     def do_GET(self) -> None:
         self.reply(405, b"webhooks are POSTed\n", headers={"Allow": "POST"})
