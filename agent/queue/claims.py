@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 import sqlite3
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from agent.errors import ClaimStateError
 
@@ -144,9 +144,6 @@ class NewClaim:
     scanned_at: float
     pos_marker: int | None
     session_id: str | None = None
-
-    def at(self, workplace: int, session_id: str | None) -> NewClaim:
-        return replace(self, workplace=workplace, session_id=session_id)
 
 
 def insert(conn: sqlite3.Connection, new: NewClaim, unsure: Reason | None = None) -> Claim:

@@ -16,7 +16,7 @@ import enum
 import sqlite3
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from agent.errors import WebhookRefused
 from agent.queue import claims
@@ -219,21 +219,17 @@ def _scan_outcome(
     if held is not None and held.state not in (ClaimState.EXPIRED, ClaimState.UNSURE):
         return SessionScanOutcome.SAME, held
     recent = conn.execute(
-        f"SELECT {', '.join('c.' + c.strip() for c in CLAIM_COLUMNS.split(','))}"
-        " FROM webhook_sessions s LEFT JOIN claims c ON c.id = s.claim_id"
+        "SELECT s.claim_id, c.customer FROM webhook_sessions s"
+        " LEFT JOIN claims c ON c.id = s.claim_id"
         " WHERE s.workplace = ? AND s.state = 'completed' AND s.completed_at >= ?"
         " AND s.session_id != ? ORDER BY c.customer = ? DESC LIMIT 1",
         (event.workplace, since, event.session_id, new.customer),
     ).fetchone()
-    if recent is not None and recent[3] == new.customer:
-        return SessionScanOutcome.PREVIOUS_SALE, Claim(*recent)
+    if recent is not None and recent[1] == new.customer:
+        return SessionScanOutcome.PREVIOUS_SALE, _read(conn, recent[0])
     if recent is not None:
-        return SessionScanOutcome.RECENT_SALE, _unsure(conn, event, new)
+        return SessionScanOutcome.RECENT_SALE, claims.insert(conn, new, unsure=Reason.RECENT_SALE)
     return SessionScanOutcome.LINKED, _link(conn, event, new)
-
-
-def _unsure(conn: sqlite3.Connection, event: SessionEvent, new: NewClaim) -> Claim:
-    return claims.insert(conn, new.at(event.workplace, None), unsure=Reason.RECENT_SALE)
 
 
 def _session_claim(conn: sqlite3.Connection, session_id: str) -> Claim | None:
@@ -249,7 +245,7 @@ def _link(conn: sqlite3.Connection, event: SessionEvent, new: NewClaim) -> Claim
     row = conn.execute(
         "SELECT id FROM claims WHERE customer = ? AND workplace = ? AND state = 'pending'"
         " AND session_id IS NULL ORDER BY scanned_at DESC LIMIT 1",
-        (new.customer, event.workplace),
+        (new.customer, new.workplace),
     ).fetchone()
     if row is not None:
         claim_id = int(row[0])
@@ -258,11 +254,15 @@ def _link(conn: sqlite3.Connection, event: SessionEvent, new: NewClaim) -> Claim
             (event.session_id, claim_id),
         )
     else:
-        claim_id = claims.insert(conn, new.at(event.workplace, event.session_id)).id
+        claim_id = claims.insert(conn, replace(new, session_id=event.session_id)).id
     conn.execute(
         "UPDATE webhook_sessions SET claim_id = ? WHERE session_id = ?",
         (claim_id, event.session_id),
     )
+    return _read(conn, claim_id)
+
+
+def _read(conn: sqlite3.Connection, claim_id: int) -> Claim:
     found = claims.read(conn, claim_id)
     assert found is not None
     return found

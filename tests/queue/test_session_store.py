@@ -7,6 +7,7 @@ holds afterwards, which is what decides who gets the session's receipt.
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import pytest
 
@@ -43,9 +44,10 @@ def event(
     return SessionEvent(name, session, 1, workplace, lines, key, at)
 
 
-def scan(store: Store, session: str, code: str, at: float, **kw: object):
-    new = NewClaim(f"c-{next(_ids)}", "boniq_code", code, 2, "webhook", at, None)
-    return store.scan_in_session(event("scanCode", session, at, **kw), new, rescan_guard=GUARD)
+def scan(store: Store, session: str, code: str, at: float, **kw: Any):
+    scanned = event("scanCode", session, at, **kw)
+    new = NewClaim(f"c-{next(_ids)}", "boniq_code", code, scanned.workplace, "webhook", at, None)
+    return store.scan_in_session(scanned, new, rescan_guard=GUARD)
 
 
 def test_the_first_code_keeps_the_session_and_a_second_is_not_linked(store):
