@@ -87,3 +87,15 @@ def test_a_session_receipt_with_no_claim_is_nobodys_even_for_a_late_scan(
     poller.catch_up()
     poller.catch_up()
     assert receipt not in got(store)
+
+
+def test_a_receipt_with_lines_of_two_sessions_goes_to_neither(kassa, store, webhook_poller):
+    """Two sales merged at the till: whose receipt it is cannot be told, so nobody gets it."""
+    poller = webhook_poller()
+    anna_line, bram_line = str(uuid.uuid4()), str(uuid.uuid4())
+    session_scan(store, "S1", ANNA, (anna_line,))
+    session_scan(store, "S2", BRAM, (bram_line,))
+    receipt = kassa.book_sale(T, lines=list(CATALOGUE[:2]), webhook_line_ids=[anna_line, bram_line])
+    complete(store, "S1", (anna_line,))
+    poller.catch_up()
+    assert receipt not in got(store)
